@@ -1,0 +1,59 @@
+"""The command tree (DESIGN.md, "CLI contract") and the helpers every command uses for exit codes and JSON."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from rewardlab.errors import UserError
+
+_settings = {"no_args_is_help": True, "add_completion": False, "pretty_exceptions_enable": False}
+app = typer.Typer(help="rewardlab: from human rankings to reward models and tuned policies.", **_settings)
+data_app = typer.Typer(help="Import, validate, audit and export ranking data.", **_settings)
+raters_app = typer.Typer(help="Rater quality report and aggregation of repeated judgments.", **_settings)
+train_app = typer.Typer(help="Train a reward model or tune a policy from a YAML config.", **_settings)
+eval_app = typer.Typer(help="Evaluate a reward model or a policy run.", **_settings)
+config_app = typer.Typer(help="Inspect configs.", **_settings)
+app.add_typer(data_app, name="data")
+app.add_typer(raters_app, name="raters")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.add_typer(config_app, name="config")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line reason on stderr and exit (2: bad input or config; 1: internal failure)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map UserError to exit 2 with its one-line message, other exceptions to exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except UserError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+        except Exception as exc:  # noqa: BLE001 - the CLI boundary
+            if os.environ.get("REWARDLAB_DEBUG"):
+                traceback.print_exc()
+            fail(f"internal error: {type(exc).__name__}: {exc} (set REWARDLAB_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+def emit_json(obj: Any) -> None:
+    """The --json contract: one JSON object on stdout and nothing else there."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,445 @@
+"""Config schemas for every stage and the one loader that merges defaults < YAML file < dotted overrides.
+
+Why pydantic with ``extra="forbid"``: a typo in a YAML key (``train.lrr``) must fail loudly with the dotted
+path and a "did you mean" hint instead of silently training with the default. Each stage owns one schema
+class below; add fields to your stage's class, keep the shared sections (model, data, train, tracking)
+stable because users' scripts rely on them (DESIGN.md, "Config keys that scripts rely on").
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rewardlab.errors import UserError
+
+
+class ConfigError(UserError):
+    """Bad config: the CLI turns it into a one-line message and exit code 2."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- shared sections
+
+
+class LoraConfig(Strict):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+class ModelConfig(Strict):
+    name_or_path: str = "offline:tiny-llama"
+    lora: LoraConfig | None = None
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class DataConfig(Strict):
+    train: str | None = "data/sample"
+    eval: str | None = None  # null: a split of train, grouped by prompt
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    max_length: int = Field(512, gt=8)
+    format: str = "auto"
+
+
+class TrainConfig(Strict):
+    lr: float = Field(1.0e-5, gt=0)
+    epochs: float = Field(1, gt=0)
+    max_steps: int | None = None
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    seed: int = 0
+    eval_every: int | None = None
+    save_every: int | None = None
+    resume: bool = False
+    warmup_ratio: float = 0.0
+    lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    log_every: int = 1
+
+
+class TrackingConfig(Strict):
+    backend: Literal["jsonl", "wandb", "none"] = "jsonl"  # metrics.jsonl is written in every case
+    project: str = "rewardlab"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = []
+    run_name: str | None = None
+
+
+class RunConfig(Strict):
+    """Fields every training stage has (DESIGN.md)."""
+
+    stage: str = ""
+    output_dir: str = "runs/run"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+# ---------------------------------------------------------------- data / simulate / raters
+
+
+class DataStageConfig(Strict):
+    """`data import` as a pipeline stage."""
+
+    stage: Literal["data"] = "data"
+    inputs: list[str] = []
+    format: str = "auto"
+    out: str = "data/imported"
+    quarantine: str | None = None
+    strict: bool = False
+
+
+class RaterProfileMix(Strict):
+    careful: float = 0.5
+    noisy: float = 0.2
+    random: float = 0.1
+    position_biased: float = 0.1
+    adversarial: float = 0.0
+    too_fast: float = 0.1
+
+
+class SimulateConfig(Strict):
+    stage: Literal["simulate"] = "simulate"
+    out: str = "data/sim"
+    seed: int = 0
+    prompts: int = Field(200, ge=1)
+    k: int = Field(2, ge=2)
+    families: list[str] = ["arithmetic", "keyword", "format", "safety", "capital"]
+    raters: int = Field(10, ge=1)
+    overlap: int = Field(3, ge=1)
+    gold_rate: float = Field(0.05, ge=0, le=1)
+    mix: RaterProfileMix = RaterProfileMix()
+    sweep: dict[str, list[Any]] | None = None  # e.g. {overlap: [1, 3, 5]}: campaign planning
+
+
+class RaterThresholds(Strict):
+    min_gold_accuracy: float = 0.6
+    min_gold_items: int = 3
+    min_agreement: float = 0.55
+    max_position_bias: float = 0.8
+    min_median_time_ratio: float = 0.25  # flagged when median time < ratio * pool median
+    min_items: int = 5
+
+
+class RatersConfig(Strict):
+    stage: Literal["raters"] = "raters"
+    thresholds: RaterThresholds = RaterThresholds()
+    exclude: Literal["flagged", "none", "listed"] = "flagged"
+    exclude_list: list[str] = []
+    method: Literal["majority", "noisy-bt", "dawid-skene", "none"] = "noisy-bt"
+
+
+# ---------------------------------------------------------------- reward model
+
+
+class RMLossConfig(Strict):
+    kind: Literal["bradley-terry", "plackett-luce"] = "bradley-terry"
+    ties: Literal["rao-kupper", "davidson"] = "rao-kupper"
+    tie_param: float = 1.5  # Rao-Kupper theta > 1, or Davidson nu >= 0
+    margin: dict[str, float] | None = None  # strength label -> margin (Llama 2)
+    center_coef: float = 0.0  # reward centering: coef * mean(r)^2
+    use_soft_labels: bool = True
+    use_weights: bool = True
+    head_weight: float = 1.0  # weight of the rubric-head losses against the overall head
+
+
+class RMConfig(RunConfig):
+    stage: str = "rm"
+    output_dir: str = "runs/rm"
+    model: ModelConfig = ModelConfig(name_or_path="offline:tiny-rm")
+    heads: list[str] = ["overall"]
+    loss: RMLossConfig = RMLossConfig()
+    group_by_length: bool = True
+
+
+# ---------------------------------------------------------------- policy stages
+
+
+class SFTOptions(Strict):
+    demonstrations: Literal["rank1", "file"] = "rank1"
+    completion_only_loss: bool = True
+
+
+class SFTConfig(RunConfig):
+    stage: str = "sft"
+    output_dir: str = "runs/sft"
+    sft: SFTOptions = SFTOptions()
+
+
+class DPOOptions(Strict):
+    beta: float = 0.1
+    loss_type: list[str] = ["sigmoid"]
+    pairs: Literal["all", "best-vs-worst"] = "all"
+    label_smoothing: float = 0.0
+    soft_labels: Literal["none", "label_smoothing", "weights"] = "weights"
+    precompute_ref_log_probs: bool = True
+    max_prompt_length: int | None = None
+
+
+class DPOConfig(RunConfig):
+    stage: str = "dpo"
+    output_dir: str = "runs/dpo"
+    ref_model: str | None = None  # null: the starting policy
+    dpo: DPOOptions = DPOOptions()
+
+
+class PPOOptions(Strict):
+    reward_model: str = "runs/rm/model"
+    value_model: str | None = None  # null: initialised from the reward model
+    rollout_batch_size: int = 16
+    mini_batch_size: int = 8
+    ppo_epochs: int = 4
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    kl_coef: float = 0.05
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    adaptive_kl: bool = False
+    kl_target: float = 6.0
+    kl_horizon: int = 10000
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    whiten_rewards: bool = True
+    missing_eos_penalty: float | None = -1.0
+    value_lr: float | None = None
+    episodes: int | None = None
+
+
+class PPOConfig(RunConfig):
+    stage: str = "ppo"
+    output_dir: str = "runs/ppo"
+    ppo: PPOOptions = PPOOptions()
+
+
+class OnlineOptions(Strict):
+    """GRPO / RLOO (TRL trainers) with our RM as the reward function."""
+
+    reward_model: str = "runs/rm/model"
+    num_generations: int = 4
+    max_completion_length: int = 48
+    beta: float = 0.05
+    temperature: float = 1.0
+
+
+class GRPOConfig(RunConfig):
+    stage: str = "grpo"
+    output_dir: str = "runs/grpo"
+    online: OnlineOptions = OnlineOptions()
+
+
+class RLOOConfig(RunConfig):
+    stage: str = "rloo"
+    output_dir: str = "runs/rloo"
+    online: OnlineOptions = OnlineOptions()
+
+
+# ---------------------------------------------------------------- loop
+
+
+class SampleConfig(Strict):
+    stage: Literal["sample"] = "sample"
+    output_dir: str = "runs/sample"
+    policy: str = "offline:tiny-llama"  # a run folder, a model folder or a source
+    reward_models: list[str] = []
+    prompts: str = "data/sample"
+    num_prompts: int | None = None
+    k: int = 4
+    select: Literal["random", "uncertainty", "disagreement", "coverage"] = "uncertainty"
+    budget: int = 50
+    export: Literal["label-studio", "argilla", "canonical"] = "label-studio"
+    template: Literal["pairwise", "ranker"] = "pairwise"
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    seed: int = 0
+    tracking: TrackingConfig = TrackingConfig()
+
+
+class PipelineConfig(Strict):
+    stage: Literal["pipeline"] = "pipeline"
+    name: str = "pipeline"
+    output_dir: str = "runs/pipeline"
+    stages: list[str] = ["simulate", "raters", "rm", "dpo", "ppo", "eval", "sample", "report"]
+    simulate: dict[str, Any] | str | None = None
+    data: dict[str, Any] | str | None = None
+    raters: dict[str, Any] | str | None = None
+    rm: dict[str, Any] | str | None = None
+    sft: dict[str, Any] | str | None = None
+    dpo: dict[str, Any] | str | None = None
+    ppo: dict[str, Any] | str | None = None
+    sample: dict[str, Any] | str | None = None
+    tracking: TrackingConfig = TrackingConfig()
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "data": DataStageConfig,
+    "simulate": SimulateConfig,
+    "raters": RatersConfig,
+    "rm": RMConfig,
+    "sft": SFTConfig,
+    "dpo": DPOConfig,
+    "ppo": PPOConfig,
+    "grpo": GRPOConfig,
+    "rloo": RLOOConfig,
+    "sample": SampleConfig,
+    "pipeline": PipelineConfig,
+}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.lr=1e-5", "heads=[a,b]"]`` -> nested dict; values parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}' sets inside a non-mapping key")
+        node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _fields_at(schema: type[BaseModel], path: tuple) -> list[str]:
+    """The valid field names at a dotted location, for the "did you mean" hint."""
+    model: Any = schema
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _format_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not isinstance(p, int) or True)
+    # pydantic adds union-branch names (e.g. 'LoraConfig') into loc; drop those that are not fields
+    clean: list[str] = []
+    for part in loc:
+        if isinstance(part, str) and part[:1].isupper() and "[" not in part:
+            continue
+        if isinstance(part, str) and ("[" in part or part in ("list", "str", "dict", "none")):
+            continue
+        clean.append(str(part))
+    dotted = ".".join(clean)
+    if first["type"] == "extra_forbidden":
+        options = _fields_at(schema, tuple(clean[:-1]))
+        hint = difflib.get_close_matches(clean[-1], options, n=1)
+        msg = f"{source}: unknown key '{dotted}'"
+        if hint:
+            msg += f" (did you mean '{'.'.join(clean[:-1] + [hint[0]])}'?)"
+        elif options:
+            msg += f" (valid keys here: {', '.join(options)})"
+        return msg
+    got = first.get("input")
+    got_s = json.dumps(got, default=str)
+    if len(got_s) > 60:
+        got_s = got_s[:57] + "..."
+    return f"{source}: {dotted}: {first['msg']} (got {got_s})"
+
+
+def infer_stage(path: str | Path | None, raw: dict[str, Any]) -> str:
+    if isinstance(raw.get("stage"), str):
+        return raw["stage"]
+    if path is not None:
+        for parent in Path(path).resolve().parents:
+            if parent.name in SCHEMAS:
+                return parent.name
+    raise ConfigError(
+        f"{path}: cannot tell which stage this config is for: add 'stage: <{'|'.join(SCHEMAS)}>'"
+    )
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def load(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    stage: str | None = None,
+    base: dict[str, Any] | None = None,
+) -> Any:
+    """Resolve a config: code defaults < ``base`` (e.g. from a pipeline) < YAML file < ``key=value`` overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = deep_merge(base or {}, raw)
+    over = parse_overrides(list(overrides))
+    raw = deep_merge(raw, over)
+    stage = stage or infer_stage(path, raw)
+    if stage not in SCHEMAS:
+        raise ConfigError(f"{path}: unknown stage '{stage}' (one of {', '.join(SCHEMAS)})")
+    raw_stage = raw.get("stage")
+    if raw_stage not in (None, stage):
+        raise ConfigError(f"{path}: stage '{raw_stage}' does not fit the command, which expects '{stage}'")
+    raw["stage"] = stage
+    schema = SCHEMAS[stage]
+    source = str(path) if path is not None else "<overrides>"
+    if over:
+        source += " (with overrides)" if path is not None else ""
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, schema, source)) from None
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def fingerprint(cfg: BaseModel) -> str:
+    """A stable hash of the resolved config (used for lineage and pipeline skip checks)."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,128 @@
+"""One small tracking interface: metrics.jsonl always, plus wandb when asked.
+
+Why always JSONL: the run folder must be comparable (``rewardlab compare``) and scriptable with no
+service at all. wandb runs online only when a key is configured; otherwise it runs offline and we print
+the ``wandb sync`` command, so a missing key never hangs or fails a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text()
+    except OSError:
+        return False
+
+
+class Tracker:
+    """Logs step metrics to ``<run>/metrics.jsonl`` and, optionally, to wandb."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        backend: str = "jsonl",
+        config: dict | None = None,
+        project: str = "rewardlab",
+        entity: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        name: str | None = None,
+        resume: bool = False,
+    ):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / "metrics.jsonl"
+        self._file = self.path.open("a" if resume else "w", encoding="utf-8")
+        self.wandb_run = None
+        self.backend = backend
+        if backend == "wandb":
+            self._start_wandb(config or {}, project, entity, group, tags or [], name)
+
+    def _start_wandb(self, config, project, entity, group, tags, name) -> None:
+        import wandb
+
+        mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_key() else "offline")
+        self.wandb_run = wandb.init(
+            project=project,
+            entity=entity,
+            group=group,
+            tags=tags,
+            name=name or self.run_dir.name,
+            config=config,
+            dir=str(self.run_dir),
+            mode=mode,
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, init_timeout=60),
+        )
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {k: _clean(v) for k, v in metrics.items()}
+        if step is not None:
+            row = {"step": step, **row}
+        row.setdefault("time", round(time.time(), 3))
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=step)
+
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """A table (policy samples, rater stats): a wandb Table, and ``<run>/<name>.jsonl`` locally."""
+        with (self.run_dir / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, default=str) + "\n")
+        if self.wandb_run is not None and rows:
+            import wandb
+
+            cols = list(rows[0])
+            self.wandb_run.log({name: wandb.Table(columns=cols, data=[[str(r.get(c)) for c in cols] for r in rows])})
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        if self.wandb_run is not None:
+            for k, v in metrics.items():
+                if isinstance(_clean(v), (int, float, str)):
+                    self.wandb_run.summary[k] = _clean(v)
+
+    def finish(self) -> None:
+        self._file.close()
+        if self.wandb_run is not None:
+            offline = self.wandb_run.settings.mode == "offline"
+            run_dir = getattr(self.wandb_run.settings, "sync_dir", None)
+            self.wandb_run.finish()
+            if offline and run_dir:
+                print(f"wandb: offline run saved; upload with: wandb sync {run_dir}", file=sys.stderr)
+            self.wandb_run = None
+
+
+def open_tracker(tracking_cfg, run_dir: str | Path, config: dict | None = None, resume: bool = False) -> Tracker:
+    """Build a Tracker from a ``TrackingConfig`` section."""
+    return Tracker(
+        run_dir,
+        backend=tracking_cfg.backend,
+        config=config,
+        project=tracking_cfg.project,
+        entity=tracking_cfg.entity,
+        group=tracking_cfg.group,
+        tags=list(tracking_cfg.tags),
+        name=tracking_cfg.run_name,
+        resume=resume,
+    )
