@@ -1,0 +1,43 @@
+"""Shared test setup: offline, CPU, in-process CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DISABLE_TQDM", "1")
+
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+
+class CLIResult:
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.stdout = result.stdout
+        self.stderr = result.stderr
+        self.exception = result.exception
+
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __repr__(self) -> str:
+        return f"CLIResult(exit={self.exit_code}, stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def run_cli(*args: str) -> CLIResult:
+    """Run the rewardlab CLI in this process (no 7 s interpreter start-up per call)."""
+    from rewardlab.cli import app
+
+    return CLIResult(CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True))
+
+
+@pytest.fixture
+def cli():
+    return run_cli
