@@ -352,10 +352,9 @@ def _fields_at(schema: type[BaseModel], path: tuple) -> list[str]:
 
 def _format_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
     first = err.errors()[0]
-    loc = tuple(p for p in first["loc"] if not isinstance(p, int) or True)
-    # pydantic adds union-branch names (e.g. 'LoraConfig') into loc; drop those that are not fields
+    # pydantic adds union-branch names (e.g. 'LoraConfig', 'list[str]') into loc; keep only field names
     clean: list[str] = []
-    for part in loc:
+    for part in first["loc"]:
         if isinstance(part, str) and part[:1].isupper() and "[" not in part:
             continue
         if isinstance(part, str) and ("[" in part or part in ("list", "str", "dict", "none")):

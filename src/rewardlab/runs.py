@@ -18,7 +18,17 @@ from typing import Any
 
 from rewardlab.config import fingerprint, to_yaml
 
-PACKAGES = ("rewardlab", "torch", "transformers", "trl", "datasets", "accelerate", "peft", "crowd-kit", "wandb")
+PACKAGES = (
+    "rewardlab",
+    "torch",
+    "transformers",
+    "trl",
+    "datasets",
+    "accelerate",
+    "peft",
+    "crowd-kit",
+    "wandb",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -33,7 +43,9 @@ def package_versions() -> dict[str, str | None]:
 
 def git_sha() -> str | None:
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None

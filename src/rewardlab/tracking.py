@@ -94,7 +94,9 @@ class Tracker:
             import wandb
 
             cols = list(rows[0])
-            self.wandb_run.log({name: wandb.Table(columns=cols, data=[[str(r.get(c)) for c in cols] for r in rows])})
+            self.wandb_run.log(
+                {name: wandb.Table(columns=cols, data=[[str(r.get(c)) for c in cols] for r in rows])}
+            )
 
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.wandb_run is not None:
@@ -113,7 +115,9 @@ class Tracker:
             self.wandb_run = None
 
 
-def open_tracker(tracking_cfg, run_dir: str | Path, config: dict | None = None, resume: bool = False) -> Tracker:
+def open_tracker(
+    tracking_cfg, run_dir: str | Path, config: dict | None = None, resume: bool = False
+) -> Tracker:
     """Build a Tracker from a ``TrackingConfig`` section."""
     return Tracker(
         run_dir,

@@ -13,7 +13,9 @@ from rewardlab.commands.apps import config_app, emit_json, handle_errors
 def show(
     config: str = typer.Argument(..., help="A YAML config file."),
     overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.lr=1e-5."),
-    stage: str = typer.Option(None, help="The stage schema to use (default: the file's `stage:` or its folder)."),
+    stage: str = typer.Option(
+        None, help="The stage schema to use (default: the file's `stage:` or its folder)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the resolved config as one JSON object."),
 ) -> None:
     """Print the resolved config: code defaults < YAML file < overrides, validated."""

@@ -53,7 +53,9 @@ def encode(rec: dict[str, Any]) -> dict[str, Any]:
     row["chat"] = chat
     row["prompt"] = json.dumps(rec["prompt"], ensure_ascii=False) if chat else rec["prompt"]
     row["scores"] = None if rec.get("scores") is None else json.dumps(rec["scores"])
-    row["meta"] = None if rec.get("meta") is None else json.dumps(rec["meta"], ensure_ascii=False, default=str)
+    row["meta"] = (
+        None if rec.get("meta") is None else json.dumps(rec["meta"], ensure_ascii=False, default=str)
+    )
     return row
 
 
@@ -99,8 +101,10 @@ class DatasetWriter:
     def _flush(self) -> None:
         if not self.columns["id"]:
             return
-        batch = pa.record_batch([pa.array(self.columns[n], type=f.type) for n, f in zip(ARROW_SCHEMA.names, ARROW_SCHEMA)],
-                                schema=ARROW_SCHEMA)
+        batch = pa.record_batch(
+            [pa.array(self.columns[n], type=f.type) for n, f in zip(ARROW_SCHEMA.names, ARROW_SCHEMA)],
+            schema=ARROW_SCHEMA,
+        )
         self.writer.write_batch(batch)
         self.columns = {name: [] for name in ARROW_SCHEMA.names}
 
@@ -140,7 +144,9 @@ def _write_hf_metadata(folder: Path) -> None:
     (folder / "state.json").write_text(json.dumps(state))
 
 
-def write_dataset(records: Iterable[dict[str, Any]], out_dir: str | Path, extra_meta: dict | None = None) -> dict:
+def write_dataset(
+    records: Iterable[dict[str, Any]], out_dir: str | Path, extra_meta: dict | None = None
+) -> dict:
     writer = DatasetWriter(out_dir, extra_meta=extra_meta)
     for rec in records:
         writer.add(rec)
@@ -160,7 +166,9 @@ def load_dataset(path: str | Path):
     from datasets import load_from_disk
 
     if not is_dataset_dir(path):
-        raise ValueError(f"{path}: not a rewardlab dataset folder (no {META_FILE}); import it with `rewardlab data import`")
+        raise ValueError(
+            f"{path}: not a rewardlab dataset folder (no {META_FILE}); import it with `rewardlab data import`"
+        )
     return load_from_disk(str(path))
 
 
@@ -179,8 +187,10 @@ def split_by_prompt(ds, eval_fraction: float = 0.1, seed: int = 0):
         return ds, ds.select([])
     threshold = int(eval_fraction * 10_000)
     prompts = ds["prompt"]
-    is_eval = [int(hashlib.sha1(f"{seed}:{prompt_key(p)}".encode()).hexdigest()[:8], 16) % 10_000 < threshold
-               for p in prompts]
+    is_eval = [
+        int(hashlib.sha1(f"{seed}:{prompt_key(p)}".encode()).hexdigest()[:8], 16) % 10_000 < threshold
+        for p in prompts
+    ]
     train_idx = [i for i, e in enumerate(is_eval) if not e]
     eval_idx = [i for i, e in enumerate(is_eval) if e]
     return ds.select(train_idx), ds.select(eval_idx)

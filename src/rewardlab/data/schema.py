@@ -88,7 +88,11 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
     if not isinstance(raw_responses, list):
         _fail("wrong_type", "field 'responses' must be a list", "responses")
     if len(raw_responses) < 2:
-        _fail("too_few_responses", f"field 'responses' has {len(raw_responses)} response(s), needs >= 2", "responses")
+        _fail(
+            "too_few_responses",
+            f"field 'responses' has {len(raw_responses)} response(s), needs >= 2",
+            "responses",
+        )
     responses: list[str] = []
     response_ids: list[str] | None = None
     for n, item in enumerate(raw_responses):
@@ -117,7 +121,11 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
         )
     clean_ranks = []
     for n, r in enumerate(ranks):
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or (isinstance(r, float) and not r.is_integer()):
+        if (
+            isinstance(r, bool)
+            or not isinstance(r, (int, float))
+            or (isinstance(r, float) and not r.is_integer())
+        ):
             _fail("invalid_rank", f"field 'ranks[{n}]' must be an integer >= 1, got {json.dumps(r)}", "ranks")
         if r < 1:
             _fail("invalid_rank", f"field 'ranks[{n}]' must be >= 1, got {r}", "ranks")
@@ -187,7 +195,9 @@ def _scores(value: Any, k: int) -> dict[str, list[float | None]]:
     out = {}
     for name, vals in value.items():
         if not isinstance(vals, list) or len(vals) != k:
-            _fail("scores_length_mismatch", f"field 'scores.{name}' must list one score per response", "scores")
+            _fail(
+                "scores_length_mismatch", f"field 'scores.{name}' must list one score per response", "scores"
+            )
         clean = []
         for v in vals:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
