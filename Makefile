@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
+	bash scripts/ensure_chromium.sh >/dev/null  # headless browser for the HTML report test
 	$(PY) -m pytest -q tests
 
 test-slow: install
