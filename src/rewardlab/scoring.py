@@ -72,7 +72,11 @@ def _add_special_tokens(tokenizer: Any, text: str) -> bool:
 def _truncate(
     ids: list[int], offsets: list, special: list[int], boundary: int, max_length: int
 ) -> tuple[list[int], bool, bool]:
-    """Cut the prompt's left tokens first, then the response's right tokens; keep the special tokens."""
+    """Cut the prompt's left tokens first, then the response's right tokens.
+
+    Special tokens at either end (``special`` is 1 for [CLS]/[SEP]/BOS/role markers/end-of-turn) are kept,
+    so a truncated input still starts and ends the way the model saw during training.
+    """
     if len(ids) <= max_length:
         return ids, False, False
     head = 0
@@ -114,6 +118,7 @@ def encode_conversations(
     # Texts that start with BOS and those that do not are tokenized separately (different special-token rule).
     flags = [_add_special_tokens(tokenizer, t) for t in texts]
     results: list[tuple[list[int], bool, bool] | None] = [None] * len(texts)
+    special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
     for flag in (True, False):
         idx = [i for i, f in enumerate(flags) if f is flag]
         if not idx:
@@ -129,7 +134,10 @@ def encode_conversations(
             results[i] = _truncate(
                 list(enc["input_ids"][row]),
                 enc["offset_mapping"][row],
-                enc["special_tokens_mask"][row],
+                [
+                    int(m or t in special_ids)
+                    for m, t in zip(enc["special_tokens_mask"][row], enc["input_ids"][row])
+                ],
                 bounds[i],
                 max_length,
             )
