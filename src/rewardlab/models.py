@@ -15,7 +15,11 @@ Heavy libraries (torch, transformers, peft) are imported inside functions so `re
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
+import json
+import logging
 import os
 import re
 import shutil
@@ -25,8 +29,8 @@ from typing import Any
 
 from rewardlab.errors import UserError
 
-# Bump a version when the recipe of a built source changes: the cache folder name carries it, so old
-# caches are never mistaken for new ones.
+# The cache folder of a built source carries a version (and, for tiny models, a fingerprint of the recipe and
+# library versions), so a cache built by older code is never mistaken for a new one.
 TINY_VERSION = "v1"
 SMOLLM2_VERSION = "v1"
 OFFLINE_SOURCES = ("tiny-llama", "tiny-rm", "minilm-l6", "smollm2-135m-instruct")
@@ -61,6 +65,7 @@ PLAIN_CHAT_TEMPLATE = (
 )
 
 _DTYPES = ("float32", "bfloat16", "float16")
+log = logging.getLogger(__name__)
 _HUB_ID = re.compile(r"^[\w.\-]+(/[\w.\-]+)?$")
 
 
@@ -94,6 +99,11 @@ def _model_folder(path: Path) -> Path:
     """A run folder holds its model in `model/`; accept both so users can pass RUN_DIR."""
     if not (path / "config.json").exists() and (path / "model" / "config.json").exists():
         return path / "model"
+    if not (path / "config.json").exists() and (path / "adapter_config.json").exists():
+        raise UserError(
+            f"{path}: a LoRA adapter folder without the base model; save runs with models.save_model, "
+            "which merges LoRA into a full model folder"
+        )
     if not (path / "config.json").exists():
         raise UserError(f"{path}: not a model folder (no config.json)")
     return path
@@ -102,7 +112,8 @@ def _model_folder(path: Path) -> Path:
 def _resolve_offline(name: str) -> str:
     source = name.split(":", 1)[1]
     if source in ("tiny-llama", "tiny-rm"):
-        return str(_build_cached(f"{source}-{TINY_VERSION}", lambda out: _build_tiny(out, source)))
+        folder = f"{source}-{TINY_VERSION}-{tiny_fingerprint()}"
+        return str(_build_cached(folder, lambda out: _build_tiny(out, source)))
     if source == "minilm-l6":
         return str(_minilm_dir())
     if source == "smollm2-135m-instruct":
@@ -320,6 +331,36 @@ def _train_tiny_tokenizer(out: Path) -> Any:
     return wrapped
 
 
+# Shape of the tiny Llama (vocab size and special token ids come from the tokenizer).
+TINY_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": False,
+}
+TINY_SEEDS = {"tiny-llama": 0, "tiny-rm": 1}
+
+
+def tiny_fingerprint() -> str:
+    """Short hash of everything that decides the tiny models' bytes: corpus, template, shape, seeds, libraries."""
+    import tokenizers
+    import torch
+    import transformers
+
+    parts = [
+        "\n".join(tiny_corpus()),
+        TINY_CHAT_TEMPLATE,
+        json.dumps(
+            [TINY_SHAPE, TINY_SEEDS, TINY_PAD, TINY_BOS, TINY_EOS, TINY_UNK, TINY_ROLES], sort_keys=True
+        ),
+        f"{tokenizers.__version__} {transformers.__version__} {torch.__version__.split('+')[0]}",
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:10]
+
+
 def _build_tiny(out: Path, source: str) -> None:
     """Tiny random Llama + tokenizer. tiny-rm uses another seed so the RM is not a copy of the policy."""
     import torch
@@ -328,20 +369,13 @@ def _build_tiny(out: Path, source: str) -> None:
     tokenizer = _train_tiny_tokenizer(out)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        **TINY_SHAPE,
     )
-    seed = 0 if source == "tiny-llama" else 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # deterministic without touching the caller's RNG
+        torch.manual_seed(TINY_SEEDS[source])
         model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -387,7 +421,17 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as err:
         raise UserError(f"cannot load tokenizer from {name_or_path}: {err}".splitlines()[0]) from None
+    if tokenizer.model_max_length > 1_000_000:  # "unset" (GGUF and some hub tokenizers): use the model's
+        tokenizer.model_max_length = _max_positions(path) or tokenizer.model_max_length
     return complete_tokenizer(tokenizer)
+
+
+def _max_positions(path: str) -> int | None:
+    config = Path(path) / "config.json"
+    if not config.exists():
+        return None
+    value = json.loads(config.read_text()).get("max_position_embeddings")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def complete_tokenizer(tokenizer: Any) -> Any:
@@ -515,25 +559,46 @@ def build_reward_model(
     except (OSError, ValueError) as err:
         raise _load_error(name_or_path, err) from None
     names = _head_names(config, num_heads, head_names, name_or_path)
+    fresh_heads = not is_reward_model_config(config)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-            problem_type="regression",
-            dtype=_torch_dtype(dtype),
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-        )
+        # A base model has no head yet: transformers' load report about it is expected noise, so it is
+        # silenced and only body weights missing from the checkpoint are reported.
+        with _quiet_load_report(fresh_heads):
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=len(names),
+                id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)},
+                problem_type="regression",
+                dtype=_torch_dtype(dtype),
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+            )
     except (OSError, ValueError) as err:
         raise _load_error(name_or_path, err) from None
+    head = score_head_name(model)
+    missing = sorted(k for k in info["missing_keys"] if not k.startswith(head + "."))
+    if fresh_heads and missing:
+        log.warning(
+            "%s: weights missing from the checkpoint, randomly initialized: %s", name_or_path, missing
+        )
     _sync_special_tokens(model, tokenizer)
     if lora is not None:
-        model = apply_lora(
-            model, task_type="SEQ_CLS", modules_to_save=[score_head_name(model)], **_lora_kwargs(lora)
-        )
+        model = apply_lora(model, task_type="SEQ_CLS", modules_to_save=[head], **_lora_kwargs(lora))
     return model
+
+
+@contextlib.contextmanager
+def _quiet_load_report(quiet: bool):
+    target = logging.getLogger("transformers.modeling_utils")
+    level = target.level
+    if quiet:
+        target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def is_reward_model_config(config: Any) -> bool:
@@ -612,3 +677,20 @@ def apply_lora(
         modules_to_save=modules_to_save,
     )
     return get_peft_model(model, config)
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
+    """Save a full Hugging Face folder (safetensors + tokenizer) that `resolve` and the builders load back.
+
+    LoRA is merged into a copy first (the live model keeps training), so a run's `model/` never depends on a
+    base model living somewhere else.
+    """
+    import copy
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -54,6 +54,35 @@ def test_tiny_llama_folder_is_complete_and_safetensors_only(tiny_dir, cache):
     assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")], "tmp build folder left behind"
 
 
+def test_cache_folder_names_the_recipe_fingerprint(tiny_dir):
+    assert tiny_dir.name == f"tiny-llama-{models.TINY_VERSION}-{models.tiny_fingerprint()}"
+
+
+def test_concurrent_builds_publish_one_complete_folder(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setenv("REWARDLAB_CACHE", str(tmp_path))
+    seen: list[str] = []
+
+    def slow_build(out):
+        (out / "weights").write_text("x" * 1000)
+        time.sleep(0.2)  # both threads are inside the build at once
+        (out / "config.json").write_text("{}")
+
+    threads = [
+        threading.Thread(target=lambda: seen.append(str(models._build_cached("src", slow_build))))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 1 and len(seen) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no tmp folders left
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == ["config.json", "weights"]
+
+
 def test_second_resolve_reuses_the_cache(tiny_dir, monkeypatch):
     def no_rebuild(out, source):
         raise AssertionError("rebuilt a cached source")
@@ -232,6 +261,31 @@ def test_lora_reward_model_trains_and_saves_the_head(tmp_path):
 
     with safe_open(tmp_path / "adapter_model.safetensors", "pt") as f:
         assert any("score" in k for k in f.keys())  # noqa: SIM118
+
+
+def test_save_model_merges_lora_into_a_loadable_reward_model(tok, tmp_path):
+    import torch
+
+    rm = models.build_reward_model("offline:tiny-rm", head_names=["overall"], lora={"r": 4, "dropout": 0.0})
+    with torch.no_grad():  # make the adapter and the head differ from their initial values
+        for param in rm.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.ones_like(param))
+    models.save_model(rm, tok, tmp_path / "model")
+    assert not (tmp_path / "model" / "adapter_config.json").exists()
+    assert hasattr(rm, "peft_config"), "the live model must stay a LoRA model"
+    loaded = models.build_reward_model(str(tmp_path))  # a run folder: resolves to run/model
+    batch = tok([models.format_conversation(tok, "Hi", "Hello.")], return_tensors="pt")
+    rm.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, rm(**batch).logits, rtol=1e-4, atol=1e-5)
+    assert loaded.config.id2label == {0: "overall"}
+
+
+def test_adapter_only_folder_is_rejected_with_a_hint(tmp_path):
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(UserError, match="save_model"):
+        models.resolve(str(tmp_path))
 
 
 def test_bad_builder_arguments_raise_user_errors():
