@@ -1,0 +1,128 @@
+"""`rewardlab train sft|dpo|ppo|grpo|rloo` and `rewardlab eval policy`."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import Any
+
+import typer
+
+from rewardlab import config as cfglib
+from rewardlab.commands.apps import emit_json, eval_app, handle_errors, train_app
+
+CONFIG_ARG = typer.Argument(..., help="A YAML config file (see configs/<stage>/).")
+OVERRIDES_ARG = typer.Argument(
+    None, help="Dotted key=value overrides, e.g. train.lr=1e-5 train.max_steps=10."
+)
+JSON_OPT = typer.Option(False, "--json", help="Print the final metrics as one JSON object.")
+
+
+def _report(stage: str, metrics: dict[str, Any], output_dir: str, as_json: bool) -> None:
+    if as_json:
+        emit_json({"output_dir": output_dir, **metrics})
+        return
+    shown = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in metrics.items()
+        if isinstance(v, (int, float, str))
+    )
+    typer.echo(f"{stage}: {shown}")
+    typer.echo(f"run folder: {output_dir}")
+
+
+def _train(stage: str, config: str, overrides: list[str] | None, as_json: bool) -> None:
+    cfg = cfglib.load(config, overrides or [], stage=stage)
+    # Libraries print to stdout (transformers' log dicts, wandb notices): keep stdout for our report.
+    with contextlib.redirect_stdout(sys.stderr):
+        if stage == "sft":
+            from rewardlab.recipes import sft as recipe
+        elif stage == "dpo":
+            from rewardlab.recipes import dpo as recipe
+        elif stage == "ppo":
+            from rewardlab.recipes import ppo as recipe
+        else:
+            from rewardlab.recipes import online as recipe
+        metrics = recipe.run(cfg)
+    _report(stage, metrics, cfg.output_dir, as_json)
+
+
+@train_app.command("sft")
+@handle_errors
+def train_sft(
+    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+) -> None:
+    """Supervised fine-tuning on demonstrations (TRL SFTTrainer): the starting policy."""
+    _train("sft", config, overrides, as_json)
+
+
+@train_app.command("dpo")
+@handle_errors
+def train_dpo(
+    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+) -> None:
+    """Direct preference optimization on the dataset's ranked pairs (TRL DPOTrainer)."""
+    _train("dpo", config, overrides, as_json)
+
+
+@train_app.command("ppo")
+@handle_errors
+def train_ppo(
+    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+) -> None:
+    """PPO against a trained reward model (rewardlab's own recipe)."""
+    _train("ppo", config, overrides, as_json)
+
+
+@train_app.command("grpo")
+@handle_errors
+def train_grpo(
+    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+) -> None:
+    """GRPO against a trained reward model (TRL GRPOTrainer)."""
+    _train("grpo", config, overrides, as_json)
+
+
+@train_app.command("rloo")
+@handle_errors
+def train_rloo(
+    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+) -> None:
+    """RLOO against a trained reward model (TRL RLOOTrainer)."""
+    _train("rloo", config, overrides, as_json)
+
+
+@eval_app.command("policy")
+@handle_errors
+def eval_policy(
+    run_dir: str = typer.Argument(..., help="A policy run folder (sft, dpo, ppo, grpo, rloo)."),
+    prompts: str = typer.Option(
+        None, help="Held-out prompts: a dataset folder or a JSONL file of {prompt, meta}."
+    ),
+    n: int = typer.Option(None, help="Evaluate on at most N prompts."),
+    reward_model: str = typer.Option(
+        None, "--reward-model", help="RM to judge with (default: the run's RM)."
+    ),
+    max_new_tokens: int = typer.Option(None, help="Response length limit (default: the run's)."),
+    seed: int = typer.Option(0, help="Sampling seed (same for policy and reference)."),
+    greedy: bool = typer.Option(False, help="Greedy decoding instead of seeded sampling."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Policy vs its reference on held-out prompts: RM score, win rate, KL, length, truth score; samples file."""
+    with contextlib.redirect_stdout(sys.stderr):
+        from rewardlab.eval import policy as evaluator
+
+        metrics = evaluator.evaluate_run(
+            run_dir,
+            prompts=prompts,
+            n=n,
+            reward_model=reward_model,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            greedy=greedy,
+        )
+    if as_json:
+        emit_json(metrics)
+    else:
+        for key, value in metrics.items():
+            typer.echo(f"{key:24s} {value:.4f}" if isinstance(value, float) else f"{key:24s} {value}")

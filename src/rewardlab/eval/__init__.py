@@ -1,0 +1,1 @@
+"""Evaluation of reward models (rm.py) and policies (policy.py)."""

@@ -1,0 +1,343 @@
+"""What the policy recipes (sft, dpo, ppo, grpo/rloo) and `eval policy` share.
+
+Data views (demonstrations, unique prompts, the train/eval split by prompt), the TRL glue (CPU-safe
+arguments, a callback that forwards TRL's logs to our Tracker, checkpoints marked complete only after the
+trainer finished writing them), batched generation with the KV cache, and saving a policy as a plain
+safetensors folder. Kept apart so every recipe file reads top to bottom without these details.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
+from rewardlab.data.schema import RecordError, group_key, normalize, prompt_key
+from rewardlab.errors import UserError
+
+Prompt = str | list[dict[str, str]]
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_records(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All records of a dataset folder or of a canonical JSONL file, plus lineage info (fingerprint)."""
+    p = Path(path)
+    if is_dataset_dir(p):
+        return list(iter_records(load_dataset(p))), {
+            "path": str(p),
+            "fingerprint": dataset_meta(p).get("fingerprint"),
+        }
+    if p.is_file():
+        return _read_jsonl_records(p), {"path": str(p), "fingerprint": None}
+    raise UserError(
+        f"{path}: not a dataset folder or a file (import other formats with `rewardlab data import`)"
+    )
+
+
+def _read_jsonl_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(normalize(json.loads(line), source=f"{path}:{n}"))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{n}: invalid JSON ({err.msg})") from None
+            except RecordError as err:
+                where = f" field '{err.field}'" if err.field else ""
+                raise UserError(
+                    f"{path}:{n}:{where} {err.detail} (check it with `rewardlab data validate`)"
+                ) from None
+    return records
+
+
+def split_records(data_cfg: Any, seed: int) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Train and eval records: ``data.eval`` when given, else a split of ``data.train`` grouped by prompt."""
+    if not data_cfg.train:
+        raise UserError(
+            "data.train is not set: give a dataset folder (from `rewardlab data import` or `simulate`)"
+        )
+    info: dict[str, Any] = {"train": data_cfg.train, "eval": data_cfg.eval, "split_seed": seed}
+    if data_cfg.eval:
+        train, meta = read_records(data_cfg.train)
+        held, eval_meta = read_records(data_cfg.eval)
+        info.update(train_fingerprint=meta["fingerprint"], eval_fingerprint=eval_meta["fingerprint"])
+        return train, held, info
+    path = Path(data_cfg.train)
+    info["eval_fraction"] = data_cfg.eval_fraction
+    if is_dataset_dir(path):
+        train_ds, eval_ds = split_by_prompt(load_dataset(path), data_cfg.eval_fraction, seed)
+        info["train_fingerprint"] = dataset_meta(path).get("fingerprint")
+        return list(iter_records(train_ds)), list(iter_records(eval_ds)), info
+    records, meta = read_records(data_cfg.train)
+    held_keys = _eval_prompt_keys(records, data_cfg.eval_fraction, seed)
+    info["train_fingerprint"] = meta["fingerprint"]
+    train = [r for r in records if prompt_key(r["prompt"]) not in held_keys]
+    return train, [r for r in records if prompt_key(r["prompt"]) in held_keys], info
+
+
+def _eval_prompt_keys(records: list[dict], fraction: float, seed: int) -> set[str]:
+    """The same rule as ``dataset.split_by_prompt`` for records read from a file."""
+    import hashlib
+
+    threshold = int(fraction * 10_000)
+    keys = set()
+    for rec in records:
+        digest = hashlib.sha1(f"{seed}:{prompt_key(rec['prompt'])}".encode()).hexdigest()[:8]
+        if int(digest, 16) % 10_000 < threshold:
+            keys.add(prompt_key(rec["prompt"]))
+    return keys
+
+
+def demonstrations(records: list[dict]) -> list[dict[str, Any]]:
+    """One demonstration per comparison: the response with the best (weighted) mean rank across raters.
+
+    Raw campaigns hold several raters' rankings of the same comparison; taking each rater's rank-1 answer
+    would teach the policy the noisy raters' picks too. For an aggregated dataset (one record per
+    comparison) this is simply its rank-1 response. Ties at the top keep the first response.
+    """
+    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    weights: dict[str, float] = defaultdict(float)
+    first: dict[str, dict] = {}
+    order: list[str] = []
+    for rec in records:
+        key = group_key(rec["prompt"], rec["responses"])
+        if key not in first:
+            first[key] = rec
+            order.append(key)
+        w = float(rec.get("weight") or 1.0)
+        weights[key] += w
+        for text, rank in zip(rec["responses"], rec["ranks"], strict=True):
+            sums[key][text] += w * rank
+    out = []
+    for key in order:
+        rec = first[key]
+        best = min(rec["responses"], key=lambda text, k=key: sums[k][text] / weights[k])
+        out.append({"prompt": rec["prompt"], "response": best, "meta": rec.get("meta") or {}})
+    return out
+
+
+def unique_prompts(records: list[dict]) -> list[dict[str, Any]]:
+    """Each distinct prompt once (first occurrence order) with its record's meta (``task`` for simulated data)."""
+    seen: set[str] = set()
+    out = []
+    for rec in records:
+        key = prompt_key(rec["prompt"])
+        if key not in seen:
+            seen.add(key)
+            out.append({"prompt": rec["prompt"], "meta": rec.get("meta") or {}})
+    return out
+
+
+def read_prompt_file(path: str) -> list[dict[str, Any]]:
+    """Prompts from a JSONL file of ``{"prompt": ..., "meta"?: ...}`` lines (a `sample` batch works too)."""
+    out = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{n}: invalid JSON ({err.msg})") from None
+            if (
+                not isinstance(row, dict)
+                or not isinstance(row.get("prompt"), (str, list))
+                or not row["prompt"]
+            ):
+                raise UserError(f"{path}:{n}: field 'prompt' must be a non-empty string or list of messages")
+            out.append(
+                {"prompt": row["prompt"], "meta": row.get("meta") or {}, "response": row.get("response")}
+            )
+    return out
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, str]]:
+    """A prompt as chat messages (a plain string is one user turn)."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+# ---------------------------------------------------------------- TRL glue
+
+
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
+    """TrainingArguments shared by the TRL recipes, safe on CPU (no bf16, no checkpointing, no pinning)."""
+    t = cfg.train
+    kwargs: dict[str, Any] = {
+        "output_dir": str(run_dir / "checkpoints"),
+        "learning_rate": t.lr,
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps if t.max_steps is not None else -1,
+        "per_device_train_batch_size": t.batch_size,
+        "per_device_eval_batch_size": t.batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "logging_steps": t.log_every,
+        "save_strategy": "steps" if t.save_every else "no",
+        "save_total_limit": 2,
+        "report_to": "none",
+        "bf16": False,
+        "fp16": False,
+        "gradient_checkpointing": False,
+        "dataloader_pin_memory": False,
+        "use_cpu": device_name() == "cpu",
+        "disable_tqdm": False,
+    }
+    if t.save_every:
+        kwargs["save_steps"] = t.save_every
+    if t.eval_every and has_eval:
+        kwargs.update(eval_strategy="steps", eval_steps=t.eval_every)
+    return kwargs
+
+
+def tracker_callback(tracker: Any) -> Any:
+    """A TrainerCallback that forwards TRL's logged numbers to our Tracker (metrics.jsonl, wandb)."""
+    from transformers import TrainerCallback
+
+    class TrackerCallback(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
+            if state.is_world_process_zero and logs:
+                numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+                tracker.log(numbers, step=state.global_step)
+
+    return TrackerCallback()
+
+
+def complete_marker_callback() -> Any:
+    """Marks a HF checkpoint folder COMPLETE after the trainer wrote all of it (HF writes in place)."""
+    from transformers import TrainerCallback
+
+    class CompleteMarker(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if folder.is_dir():
+                    (folder / "COMPLETE").write_text("ok\n")
+
+    return CompleteMarker()
+
+
+def latest_trainer_checkpoint(run_dir: Path) -> str | None:
+    """The newest ``checkpoints/checkpoint-N`` marked COMPLETE (a killed save is never resumed from)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    done = [
+        p for p in root.glob("checkpoint-*") if (p / "COMPLETE").exists() and p.name.split("-")[-1].isdigit()
+    ]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def resume_from(cfg: Any, run_dir: Path) -> str | None:
+    """``train.resume=true``: the checkpoint to continue from (an error when there is none)."""
+    if not cfg.train.resume:
+        return None
+    ckpt = latest_trainer_checkpoint(run_dir)
+    if ckpt is None:
+        raise UserError(f"train.resume=true but {run_dir}/checkpoints holds no complete checkpoint")
+    return ckpt
+
+
+def lora_dict(cfg: Any) -> dict | None:
+    return cfg.model.lora.model_dump() if cfg.model.lora is not None else None
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generation_config(
+    tokenizer: Any,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> Any:
+    """A fresh GenerationConfig so no model default (top_k=50, repetition penalty) changes the sampler.
+
+    PPO's log-probs are computed from softmax(logits / temperature) with no top-k/top-p, so sampling must
+    use exactly that distribution unless the config asks otherwise.
+    """
+    from transformers import GenerationConfig
+
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "use_cache": True,
+    }
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
+    return GenerationConfig(**kwargs)
+
+
+def encode_prompts(tokenizer: Any, prompts: list[Prompt], max_length: int) -> tuple[Any, Any]:
+    """Chat-formatted prompts as left-padded (input_ids, attention_mask); long prompts keep their end."""
+    import torch
+
+    from rewardlab import models
+
+    texts = [models.format_prompt(tokenizer, p) for p in prompts]
+    add_special = not (tokenizer.bos_token and texts and texts[0].startswith(tokenizer.bos_token))
+    ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"][-max_length:] for t in texts]
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    return input_ids, mask
+
+
+def generate(model: Any, tokenizer: Any, input_ids: Any, attention_mask: Any, gen_config: Any) -> Any:
+    """Response token ids [batch, new_tokens] (KV cache on; everything after the first EOS is padding)."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_config)
+    return out[:, input_ids.shape[1] :]
+
+
+def decode_responses(tokenizer: Any, response_ids: Any, eos_token_id: int) -> list[str]:
+    """Text of each response up to (not including) its first EOS."""
+    texts = []
+    for row in response_ids.tolist():
+        if eos_token_id in row:
+            row = row[: row.index(eos_token_id)]
+        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_policy(model: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -> Path:
+    """Save a policy as a plain HF folder (LoRA merged in, safetensors only) with a README model card."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    lines = [f"# {card.get('stage', 'policy')} policy (rewardlab)", ""]
+    lines += [f"- {k}: {v}" for k, v in card.items()]
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
+    return out_dir
