@@ -269,6 +269,11 @@ class SampleConfig(Strict):
     template: Literal["pairwise", "ranker"] = "pairwise"
     max_new_tokens: int = 48
     temperature: float = 1.0
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_prompt_length: int = Field(256, gt=8)
+    batch_size: int = Field(32, ge=1)  # prompts x k generated per call
+    max_per_prompt: int | None = Field(None, ge=1)  # cap on items one prompt contributes
+    batch_name: str | None = None  # id prefix and meta.batch of the items; default: the run folder name
     seed: int = 0
     tracking: TrackingConfig = TrackingConfig()
 

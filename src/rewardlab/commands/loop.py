@@ -2,11 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from rewardlab import config as cfglib
 from rewardlab.commands.apps import app, emit_json, handle_errors
+
+OVERRIDES_ARG = typer.Argument(None, help="Dotted key=value overrides, e.g. budget=20 select=random.")
+JSON_OPT = typer.Option(False, "--json", help="Print the result as one JSON object.")
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    shown = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in metrics.items()
+        if isinstance(v, (int, float, str))
+    )
+    typer.echo(f"{title}: {shown}")
+
+
+@app.command("sample")
+@handle_errors
+def sample(
+    config: str = typer.Argument(..., help="A sample config (see configs/sample/)."),
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Next round: K answers per prompt from a policy, select items for the raters, export the batch."""
+    cfg = cfglib.load(config, overrides or [], stage="sample")
+    from rewardlab.recipes import sample as recipe
+
+    with contextlib.redirect_stdout(sys.stderr):  # keep stdout for our report (libraries print there)
+        metrics = recipe.run(cfg)
+    if as_json:
+        emit_json(
+            {"output_dir": cfg.output_dir, "batch": str(Path(cfg.output_dir) / "batch.jsonl"), **metrics}
+        )
+        return
+    _print_metrics("sample", metrics)
+    typer.echo(f"batch for the raters: {Path(cfg.output_dir) / 'batch.jsonl'}")
 
 
 @app.command("compare")
