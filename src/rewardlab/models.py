@@ -46,10 +46,14 @@ TINY_ROLES = ("<|system|>", "<|user|>", "<|assistant|>")
 
 # Each message is `<|role|>\n{content}<|eos|>`; the generation prompt is `<|assistant|>\n`. So
 # format_prompt(p) + response + eos == format_conversation(p, response): sampling and scoring agree.
+# `{% generation %}` marks assistant text (and its eos) for TRL's `assistant_only_loss`.
 TINY_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token }}"
+    "{{ '<|' + message['role'] + '|>\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{% else %}{{ message['content'] + eos_token }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
@@ -591,14 +595,19 @@ def build_reward_model(
 
 @contextlib.contextmanager
 def _quiet_load_report(quiet: bool):
+    """Drop transformers' LOAD REPORT record only (a filter, because raising that logger's level makes
+    transformers log tensor-parallel warnings instead)."""
     target = logging.getLogger("transformers.modeling_utils")
-    level = target.level
+
+    def no_report(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
     if quiet:
-        target.setLevel(logging.ERROR)
+        target.addFilter(no_report)
     try:
         yield
     finally:
-        target.setLevel(level)
+        target.removeFilter(no_report)
 
 
 def is_reward_model_config(config: Any) -> bool:

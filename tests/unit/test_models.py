@@ -176,6 +176,13 @@ def test_format_prompt_and_conversation_agree(tok):
     assert tok(convo).input_ids[-1] == tok.eos_token_id
 
 
+def test_template_marks_assistant_tokens_for_trl(tok):
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there."}]
+    out = tok.apply_chat_template(chat, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    kept = [i for i, keep in zip(out["input_ids"], out["assistant_masks"], strict=True) if keep]
+    assert tok.decode(kept) == "Hello there." + tok.eos_token
+
+
 def test_format_accepts_message_lists(tok):
     chat = [
         {"role": "system", "content": "Be brief."},
