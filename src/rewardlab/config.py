@@ -119,10 +119,13 @@ class SimulateConfig(Strict):
     seed: int = 0
     prompts: int = Field(200, ge=1)
     k: int = Field(2, ge=2)
-    families: list[str] = ["arithmetic", "keyword", "format", "safety", "capital"]
+    k_mix: dict[int, float] | None = None  # share of items per K, e.g. {2: 0.8, 4: 0.2}; overrides k
+    families: list[str] = ["arithmetic", "keyword", "format", "safety", "capital", "antonym"]
     raters: int = Field(10, ge=1)
     overlap: int = Field(3, ge=1)
     gold_rate: float = Field(0.05, ge=0, le=1)
+    gold_min_gap: float = Field(0.25, ge=0)  # gold items are drawn from comparisons this clear-cut
+    tie_epsilon: float = Field(0.03, ge=0)  # raters may tie responses whose true utilities are this close
     mix: RaterProfileMix = RaterProfileMix()
     sweep: dict[str, list[Any]] | None = None  # e.g. {overlap: [1, 3, 5]}: campaign planning
 
