@@ -423,7 +423,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     path = resolve(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as err:
+    except (OSError, ValueError, TypeError) as err:
         raise UserError(f"cannot load tokenizer from {name_or_path}: {err}".splitlines()[0]) from None
     if tokenizer.model_max_length > 1_000_000:  # "unset" (GGUF and some hub tokenizers): use the model's
         tokenizer.model_max_length = _max_positions(path) or tokenizer.model_max_length
@@ -504,10 +504,18 @@ def _sync_special_tokens(model: Any, tokenizer: Any) -> None:
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
     gen = getattr(model, "generation_config", None)
     if gen is not None:
         gen.pad_token_id = tokenizer.pad_token_id
-        gen.eos_token_id = tokenizer.eos_token_id
+        gen.eos_token_id = _stop_ids(gen.eos_token_id, tokenizer.eos_token_id)
+
+
+def _stop_ids(current: int | list[int] | None, eos: int) -> int | list[int]:
+    """Keep a model's extra stop tokens (e.g. Llama 3's end-of-turn ids) and make sure eos is one of them."""
+    if isinstance(current, list):
+        return current if eos in current else [*current, eos]
+    return eos
 
 
 def build_policy(
@@ -521,6 +529,7 @@ def build_policy(
 
     path = resolve(name_or_path)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+    _refuse_reward_model_as_policy(path, name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
@@ -531,6 +540,15 @@ def build_policy(
     if lora is not None:
         model = apply_lora(model, task_type="CAUSAL_LM", **_lora_kwargs(lora))
     return model
+
+
+def _refuse_reward_model_as_policy(path: str, source: str) -> None:
+    """A reward model folder has no LM head: loading it as a policy would silently use a random one."""
+    config = Path(path) / "config.json"
+    if config.exists():
+        architectures = json.loads(config.read_text()).get("architectures") or []
+        if any(a.endswith("ForSequenceClassification") for a in architectures):
+            raise UserError(f"{source} is a reward model ({architectures[0]}), not a policy")
 
 
 def build_reference(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:

@@ -254,6 +254,8 @@ def test_trained_reward_model_folder_keeps_its_heads(tok, tmp_path):
     torch.testing.assert_close(again.score.weight, rm.score.weight)
     with pytest.raises(UserError, match="heads"):
         models.build_reward_model(str(tmp_path), num_heads=2, head_names=["x", "y"])
+    with pytest.raises(UserError, match="not a policy"):
+        models.build_policy(str(tmp_path))
 
 
 def test_lora_reward_model_trains_and_saves_the_head(tmp_path):
