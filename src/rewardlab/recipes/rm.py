@@ -1,0 +1,780 @@
+"""`rewardlab train rm`: a reward model from rankings, read top to bottom.
+
+Why a plain torch loop and not TRL's RewardTrainer: RewardTrainer takes pairs only (no K-wise rankings, no
+ties, one head) and expands a K=4 ranking into 6 pairs = 12 forwards where 4 suffice. Here each comparison
+group (prompt + K responses) is one training element: its K responses are encoded once per step and every
+pair the ranking implies is formed inside the loss (InstructGPT). accelerate's Accelerator gives the
+device and DDP, so the same file runs on one CPU, under `accelerate launch` on 2 CPU processes, or on GPUs.
+
+Steps: 1. data (records, split by prompt) -> 2. encoding (left truncation of prompts, counted) ->
+3. labels per head (pairs with soft label, tie flag, margin; record weights) -> 4. model, optimizer,
+schedule -> 5. length-grouped batches, resumable by step -> 6. the loop (grad accumulation, clipping,
+eval and checkpoints every N steps) -> 7. reward statistics, tie threshold, final eval, save a plain HF
+folder with a model card.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rewardlab import runs
+from rewardlab.config import RMConfig, fingerprint
+from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
+from rewardlab.errors import UserError
+from rewardlab.eval.rm import evaluate_rewards, head_pairs, score_records
+from rewardlab.scoring import RewardScorer, encode_conversations, pad_batch
+
+# ---------------------------------------------------------------- 1. data
+
+
+def read_dataset(path: str, fmt: str = "auto"):
+    """A dataset folder -> ``datasets.Dataset``. A file is imported through the data importer."""
+    p = Path(path)
+    if is_dataset_dir(p):
+        return load_dataset(p), dataset_meta(p)
+    if p.is_file():
+        return _import_file(p, fmt)
+    raise UserError(
+        f"{path}: not a dataset folder or a file (create one with `rewardlab data import` or `simulate`)"
+    )
+
+
+def _import_file(path: Path, fmt: str):
+    """Import a rater export or canonical file on the fly (strict: any bad row is an error)."""
+    try:
+        from rewardlab.data import importing
+    except ImportError:
+        raise UserError(
+            f"{path}: is a file; import it first: rewardlab data import {path} --out DATASET_DIR"
+        ) from None
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix="rewardlab-import-")) / "dataset"
+    report = importing.import_files([str(path)], out, fmt=fmt, strict=True)
+    if report.get("quarantined"):
+        raise UserError(
+            f"{path}: {report['quarantined']} bad record(s); check them with `rewardlab data validate {path}`"
+        )
+    return load_dataset(out), dataset_meta(out)
+
+
+def load_records(cfg: RMConfig) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Train and eval records plus lineage: ``data.eval`` when set, else a split of train by prompt."""
+    if not cfg.data.train:
+        raise UserError(
+            "data.train is not set: give a dataset folder (from `rewardlab data import` or `simulate`)"
+        )
+    train_ds, train_meta = read_dataset(cfg.data.train, cfg.data.format)
+    info: dict[str, Any] = {
+        "train": cfg.data.train,
+        "train_fingerprint": train_meta.get("fingerprint"),
+        "train_meta": {k: v for k, v in train_meta.items() if k not in ("records",)},
+    }
+    if cfg.data.eval:
+        eval_ds, eval_meta = read_dataset(cfg.data.eval, cfg.data.format)
+        info.update(eval=cfg.data.eval, eval_fingerprint=eval_meta.get("fingerprint"))
+    else:
+        train_ds, eval_ds = split_by_prompt(train_ds, cfg.data.eval_fraction, cfg.train.seed)
+        info.update(eval=None, eval_fraction=cfg.data.eval_fraction, split_seed=cfg.train.seed)
+    train, held = list(iter_records(train_ds)), list(iter_records(eval_ds))
+    if not train:
+        raise UserError(f"{cfg.data.train}: no training records (after the eval split)")
+    return train, held, info
+
+
+# ---------------------------------------------------------------- 2. encoding, 3. labels
+
+
+@dataclass
+class Group:
+    """One training element: a prompt's K encoded responses and the pairs each head learns from."""
+
+    ids: list[list[int]]
+    ranks: list[int]
+    weight: float
+    pairs: list[np.ndarray]  # per head: [P, 5] rows of (better, worse, tie, p, margin)
+
+    @property
+    def length(self) -> int:
+        return max(len(x) for x in self.ids)
+
+
+def encode_records(
+    tokenizer: Any, records: list[dict], max_length: int
+) -> tuple[list[list[list[int]]], dict]:
+    """Token ids per record and response; counts records whose prompt or response was truncated."""
+    from rewardlab import models
+
+    prompts, responses, prefixes, owner = [], [], [], []
+    cache: dict[int, str] = {}
+    for n, rec in enumerate(records):
+        key = id(rec["prompt"])
+        if key not in cache:
+            cache[key] = models.format_prompt(tokenizer, rec["prompt"])
+        for resp in rec["responses"]:
+            prompts.append(rec["prompt"])
+            responses.append(resp)
+            prefixes.append(cache[key])
+            owner.append(n)
+    enc = encode_conversations(tokenizer, prompts, responses, max_length, prompt_prefixes=prefixes)
+    per_record: list[list[list[int]]] = [[] for _ in records]
+    cut_prompt, cut_response = set(), set()
+    for i, n in enumerate(owner):
+        per_record[n].append(enc.ids[i])
+        if enc.prompt_truncated[i]:
+            cut_prompt.add(n)
+        if enc.response_truncated[i]:
+            cut_response.add(n)
+    counts = {"truncated_prompt_records": len(cut_prompt), "truncated_response_records": len(cut_response)}
+    return per_record, counts
+
+
+def build_groups(records: list[dict], ids: list[list[list[int]]], cfg: RMConfig) -> list[Group]:
+    """Attach each record's labels: pairs per head with soft label, tie flag and margin; the weight."""
+    margins = cfg.loss.margin
+    groups = []
+    for rec, rec_ids in zip(records, ids, strict=True):
+        margin = 0.0
+        if margins is not None and rec.get("strength") is not None:
+            if rec["strength"] not in margins:
+                raise UserError(
+                    f"record {rec['id']}: strength '{rec['strength']}' is not in loss.margin "
+                    f"(known: {', '.join(margins)})"
+                )
+            margin = float(margins[rec["strength"]])
+        per_head = []
+        for head in cfg.heads:
+            rows = [
+                (
+                    w,
+                    lo,
+                    float(tie),
+                    p if cfg.loss.use_soft_labels or tie else 1.0,
+                    margin if head == "overall" else 0.0,
+                )
+                for w, lo, tie, p in head_pairs(rec, head)
+            ]
+            per_head.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
+        weight = float(rec.get("weight", 1.0)) if cfg.loss.use_weights else 1.0
+        groups.append(Group(rec_ids, list(rec["ranks"]), weight, per_head))
+    return groups
+
+
+def tie_models(groups: list[Group], cfg: RMConfig) -> list[str | None]:
+    """Per head: the configured tie model when that head's training pairs hold ties, else None (plain
+    Bradley-Terry: a tie model cannot learn its tie parameter without ties, and reduces to BT anyway)."""
+    out = []
+    for h in range(len(cfg.heads)):
+        has_ties = any(bool(g.pairs[h][:, 2].any()) for g in groups if len(g.pairs[h]))
+        out.append(cfg.loss.ties if has_ties else None)
+    return out
+
+
+def check_heads(groups: list[Group], cfg: RMConfig) -> None:
+    if len(set(cfg.heads)) != len(cfg.heads) or not cfg.heads:
+        raise UserError(f"heads must be distinct and non-empty, got {cfg.heads}")
+    for h, head in enumerate(cfg.heads):
+        if not any(len(g.pairs[h]) for g in groups):
+            where = "ranks" if head == "overall" else f"scores.{head}"
+            raise UserError(
+                f"heads: '{head}' has no training pairs (no record of {cfg.data.train} has {where})"
+            )
+    if cfg.loss.ties == "rao-kupper" and cfg.loss.tie_param <= 1:
+        raise UserError(f"loss.tie_param must be > 1 for rao-kupper, got {cfg.loss.tie_param}")
+    if cfg.loss.ties == "davidson" and cfg.loss.tie_param <= 0:
+        raise UserError(f"loss.tie_param must be > 0 for davidson, got {cfg.loss.tie_param}")
+
+
+# ---------------------------------------------------------------- 5. batches
+
+
+def epoch_batches(
+    lengths: list[int], batch_size: int, seed: int, epoch: int, by_length: bool, bucket: int
+) -> list[list[int]]:
+    """Micro-batches of group indices for one epoch, a pure function of (seed, epoch): resuming only needs
+    the step number. Length grouping: shuffle, sort by length inside buckets of batch_size * bucket,
+    cut into batches, shuffle the batches (so lengths do not drift through the epoch)."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if by_length:
+        mega = batch_size * bucket
+        order = [
+            g
+            for i in range(0, len(order), mega)
+            for g in sorted(order[i : i + mega], key=lambda g: -lengths[g])
+        ]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if by_length:
+        rng.shuffle(batches)
+    return batches
+
+
+def step_batches(
+    batches: list[list[int]], step_in_epoch: int, world: int, rank: int, accum: int
+) -> list[list[int]]:
+    """The ``accum`` micro-batches this process runs for one optimizer step. The epoch's list wraps around
+    so every process gets the same number of micro-batches (DDP needs them in lockstep)."""
+    per_step = world * accum
+    start = step_in_epoch * per_step + rank * accum
+    return [batches[(start + a) % len(batches)] for a in range(accum)]
+
+
+@dataclass
+class Batch:
+    input_ids: Any
+    attention_mask: Any
+    seq_group: Any  # group index of each sequence
+    ranks: Any
+    weight: Any
+    pairs: list[Any]  # per head: tensor [P, 6] of (better, worse, tie, p, margin, group)
+    n_groups: int
+    tokens: int
+    padded: int
+
+
+def collate(groups: list[Group], pad_id: int) -> Batch:
+    """Flatten groups to sum(K) sequences; pair indices are shifted to the flat positions."""
+    import torch
+
+    seqs, seq_group, ranks, heads = [], [], [], [[] for _ in groups[0].pairs]
+    for g_idx, g in enumerate(groups):
+        offset = len(seqs)
+        seqs.extend(g.ids)
+        seq_group.extend([g_idx] * len(g.ids))
+        ranks.extend(g.ranks)
+        for h, rows in enumerate(g.pairs):
+            if len(rows):
+                shifted = rows.copy()
+                shifted[:, :2] += offset
+                heads[h].append(np.hstack([shifted, np.full((len(rows), 1), g_idx)]))
+    input_ids, mask = pad_batch(seqs, pad_id)
+    pairs = [torch.from_numpy(np.vstack(h) if h else np.zeros((0, 6))) for h in heads]
+    tokens = int(mask.sum())
+    return Batch(
+        input_ids,
+        mask,
+        torch.tensor(seq_group),
+        torch.tensor(ranks),
+        torch.tensor([g.weight for g in groups], dtype=torch.float32),
+        pairs,
+        len(groups),
+        tokens,
+        int(mask.numel()) - tokens,
+    )
+
+
+# ---------------------------------------------------------------- the loss of one batch
+
+
+def batch_loss(
+    logits: Any, batch: Batch, cfg: RMConfig, ties: list[str | None]
+) -> tuple[Any, dict[str, float]]:
+    """Head 0's ranking loss + head_weight * mean of the rubric heads' losses + reward centering."""
+    import torch
+
+    from rewardlab import losses
+
+    parts: dict[str, float] = {}
+    head_losses = []
+    for h, head in enumerate(cfg.heads):
+        rows = batch.pairs[h].to(logits.device)
+        r = logits[:, h]
+        if h == 0 and cfg.loss.kind == "plackett-luce" and head == "overall":
+            loss_h = losses.plackett_luce_loss(
+                r,
+                batch.ranks.to(logits.device),
+                batch.seq_group.to(logits.device),
+                batch.n_groups,
+                batch.weight.to(logits.device),
+            )
+        else:
+            loss_h = losses.pairwise_ranking_loss(
+                r,
+                rows[:, 0].long(),
+                rows[:, 1].long(),
+                rows[:, 5].long(),
+                batch.n_groups,
+                p=rows[:, 3].to(r.dtype),
+                tie=rows[:, 2].bool(),
+                margin=rows[:, 4].to(r.dtype),
+                weight=batch.weight.to(logits.device, r.dtype),
+                tie_model=ties[h],
+                tie_param=cfg.loss.tie_param,
+            )
+        parts[f"loss_{head}"] = float(loss_h.detach())
+        head_losses.append(loss_h)
+    total = head_losses[0]
+    if len(head_losses) > 1:
+        total = total + cfg.loss.head_weight * torch.stack(head_losses[1:]).mean()
+    total = total + losses.centering_loss(logits, cfg.loss.center_coef)
+    rows0 = batch.pairs[0]
+    decided = rows0[:, 2] == 0
+    if bool(decided.any()):
+        d = (logits[rows0[decided, 0].long(), 0] - logits[rows0[decided, 1].long(), 0]).detach()
+        parts["batch_accuracy"] = float(((d > 0).float() + 0.5 * (d == 0).float()).mean())
+    return total, parts
+
+
+# ---------------------------------------------------------------- 6. checkpoints
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Any,
+    cfg: RMConfig,
+    totals: dict[str, float],
+) -> None:
+    """Model (trainable weights), optimizer, scheduler, RNG per process and the step: written into a .tmp
+    folder that is renamed only once every process has finished writing (runs.commit_checkpoint)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = runs.checkpoint_dir(run_dir, step).with_suffix(".tmp")
+    if accelerator.is_main_process:
+        runs.begin_checkpoint(run_dir, step)
+    accelerator.wait_for_everyone()
+    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        state = {
+            "step": step,
+            "config_fingerprint": _resume_fingerprint(cfg),
+            "world_size": accelerator.num_processes,
+            "totals": totals,
+        }
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        runs.commit_checkpoint(tmp, keep=cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(
+    ckpt: Path, model: Any, optimizer: Any, scheduler: Any, accelerator: Any, cfg: RMConfig
+) -> tuple[int, dict[str, float]]:
+    """Restore what ``save_checkpoint`` wrote; returns the step to continue from and the run's counters."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    if state.get("config_fingerprint") != _resume_fingerprint(cfg):
+        print(f"warning: {ckpt}: the config differs from the checkpointed run's", file=sys.stderr)
+    if state.get("world_size") != accelerator.num_processes:
+        raise UserError(
+            f"{ckpt}: written by {state.get('world_size')} process(es), resumed with {accelerator.num_processes}"
+        )
+    weights = load_file(str(ckpt / "trainable.safetensors"))
+    missing, unexpected = accelerator.unwrap_model(model).load_state_dict(weights, strict=False)
+    bad = [k for k in weights if k in unexpected]
+    if bad:
+        raise UserError(f"{ckpt}: checkpoint weights do not fit the model (e.g. {bad[0]})")
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
+    _set_rng_state(torch.load(rng_file, weights_only=True))
+    return int(state["step"]), dict(state.get("totals") or {})
+
+
+def _resume_fingerprint(cfg: RMConfig) -> str:
+    return fingerprint(cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": False})}))
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _trim_metrics_log(run_dir: Path, step: int) -> None:
+    """Drop logged rows after the checkpoint we resume from (they will be logged again)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# ---------------------------------------------------------------- 7. after training
+
+
+def reward_statistics(
+    scorer: RewardScorer, records: list[dict], cfg: RMConfig, ties: list[str | None]
+) -> dict:
+    """Mean/std of rewards on (a seeded sample of) training responses, per head, for PPO's whitening; and
+    the tie threshold: the reward gap below which the model calls a tie, set so that the share of
+    training pairs called ties matches the share of human ties (0 when training had no ties)."""
+    rng = random.Random(cfg.train.seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    chosen, n_resp = [], 0
+    for i in order:
+        if n_resp >= cfg.stats_max_responses:
+            break
+        chosen.append(records[i])
+        n_resp += len(records[i]["responses"])
+    rewards = score_records(scorer, chosen, batch_size=cfg.eval_batch_size)
+    flat = np.concatenate(rewards, axis=0).astype(np.float64)
+    gaps, n_ties = [], 0
+    for rec, r in zip(chosen, rewards, strict=True):
+        for w, lo, tie, _ in head_pairs(rec, cfg.heads[0]):
+            gaps.append(abs(float(r[w, 0] - r[lo, 0])))
+            n_ties += int(tie)
+    threshold = float(np.quantile(gaps, n_ties / len(gaps))) if gaps and n_ties and ties[0] else 0.0
+    return {
+        "reward_mean": float(flat[:, 0].mean()),
+        "reward_std": float(flat[:, 0].std()),
+        "reward_mean_per_head": [float(x) for x in flat.mean(axis=0)],
+        "reward_std_per_head": [float(x) for x in flat.std(axis=0)],
+        "stats_responses": int(flat.shape[0]),
+        "tie_threshold": threshold,
+    }
+
+
+def evaluate_model(
+    scorer: RewardScorer, records: list[dict], cfg: RMConfig, ties: list[str | None], threshold: float
+) -> dict:
+    if not records:
+        return {"accuracy": None, "n_pairs": 0, "ece": None, "agreement_ceiling": None}
+    rewards = score_records(scorer, records, batch_size=cfg.eval_batch_size)
+    return evaluate_rewards(records, rewards, cfg.heads, ties[0], cfg.loss.tie_param, threshold)
+
+
+def model_card(cfg: RMConfig, metrics: dict, data_info: dict) -> str:
+    meta = data_info.get("train_meta", {})
+    policy = {
+        k: meta[k]
+        for k in ("method", "excluded_raters", "rater_policy", "thresholds", "judgments_excluded")
+        if k in meta
+    }
+    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [reward-model, rewardlab]",
+        "---",
+        f"# Reward model: {Path(cfg.output_dir).name}",
+        "",
+        "Trained with `rewardlab train rm` from human rankings. Load it with",
+        "`AutoModelForSequenceClassification.from_pretrained(...)`; one output per head "
+        f"({', '.join(cfg.heads)}); format inputs with the saved tokenizer's chat template (prompt as the user",
+        "turn, response as the assistant turn), or use `rewardlab score`.",
+        "",
+        "## Data",
+        f"- train: `{data_info.get('train')}` (fingerprint `{data_info.get('train_fingerprint')}`)",
+        f"- eval: `{data_info.get('eval') or 'split of train by prompt'}`"
+        + (
+            f" (fingerprint `{data_info.get('eval_fingerprint')}`)"
+            if data_info.get("eval_fingerprint")
+            else ""
+        ),
+        f"- rater policy: `{json.dumps(policy) if policy else 'raw judgments (no aggregation metadata)'}`",
+        "",
+        "## Training",
+        f"- base model: `{cfg.model.name_or_path}`" + (" (LoRA, merged)" if cfg.model.lora else ""),
+        f"- loss: {cfg.loss.kind}, ties: {cfg.loss.ties} ({cfg.loss.tie_param}), margin: {cfg.loss.margin}",
+        f"- reward mean/std on training responses: {metrics.get('reward_mean')} / {metrics.get('reward_std')}",
+        "",
+        "## Metrics (held-out)",
+        "```json",
+        json.dumps(shown, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_model(
+    model: Any, tokenizer: Any, out: Path, cfg: RMConfig, stats: dict, ties: list[str | None]
+) -> None:
+    """A plain HF folder: heads in id2label + rewardlab_heads, reward stats, tie model, max_length."""
+    config = model.config
+    config.id2label = dict(enumerate(cfg.heads))
+    config.label2id = {h: i for i, h in enumerate(cfg.heads)}
+    config.rewardlab_heads = list(cfg.heads)
+    config.rewardlab_max_length = cfg.data.max_length
+    config.rewardlab_tie_model = {"kind": ties[0], "param": cfg.loss.tie_param} if ties[0] else None
+    config.rewardlab_tie_threshold = stats["tie_threshold"]
+    for key in ("reward_mean", "reward_std", "reward_mean_per_head", "reward_std_per_head"):
+        setattr(config, key, stats[key])
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+
+
+# ---------------------------------------------------------------- the recipe
+
+
+def run(cfg: RMConfig) -> dict[str, Any]:
+    """Train, evaluate and save a reward model; returns the final metrics (also in metrics.json)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from rewardlab import models
+    from rewardlab.tracking import open_tracker
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    accelerator = Accelerator()
+    main = accelerator.is_main_process
+    set_seed(cfg.train.seed)
+    say = (lambda msg: print(msg, file=sys.stderr)) if main else (lambda msg: None)
+    run_dir = Path(cfg.output_dir)
+
+    # 1. data
+    train_recs, eval_recs, data_info = load_records(cfg)
+    say(f"data: {len(train_recs)} train / {len(eval_recs)} eval records")
+
+    # 2. encoding: every response once, prompts cut from the left when too long (nothing dropped)
+    tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    ids, trunc = encode_records(tokenizer, train_recs, cfg.data.max_length)
+    if trunc["truncated_prompt_records"] or trunc["truncated_response_records"]:
+        say(
+            f"truncated to {cfg.data.max_length} tokens: {trunc['truncated_prompt_records']} records had prompts cut "
+            f"from the left, {trunc['truncated_response_records']} had responses cut on the right (all kept)"
+        )
+
+    # 3. labels per head
+    groups = build_groups(train_recs, ids, cfg)
+    check_heads(groups, cfg)
+    ties = tie_models(groups, cfg)
+
+    # 4. model, optimizer, schedule
+    lora = cfg.model.lora.model_dump() if cfg.model.lora else None
+    model = models.build_reward_model(
+        cfg.model.name_or_path,
+        num_heads=len(cfg.heads),
+        head_names=list(cfg.heads),
+        lora=lora,
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    model.to(accelerator.device)
+    pad_id = int(
+        model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
+    lengths = [g.length for g in groups]
+    n_micro = math.ceil(len(groups) / cfg.train.batch_size)
+    steps_per_epoch = max(1, math.ceil(n_micro / (world * accum)))
+    total_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
+    if cfg.train.max_steps is not None:
+        total_steps = min(total_steps, cfg.train.max_steps)
+    schedule = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[
+        cfg.train.lr_scheduler
+    ]
+    scheduler = get_scheduler(
+        schedule,
+        optimizer,
+        num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+
+    # 5. run folder, resume
+    start_step = 0
+    totals = {"groups": 0, "sequences": 0, "tokens": 0, "padded": 0, "time": 0.0}  # for the whole run
+    ckpt = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
+    if ckpt is not None:
+        start_step, saved_totals = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator, cfg)
+        totals.update(saved_totals)
+        say(f"resumed from {ckpt} at step {start_step}")
+    elif cfg.train.resume:
+        say(f"resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
+    model = accelerator.prepare(model)
+    tracker = None
+    if main:
+        runs.prepare_run(
+            cfg,
+            {
+                "data": {k: v for k, v in data_info.items() if k != "train_meta"},
+                "heads": cfg.heads,
+                "excluded_raters": data_info["train_meta"].get("excluded_raters"),
+            },
+        )
+        if ckpt is not None:
+            _trim_metrics_log(run_dir, start_step)
+        tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=ckpt is not None)
+    say(
+        f"training: {len(groups)} groups, {total_steps} steps ({steps_per_epoch}/epoch), "
+        f"batch {cfg.train.batch_size} groups x {accum} accum x {world} proc; tie model: {ties[0] or 'none'}"
+    )
+
+    def live_scorer() -> RewardScorer:
+        return RewardScorer(
+            accelerator.unwrap_model(model), tokenizer, cfg.data.max_length, str(accelerator.device)
+        )
+
+    def run_eval(step: int) -> dict:
+        model.eval()
+        threshold = losses_threshold(ties[0], cfg.loss.tie_param)
+        result = evaluate_model(live_scorer(), eval_recs, cfg, ties, threshold) if main else {}
+        model.train()
+        accelerator.wait_for_everyone()
+        return result
+
+    # 6. the loop
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc="train rm",
+        file=sys.stderr,
+        disable=not main or bool(os.environ.get("DISABLE_TQDM")),
+    )
+    model.train()
+    epoch_cache: dict[int, list[list[int]]] = {}
+    last: dict[str, float] = {}
+    for step in range(start_step, total_steps):
+        t0 = time.perf_counter()
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        if epoch not in epoch_cache:
+            epoch_cache = {
+                epoch: epoch_batches(
+                    lengths,
+                    cfg.train.batch_size,
+                    cfg.train.seed,
+                    epoch,
+                    cfg.group_by_length,
+                    cfg.length_bucket,
+                )
+            }
+        micro = step_batches(epoch_cache[epoch], in_epoch, world, rank, accum)
+        sums: dict[str, float] = {}
+        for a, idx in enumerate(micro):
+            batch = collate([groups[i] for i in idx], pad_id)
+            sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
+            with sync:
+                logits = model(
+                    input_ids=batch.input_ids.to(accelerator.device),
+                    attention_mask=batch.attention_mask.to(accelerator.device),
+                ).logits.float()
+                loss, parts = batch_loss(logits, batch, cfg, ties)
+                accelerator.backward(loss / accum)
+            parts["loss"] = float(loss.detach())
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v / accum
+            totals["groups"] += batch.n_groups * world
+            totals["sequences"] += int(batch.input_ids.shape[0]) * world
+            totals["tokens"] += batch.tokens * world
+            totals["padded"] += batch.padded * world
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        totals["time"] += time.perf_counter() - t0
+        done = step + 1
+        reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
+        last = {
+            **sums,
+            "loss": float(reduced.item()),
+            "lr": scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm),
+            "epoch": round(done / steps_per_epoch, 4),
+        }
+        if main and (done % cfg.train.log_every == 0 or done == total_steps):
+            tracker.log(last, step=done)
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['loss']:.4f}")
+        if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < total_steps:
+            result = run_eval(done)
+            if main:
+                tracker.log({f"eval/{k}": v for k, v in result.items() if not isinstance(v, dict)}, step=done)
+        if cfg.train.save_every and done % cfg.train.save_every == 0:
+            save_checkpoint(run_dir, done, model, optimizer, scheduler, accelerator, cfg, totals)
+    bar.close()
+
+    # 7. statistics, final eval, save (main process only; the others wait)
+    metrics: dict[str, Any] = {}
+    if main:
+        final = accelerator.unwrap_model(model)
+        if cfg.model.lora:
+            final = final.merge_and_unload()  # a plain HF model: no peft needed to load it
+        final.eval()
+        scorer = RewardScorer(final, tokenizer, cfg.data.max_length, str(accelerator.device))
+        stats = reward_statistics(scorer, train_recs, cfg, ties)
+        metrics = evaluate_model(scorer, eval_recs, cfg, ties, stats["tie_threshold"])
+        pad_total = totals["tokens"] + totals["padded"]
+        metrics.update(
+            {
+                "train_loss": last.get("loss"),
+                "steps": total_steps,
+                "resumed_from_step": start_step if ckpt is not None else None,
+                "train_groups": len(groups),
+                "eval_records": len(eval_recs),
+                "rankings_per_s": totals["groups"] / totals["time"] if totals["time"] else None,
+                "sequences_per_s": totals["sequences"] / totals["time"] if totals["time"] else None,
+                "tokens_per_s": totals["tokens"] / totals["time"] if totals["time"] else None,
+                "padding_ratio": totals["padded"] / pad_total if pad_total else None,
+                "train_time_s": totals["time"],
+                "tie_model": ties[0],
+                "heads": list(cfg.heads),
+                **trunc,
+                **{k: v for k, v in stats.items()},
+            }
+        )
+        model_dir = run_dir / "model"
+        save_model(final, tokenizer, model_dir, cfg, stats, ties)
+        (model_dir / "README.md").write_text(model_card(cfg, metrics, data_info))
+        runs.write_metrics(run_dir, metrics)
+        runs.update_manifest(run_dir, {"model": str(model_dir), "steps": total_steps})
+        tracker.log(
+            {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None},
+            step=total_steps,
+        )
+        tracker.summary(metrics)
+        tracker.finish()
+        say(
+            f"saved {model_dir}; eval accuracy {metrics.get('accuracy')} on {metrics.get('n_pairs')} pairs "
+            f"(agreement ceiling {metrics.get('agreement_ceiling')})"
+        )
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+train_rm = run
+
+
+def losses_threshold(kind: str | None, param: float) -> float:
+    from rewardlab import losses
+
+    return losses.tie_threshold(kind, param) if kind else 0.0
