@@ -94,7 +94,7 @@ def resolve(name_or_path: str) -> str:
     path = Path(name).expanduser()
     if path.is_dir():
         return str(_model_folder(path))
-    if name.startswith(("/", "./", "../", "~")) or os.sep + os.sep in name:
+    if name.startswith(("/", "./", "../", "~")):
         raise UserError(f"model folder not found: {name}")
     return _resolve_hub_id(name)
 
@@ -144,8 +144,8 @@ def _resolve_hub_id(name: str) -> str:
     except Exception as err:  # LocalEntryNotFoundError, RepositoryNotFoundError, ...
         known = ", ".join(f"offline:{s}" for s in OFFLINE_SOURCES)
         raise UserError(
-            f"model '{name}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 "
-            f"({type(err).__name__}); use a local folder or an offline source: {known}"
+            f"model '{name}' is neither a local folder nor in the local Hugging Face cache, and "
+            f"HF_HUB_OFFLINE=1 ({type(err).__name__}); use a local folder or an offline source: {known}"
         ) from None
 
 
@@ -400,7 +400,6 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.name_or_path = "offline:smollm2-135m-instruct"
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
