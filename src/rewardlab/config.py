@@ -225,10 +225,14 @@ class PPOOptions(Strict):
     cliprange: float = 0.2
     cliprange_value: float = 0.2
     vf_coef: float = 0.1
-    whiten_rewards: bool = True
+    whiten_rewards: bool = True  # RM score -> (s - reward_mean) / reward_std with the RM's stored statistics
     missing_eos_penalty: float | None = -1.0
     value_lr: float | None = None
-    episodes: int | None = None
+    episodes: int | None = None  # null: train.epochs * unique train prompts (train.max_steps caps rollouts)
+    missing_eos_mode: Literal["replace", "add"] = "replace"  # replace the score (N+ details) or add the penalty
+    batch_whiten_rewards: bool = False  # also rescale per-token rewards by their batch std (mean kept)
+    whiten_advantages: bool = True
+    forward_batch_size: int | None = None  # rollout forward passes in chunks (null: mini_batch_size)
 
 
 class PPOConfig(RunConfig):

@@ -100,6 +100,9 @@ def eval_policy(
         None, help="Held-out prompts: a dataset folder or a JSONL file of {prompt, meta}."
     ),
     n: int = typer.Option(None, help="Evaluate on at most N prompts."),
+    samples_per_prompt: int = typer.Option(
+        1, "--samples-per-prompt", min=1, help="Answers per prompt and model."
+    ),
     reward_model: str = typer.Option(
         None, "--reward-model", help="RM to judge with (default: the run's RM)."
     ),
@@ -116,6 +119,7 @@ def eval_policy(
             run_dir,
             prompts=prompts,
             n=n,
+            samples_per_prompt=samples_per_prompt,
             reward_model=reward_model,
             max_new_tokens=max_new_tokens,
             seed=seed,

@@ -1,0 +1,645 @@
+"""`rewardlab train ppo`: PPO against a trained reward model, one readable recipe.
+
+trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation Details of RLHF with PPO"
+(Huang et al., 2024); the math lives in small tested functions in ``rewardlab.ppo_math``. One step:
+
+1. Rollout (no grad): sample a response per prompt with the KV cache (left-padded batch, plain softmax at
+   ``ppo.temperature``: no model default top-k). Everything after the first EOS is padding.
+2. Score: the response text is decoded and scored by the RM through ``RewardScorer``, which re-tokenizes
+   it with the RM's own tokenizer and chat format, so the RM and the policy may use different tokenizers.
+   The score is normalized with the RM's stored mean/std, and an answer with no EOS gets the penalty.
+3. Rewards: -beta * KL_t per token (k1 or k3, against the frozen reference) plus the score on the last
+   real token (the EOS, never a pad after it); beta fixed or adapted to a KL target.
+4. GAE (gamma 1, lambda 0.95) with values from the value model, then whitened advantages.
+5. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss,
+   ``train.grad_accum`` micro-batches per optimizer step, gradient clipping.
+
+The value model is a sequence-classification model read token by token. It starts from the RM when the
+RM shares the policy's tokenizer (the usual recipe); otherwise from the policy's own backbone with a new
+head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rewardlab import models, runs
+from rewardlab import ppo_math as pm
+from rewardlab.errors import UserError
+from rewardlab.recipes import policy_common as pc
+from rewardlab.tracking import open_tracker
+
+# ---------------------------------------------------------------- models
+
+
+def _token_value_model_class() -> type:
+    import torch
+
+    class TokenValueModel(torch.nn.Module):
+        """A sequence-classification model read at every position: V_t from the backbone's hidden state t.
+
+        A module of its own so DDP wraps (and syncs) the whole value forward, not just the pooled head.
+        """
+
+        def __init__(self, seq_cls_model: Any):
+            super().__init__()
+            self.inner = seq_cls_model
+            self.backbone = getattr(seq_cls_model, seq_cls_model.base_model_prefix)
+            self.head = getattr(seq_cls_model, models.score_head_name(seq_cls_model))
+
+        def forward(self, input_ids, attention_mask, position_ids):  # noqa: ANN001, ANN201
+            hidden = self.backbone(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state
+            return self.head(hidden).squeeze(-1)
+
+    return TokenValueModel
+
+
+def same_vocab(a: Any, b: Any) -> bool:
+    """Can a model trained on tokenizer b read token ids of tokenizer a?"""
+    return a.get_vocab() == b.get_vocab()
+
+
+def build_value_model(
+    policy_path: str, rm_path: str, value_path: str | None, policy_tok: Any, log: list[str]
+) -> tuple[Any, str]:
+    """The value model and where it came from: ``ppo.value_model``, else the RM, else the policy backbone."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    source = value_path or rm_path
+    tok = models.load_tokenizer(source)
+    if not same_vocab(policy_tok, tok):
+        if value_path:
+            raise UserError(f"ppo.value_model {value_path} does not share the policy's tokenizer")
+        log.append(
+            f"value model: the RM {rm_path} uses another tokenizer than the policy, so the value model starts "
+            f"from the policy backbone {policy_path} with a new zero-initialised head"
+        )
+        source = policy_path
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized head" notices are expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            models.resolve(source), use_safetensors=True, dtype=torch.float32
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    head_name = models.score_head_name(model)
+    head = getattr(model, head_name)
+    if source == policy_path or head.out_features != 1:
+        new = torch.nn.Linear(head.in_features, 1, bias=head.bias is not None)
+        with torch.no_grad():
+            if source == policy_path:
+                new.weight.zero_()
+            else:  # a multi-head RM: the value starts from the overall head
+                new.weight.copy_(head.weight[:1])
+            if new.bias is not None:
+                new.bias.copy_(head.bias[:1] if source != policy_path else torch.zeros(1))
+        setattr(model, head_name, new)
+        model.config.num_labels = 1
+    model.config.pad_token_id = policy_tok.pad_token_id
+    return _token_value_model_class()(model), source
+
+
+def disable_dropout(model: Any) -> None:
+    """No dropout anywhere: log-probs at rollout and at update must come from the same function (N+ details)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+# ---------------------------------------------------------------- forward passes
+
+
+def position_ids(attention_mask: Any) -> Any:
+    """Positions that skip left padding, so a padded prompt is read like an unpadded one."""
+    return (attention_mask.cumsum(1) - 1).clamp(min=0)
+
+
+def policy_logprobs(
+    model: Any,
+    query_response: Any,
+    attention_mask: Any,
+    context: int,
+    temperature: float,
+    with_entropy: bool = False,
+) -> tuple[Any, Any]:
+    """log pi(response token t) for every response position, and optionally the entropy there."""
+    n_response = query_response.shape[1] - context
+    out = model(
+        input_ids=query_response,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        logits_to_keep=n_response + 1,
+        use_cache=False,
+    )
+    logits = out.logits[:, :-1].float() / max(temperature, 1e-7)
+    logp = pm.logprobs_from_logits(logits, query_response[:, context:])
+    entropy = None
+    if with_entropy:
+        import torch
+
+        with torch.no_grad():
+            entropy = pm.entropy_from_logits(logits)
+    return logp, entropy
+
+
+def token_values(value_model: Any, query_response: Any, attention_mask: Any, context: int) -> Any:
+    """V_t for each response token t, predicted from the state before it (same alignment as log-probs)."""
+    values = value_model(query_response, attention_mask, position_ids(attention_mask))
+    return values[:, context - 1 : -1].float()
+
+
+# ---------------------------------------------------------------- rollout
+
+
+@dataclass
+class Rollout:
+    """One batch of episodes with everything the PPO update needs (all tensors on the device)."""
+
+    query_response: Any
+    attention_mask: Any
+    context: int
+    mask: Any
+    logprobs: Any
+    ref_logprobs: Any
+    values: Any
+    advantages: Any
+    returns: Any
+    kl: Any
+    scores_raw: Any
+    scores: Any
+    has_eos: Any
+    texts: list[str]
+    gen_seconds: float
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def rollout(ctx: Any, prompts: list[Any], kl_coef: float) -> Rollout:
+    """Generate, score and shape rewards for one batch of prompts (see the module doc, steps 1-4)."""
+    import torch
+
+    o = ctx.cfg.ppo
+    device = ctx.accelerator.device
+    query, query_mask = pc.encode_prompts(ctx.tokenizer, prompts, ctx.cfg.data.max_length)
+    query, query_mask = query.to(device), query_mask.to(device)
+    policy = ctx.accelerator.unwrap_model(ctx.policy)
+    policy.eval()
+    started = time.perf_counter()
+    response = pc.generate(policy, ctx.tokenizer, query, query_mask, ctx.gen_config)
+    gen_seconds = time.perf_counter() - started
+    mask, has_eos, last_index = pm.response_mask(response, ctx.tokenizer.eos_token_id)
+    response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
+    query_response = torch.cat([query, response], dim=1)
+    attention_mask = torch.cat([query_mask, mask.long()], dim=1)
+    context = query.shape[1]
+    logprobs, ref_logprobs, values = [], [], []
+    with torch.no_grad():
+        for part in chunks(len(prompts), ctx.forward_batch_size):
+            qr, am = query_response[part], attention_mask[part]
+            logprobs.append(policy_logprobs(policy, qr, am, context, o.temperature)[0])
+            ref_logprobs.append(policy_logprobs(ctx.reference, qr, am, context, o.temperature)[0])
+            values.append(token_values(ctx.value, qr, am, context))
+    logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
+    texts = pc.decode_responses(ctx.tokenizer, response, ctx.tokenizer.eos_token_id)
+    scores_raw = ctx.scorer.score_tensor(prompts, texts, batch_size=ctx.forward_batch_size)[:, 0].to(device)
+    scores = scores_raw
+    if o.whiten_rewards:
+        scores = pm.normalize_scores(scores, ctx.scorer.reward_mean, ctx.scorer.reward_std)
+    scores = pm.apply_missing_eos_penalty(scores, has_eos, o.missing_eos_penalty, o.missing_eos_mode)
+    kl = pm.kl_per_token(logprobs, ref_logprobs, o.kl_estimator) * mask
+    rewards, _ = pm.shape_rewards(scores, kl, mask, last_index, kl_coef)
+    if o.batch_whiten_rewards:
+        rewards = pm.whiten(rewards, mask, shift_mean=False)
+    advantages, returns = pm.gae(rewards, values, mask, o.gamma, o.lam)
+    if o.whiten_advantages:
+        advantages = pm.whiten(advantages, mask)
+    return Rollout(
+        query_response,
+        attention_mask,
+        context,
+        mask,
+        logprobs,
+        ref_logprobs,
+        values * mask,
+        advantages,
+        returns,
+        kl,
+        scores_raw,
+        scores,
+        has_eos,
+        texts,
+        gen_seconds,
+    )
+
+
+# ---------------------------------------------------------------- update
+
+
+def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
+    """``ppo_epochs`` passes of clipped policy + value losses over shuffled minibatches; mean stats."""
+    import torch
+
+    o = ctx.cfg.ppo
+    accelerator = ctx.accelerator
+    ctx.policy.train()
+    ctx.value.train()
+    n = batch.mask.shape[0]
+    micro = o.mini_batch_size // ctx.cfg.train.grad_accum
+    stats: dict[str, list[float]] = {}
+    generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
+    for _ in range(o.ppo_epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, micro):
+            idx = order[start : start + micro].to(batch.mask.device)
+            with accelerator.accumulate(ctx.policy, ctx.value):
+                qr, am, mask = batch.query_response[idx], batch.attention_mask[idx], batch.mask[idx]
+                logp, entropy = policy_logprobs(
+                    ctx.policy, qr, am, batch.context, o.temperature, with_entropy=True
+                )
+                vpred = token_values(ctx.value, qr, am, batch.context)
+                pg_loss, pg_stats = pm.policy_loss(
+                    logp, batch.logprobs[idx], batch.advantages[idx], mask, o.cliprange
+                )
+                vf_loss, vf_stats = pm.value_loss(
+                    vpred, batch.values[idx], batch.returns[idx], mask, o.cliprange_value
+                )
+                loss = pg_loss + o.vf_coef * vf_loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and ctx.cfg.train.max_grad_norm:
+                    params = [p for m in (ctx.policy, ctx.value) for p in m.parameters() if p.requires_grad]
+                    accelerator.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm)
+                ctx.optimizer.step()
+                if accelerator.sync_gradients:
+                    ctx.scheduler.step()
+                ctx.optimizer.zero_grad()
+            row = {
+                "policy/loss": pg_loss.item(),
+                "value/loss": vf_loss.item(),
+                "policy/entropy": pm.masked_mean(entropy, mask).item(),
+                **{f"policy/{k}": v.item() for k, v in pg_stats.items()},
+                **{f"value/{k}": v.item() for k, v in vf_stats.items()},
+            }
+            for key, value in row.items():
+                stats.setdefault(key, []).append(value)
+    return {key: sum(v) / len(v) for key, v in stats.items()}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(ctx: Any) -> None:
+    """Policy, value model, optimizer, scheduler, KL controller, step and RNG: enough to continue exactly."""
+    import torch
+
+    ctx.accelerator.wait_for_everyone()
+    if not ctx.accelerator.is_main_process:
+        return
+    tmp = runs.begin_checkpoint(ctx.run_dir, ctx.step)
+    ctx.accelerator.unwrap_model(ctx.policy).save_pretrained(tmp / "policy", safe_serialization=True)
+    ctx.accelerator.unwrap_model(ctx.value).inner.save_pretrained(tmp / "value", safe_serialization=True)
+    torch.save(
+        {
+            "optimizer": ctx.optimizer.state_dict(),
+            "scheduler": ctx.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp / "trainer_state.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps({"step": ctx.step, "kl_ctl": ctx.kl_ctl.state_dict()}))
+    runs.commit_checkpoint(tmp)
+
+
+def load_checkpoint(ctx: Any, folder: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    policy = ctx.accelerator.unwrap_model(ctx.policy)
+    if ctx.cfg.model.lora is not None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(policy, load_file(str(folder / "policy" / "adapter_model.safetensors")))
+    else:
+        _load_into(policy, _load_folder_weights(folder / "policy", load_file), folder / "policy")
+    value = ctx.accelerator.unwrap_model(ctx.value).inner
+    _load_into(value, _load_folder_weights(folder / "value", load_file), folder / "value")
+    state = torch.load(folder / "trainer_state.pt", weights_only=True)
+    ctx.optimizer.load_state_dict(state["optimizer"])
+    ctx.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    info = json.loads((folder / "state.json").read_text())
+    ctx.step = int(info["step"])
+    ctx.kl_ctl.load_state_dict(info["kl_ctl"])
+
+
+def _load_into(model: Any, weights: dict[str, Any], source: Path) -> None:
+    """Load saved weights; only tied weights (saved once) may be missing."""
+    result = model.load_state_dict(weights, strict=False)
+    tied = {k for k in result.missing_keys if "lm_head" in k or "embed" in k}
+    if result.unexpected_keys or set(result.missing_keys) - tied:
+        raise UserError(
+            f"{source}: checkpoint does not match the model ({result.unexpected_keys[:3]} "
+            f"unexpected, {sorted(set(result.missing_keys) - tied)[:3]} missing)"
+        )
+    if tied and hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def _load_folder_weights(folder: Path, load_file: Any) -> dict[str, Any]:
+    weights: dict[str, Any] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        weights.update(load_file(str(file)))
+    return weights
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Context:
+    """What the step functions share; built once by ``setup``."""
+
+    cfg: Any
+    run_dir: Path
+    accelerator: Any
+    tokenizer: Any
+    policy: Any
+    reference: Any
+    value: Any
+    scorer: Any
+    optimizer: Any
+    scheduler: Any
+    kl_ctl: Any
+    gen_config: Any
+    forward_batch_size: int
+    total_steps: int
+    value_source: str
+    step: int = 0
+
+
+def check_batch_sizes(cfg: Any) -> None:
+    o, t = cfg.ppo, cfg.train
+    if o.rollout_batch_size % o.mini_batch_size:
+        raise UserError(
+            f"ppo.rollout_batch_size ({o.rollout_batch_size}) must be a multiple of ppo.mini_batch_size ({o.mini_batch_size})"
+        )
+    if o.mini_batch_size % t.grad_accum:
+        raise UserError(
+            f"ppo.mini_batch_size ({o.mini_batch_size}) must be a multiple of train.grad_accum ({t.grad_accum})"
+        )
+
+
+def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from rewardlab.scoring import RewardScorer
+
+    o = cfg.ppo
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.grad_accum, cpu=pc.device_name() == "cpu")
+    set_seed(cfg.train.seed + accelerator.process_index)
+    tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    policy = models.build_policy(
+        cfg.model.name_or_path,
+        dtype=cfg.model.dtype,
+        lora=pc.lora_dict(cfg),
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    reference = models.build_reference(
+        cfg.model.name_or_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+    )
+    scorer = RewardScorer.from_path(o.reward_model, device=str(accelerator.device))
+    value, value_source = build_value_model(
+        cfg.model.name_or_path, o.reward_model, o.value_model, tokenizer, log
+    )
+    for model in (policy, reference, value):
+        disable_dropout(model)
+    reference.to(accelerator.device)
+    episodes = o.episodes if o.episodes is not None else int(cfg.train.epochs * n_prompts)
+    per_step = o.rollout_batch_size * accelerator.num_processes
+    total_steps = cfg.train.max_steps or max(1, math.ceil(episodes / per_step))
+    updates = total_steps * o.ppo_epochs * (o.rollout_batch_size // o.mini_batch_size)
+    groups = [
+        {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.train.lr},
+        {"params": list(value.parameters()), "lr": o.value_lr or cfg.train.lr},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, eps=1e-5, weight_decay=cfg.train.weight_decay
+    )  # eps 1e-5: N+ details
+    scheduler = get_scheduler(
+        cfg.train.lr_scheduler,
+        optimizer,
+        num_warmup_steps=int(cfg.train.warmup_ratio * updates),
+        num_training_steps=updates,
+    )
+    # The scheduler stays out of accelerator.prepare: prepared schedulers step once per process under DDP.
+    policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
+    if o.adaptive_kl:
+        kl_ctl = pm.AdaptiveKLController(o.kl_coef, o.kl_target, o.kl_horizon)
+    else:
+        kl_ctl = pm.FixedKLController(o.kl_coef)
+    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, True, o.temperature, o.top_k, o.top_p)
+    return Context(
+        cfg,
+        run_dir,
+        accelerator,
+        tokenizer,
+        policy,
+        reference,
+        value,
+        scorer,
+        optimizer,
+        scheduler,
+        kl_ctl,
+        gen_config,
+        o.forward_batch_size or o.mini_batch_size,
+        total_steps,
+        value_source,
+    )
+
+
+def prompt_batch(prompts: list[dict], step: int, size: int, rank: int, world: int, seed: int) -> list[dict]:
+    """The prompts of one rollout step: a seeded shuffle per pass over the prompts, sharded by process."""
+    import random
+
+    per_step = size * world
+    start = step * per_step + rank * size
+    out = []
+    for pos in range(start, start + size):
+        epoch, offset = divmod(pos, len(prompts))
+        order = list(range(len(prompts)))
+        random.Random(seed * 7919 + epoch).shuffle(order)
+        out.append(prompts[order[offset]])
+    return out
+
+
+def step_stats(ctx: Any, batch: Rollout, update: dict[str, float], seconds: float) -> dict[str, float]:
+    """Per-step log row, averaged over processes."""
+    import torch
+
+    seq_kl = batch.kl.sum(1)
+    seq_kl_k1 = ((batch.logprobs - batch.ref_logprobs) * batch.mask).sum(1)
+    lengths = batch.mask.sum(1)
+    local = {
+        "reward/rm_score_mean": batch.scores_raw.mean(),
+        "reward/rm_score_std": batch.scores_raw.std() if len(batch.texts) > 1 else torch.zeros(()),
+        "reward/score_mean": batch.scores.mean(),
+        "reward/eos_rate": batch.has_eos.float().mean(),
+        "objective/kl": seq_kl.mean(),
+        "objective/kl_k1": seq_kl_k1.mean(),
+        "response_length": lengths.float().mean(),
+        "value/explained_variance": torch.tensor(
+            pm.explained_variance(batch.values, batch.returns, batch.mask)
+        ),
+    }
+    reduced = {
+        k: ctx.accelerator.reduce(v.detach().float().reshape(1), reduction="mean").item()
+        for k, v in local.items()
+    }
+    tokens = float(lengths.sum().item()) * ctx.accelerator.num_processes
+    episodes = len(batch.texts) * ctx.accelerator.num_processes
+    return {
+        **reduced,
+        **update,
+        "objective/kl_coef": ctx.kl_ctl.value,
+        "lr": ctx.scheduler.get_last_lr()[0],
+        "time/step_s": seconds,
+        "time/generate_share": batch.gen_seconds / max(seconds, 1e-9),
+        "time/episodes_per_s": episodes / max(seconds, 1e-9),
+        "time/tokens_per_s": tokens / max(seconds, 1e-9),
+        "episodes": (ctx.step + 1) * episodes,
+    }
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    check_batch_sizes(cfg)
+    train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    prompts = [p["prompt"] for p in pc.unique_prompts(train_records)]
+    if not prompts:
+        raise UserError(f"{cfg.data.train}: no training prompts")
+    run_dir = Path(cfg.output_dir)
+    resume_from = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
+    if cfg.train.resume and resume_from is None:
+        raise UserError(f"train.resume=true but {run_dir}/checkpoints holds no complete checkpoint")
+    log: list[str] = []
+    ctx = setup(cfg, run_dir, len(prompts), log)
+    main = ctx.accelerator.is_main_process
+    if main and resume_from is None:
+        runs.prepare_run(
+            cfg,
+            {
+                "base_model": cfg.model.name_or_path,
+                "reference_model": cfg.model.name_or_path,
+                "data": data_info,
+                "reward_model": cfg.ppo.reward_model,
+                "train_prompts": len(prompts),
+            },
+        )
+    if resume_from is not None:
+        load_checkpoint(ctx, resume_from)
+        log.append(f"resumed from {resume_from.name} (step {ctx.step})")
+    tracker = (
+        open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
+        if main
+        else None
+    )
+    if main:
+        runs.update_manifest(run_dir, {"value_model": ctx.value_source, "notes": log})
+        for line in log:
+            print(f"ppo: {line}")
+    history: list[dict[str, float]] = []
+    progress = _progress(ctx.total_steps, ctx.step, main)
+    while ctx.step < ctx.total_steps:
+        started = time.perf_counter()
+        batch_prompts = prompt_batch(
+            prompts,
+            ctx.step,
+            cfg.ppo.rollout_batch_size,
+            ctx.accelerator.process_index,
+            ctx.accelerator.num_processes,
+            cfg.train.seed,
+        )
+        batch = rollout(ctx, batch_prompts, ctx.kl_ctl.value)
+        update = ppo_update(ctx, batch)
+        stats = step_stats(ctx, batch, update, time.perf_counter() - started)
+        ctx.kl_ctl.update(stats["objective/kl"], len(batch.texts) * ctx.accelerator.num_processes)
+        ctx.step += 1
+        history.append(stats)
+        if main and (ctx.step % cfg.train.log_every == 0 or ctx.step == ctx.total_steps):
+            tracker.log(stats, step=ctx.step)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(
+                score=f"{stats['reward/rm_score_mean']:.3f}", kl=f"{stats['objective/kl']:.3f}"
+            )
+        if cfg.train.save_every and ctx.step % cfg.train.save_every == 0:
+            save_checkpoint(ctx)
+    if progress is not None:
+        progress.close()
+    metrics = summary(history, ctx)
+    ctx.accelerator.wait_for_everyone()
+    if main:
+        pc.save_policy(
+            ctx.accelerator.unwrap_model(ctx.policy),
+            ctx.tokenizer,
+            run_dir / "model",
+            {
+                "stage": "ppo",
+                "base_model": cfg.model.name_or_path,
+                "reward_model": cfg.ppo.reward_model,
+                "data": cfg.data.train,
+                "steps": ctx.step,
+            },
+        )
+        runs.write_metrics(run_dir, metrics)
+        tracker.summary(metrics)
+        tracker.finish()
+    return metrics
+
+
+def summary(history: list[dict[str, float]], ctx: Any) -> dict[str, Any]:
+    """Final metrics: the RM score at the start and end of this run (mean of up to 3 steps each), KL, length."""
+    if not history:
+        return {"steps": ctx.step}
+    k = min(3, len(history))
+
+    def mean(rows: list[dict], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
+    return {
+        "steps": ctx.step,
+        "train_rm_score_start": mean(history[:k], "reward/rm_score_mean"),
+        "train_rm_score_end": mean(history[-k:], "reward/rm_score_mean"),
+        "train_kl_end": mean(history[-k:], "objective/kl"),
+        "kl_coef": ctx.kl_ctl.value,
+        "response_length_end": mean(history[-k:], "response_length"),
+        "eos_rate_end": mean(history[-k:], "reward/eos_rate"),
+        "generate_time_share": mean(history, "time/generate_share"),
+        "episodes_per_s": mean(history, "time/episodes_per_s"),
+        "tokens_per_s": mean(history, "time/tokens_per_s"),
+    }
+
+
+def _progress(total: int, done: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="ppo", unit="step", file=sys.stderr)
