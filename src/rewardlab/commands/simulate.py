@@ -28,7 +28,8 @@ HELP = """A simulated rating campaign with known ground truth, or simulated rate
   rewardlab simulate rate BATCH CONFIG \\[key=value ...] \\[--out DIR] \\[--json]
       the config's rater pool judges an exported next-round batch (JSONL of
       {"id", "prompt", "responses", "meta"} or Label Studio tasks JSON);
-      writes a dataset folder (default: <batch>-rated beside the batch).
+      writes a dataset folder (--out, or out=..., else <batch>-rated beside
+      the batch) plus truth.json, and skipped.jsonl for unusable items.
 
 \b
 Examples:
@@ -108,6 +109,8 @@ def run_rate(batch: str, config: str, overrides: list[str], out: str | None) -> 
     items, skipped, counts = read_batch(batch)
     if not items:
         raise UserError(f"{batch}: no item has 2 distinct non-empty responses ({len(skipped)} skipped)")
+    if out is None and any(o.strip().startswith("out=") for o in overrides):
+        out = cfg.out
     out = out or str(Path(batch).with_name(Path(batch).stem + "-rated"))
     records, truth = rate_batch(items, cfg, cfg.seed)
     truth["batch"] = str(batch)
@@ -163,6 +166,7 @@ def print_sweep(rows: list[dict[str, Any]], keys: list[str]) -> None:
     from rich.table import Table
 
     metrics = ["label_accuracy", "majority_accuracy", "agreement", "judgments", "gold"]
+    metrics += [m for m in ("flag_recall", "flag_precision") if any(m in row for row in rows)]
     table = Table(title=f"campaign planning ({rows[0]['evaluator'] if rows else '-'})")
     for col in keys + metrics:
         table.add_column(col, justify="right")

@@ -11,7 +11,16 @@ whose right answer is known, so its quality can be measured instead of guessed. 
    clearest items, which raters also judge as usual.
 
 ``simulate_campaign(cfg) -> (records, truth)`` returns normalized canonical records and the truth dict
-written to ``truth.json`` (layout in ``campaign_truth``). ``rate_items`` / ``rate_batch`` let the same pool
+written to ``<out>/truth.json``::
+
+    {"version": 1, "seed": 0, "utility": "...", "weights": {"helpfulness": 0.4, ...}, "jitter": 0.01,
+     "tie_epsilon": 0.03,
+     "raters": {"r-00": {"profile": "careful", "temperature": 0.04, "p_first": 0.0, ...}, ...},
+     "utilities": {<group_key>: {<response text>: true utility, ...}, ...},
+     "groups": {<group_key>: {"item": "p-0003", "task": {...}, "rubric": {<text>: {"helpfulness", "accuracy",
+                "harmlessness", "overall"}}, "gold": false, "min_gap": 0.21}, ...},
+     "config": {...}}            # the resolved SimulateConfig (campaigns; `rate` writes "batch" instead)
+ ``rate_items`` / ``rate_batch`` let the same pool
 judge an exported next-round batch (``read_batch`` reads JSONL or Label Studio tasks).
 """
 
@@ -156,6 +165,7 @@ def _rate(items: list[dict[str, Any]], cfg: Any, seed: int) -> tuple[list[dict],
         raise UserError(f"simulate config: overlap: {exc}") from None
     records: list[dict[str, Any]] = []
     groups: dict[str, Any] = {}
+    utilities: dict[str, dict[str, float]] = {}
     for n, ((item, task, responses, utils, rubric), who) in enumerate(zip(prepared, assignment)):
         item_id = str(item.get("id", n))
         meta = {**(item.get("meta") or {}), "item": item_id}
@@ -169,18 +179,19 @@ def _rate(items: list[dict[str, Any]], cfg: Any, seed: int) -> tuple[list[dict],
             judged = raters_lib.judge(responses, utils, rubric, rater, pool[rater], cfg.tie_epsilon, rng)
             records.append(normalize({"id": f"{item_id}-{rater}", "prompt": prompt, **judged, "meta": meta},
                                      source="simulate"))  # fmt: skip
-        groups[group_key(prompt, responses)] = {
+        gk = group_key(prompt, responses)
+        utilities[gk] = dict(zip(responses, utils))
+        groups[gk] = {
             "item": item_id,
             "task": task,
-            "utilities": dict(zip(responses, utils)),
             "rubric": dict(zip(responses, rubric)),
             "gold": n in gold,
             "min_gap": round(raters_lib.min_gap(utils), 6),
         }
-    return records, groups, pool
+    return records, {"utilities": utilities, "groups": groups}, pool
 
 
-def _truth(cfg: Any, groups: dict[str, Any], pool: dict[str, Any], seed: int) -> dict[str, Any]:
+def _truth(cfg: Any, views: dict[str, Any], pool: dict[str, Any], seed: int) -> dict[str, Any]:
     return {
         "version": TRUTH_VERSION,
         "seed": seed,
@@ -189,7 +200,8 @@ def _truth(cfg: Any, groups: dict[str, Any], pool: dict[str, Any], seed: int) ->
         "jitter": JITTER,
         "tie_epsilon": cfg.tie_epsilon,
         "raters": pool,
-        "groups": groups,
+        "utilities": views["utilities"],
+        "groups": views["groups"],
     }
 
 
@@ -419,7 +431,7 @@ def evaluate_majority(records: list[dict[str, Any]], truth: dict[str, Any]) -> d
             by_group[group_key(rec["prompt"], rec["responses"])].append(_votes(rec))
     correct = total = agree = compared = 0.0
     for gk, votes in by_group.items():
-        utils = truth["groups"][gk]["utilities"]
+        utils = truth["utilities"][gk]
         for pair in votes[0]:
             vs = [v[pair] for v in votes]
             for x, y in itertools.combinations(vs, 2):
