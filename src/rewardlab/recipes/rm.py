@@ -51,22 +51,19 @@ def read_dataset(path: str, fmt: str = "auto"):
 
 
 def _import_file(path: Path, fmt: str):
-    """Import a rater export or canonical file on the fly (strict: any bad row is an error)."""
-    try:
-        from rewardlab.data import importing
-    except ImportError:
-        raise UserError(
-            f"{path}: is a file; import it first: rewardlab data import {path} --out DATASET_DIR"
-        ) from None
-    import tempfile
+    """Import a rater export or canonical file on the fly; rejected rows go to the quarantine file and
+    are reported on stderr (never dropped silently)."""
+    from rewardlab.data import importing
 
-    out = Path(tempfile.mkdtemp(prefix="rewardlab-import-")) / "dataset"
-    report = importing.import_files([str(path)], out, fmt=fmt, strict=True)
-    if report.get("quarantined"):
-        raise UserError(
-            f"{path}: {report['quarantined']} bad record(s); check them with `rewardlab data validate {path}`"
-        )
-    return load_dataset(out), dataset_meta(out)
+    out, report = importing.as_dataset(path, fmt=fmt)
+    meta = dataset_meta(out)
+    if report is not None:
+        meta = {**meta, "import": {k: v for k, v in report.to_json().items() if k != "files"}}
+        if report.quarantined:
+            print(f"{path}: {report.summary()}; quarantine: {report.quarantine}", file=sys.stderr)
+    if not is_dataset_dir(out):
+        raise UserError(f"{path}: no record could be imported ({report.summary() if report else ''})")
+    return load_dataset(out), meta
 
 
 def load_records(cfg: RMConfig) -> tuple[list[dict], list[dict], dict[str, Any]]:
