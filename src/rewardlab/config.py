@@ -289,6 +289,15 @@ class SampleConfig(Strict):
     tracking: TrackingConfig = TrackingConfig()
 
 
+class PipelineEvalOptions(Strict):
+    """The pipeline's eval stage: the RM and each policy on held-out simulated prompts scored by the truth."""
+
+    prompts: int = Field(32, ge=1)
+    seed: int = 1000  # held-out prompts come from the simulate config with this seed
+    max_new_tokens: int = Field(48, ge=1)
+    batch_size: int = Field(16, ge=1)
+
+
 class PipelineConfig(Strict):
     stage: Literal["pipeline"] = "pipeline"
     name: str = "pipeline"
@@ -302,6 +311,9 @@ class PipelineConfig(Strict):
     dpo: dict[str, Any] | str | None = None
     ppo: dict[str, Any] | str | None = None
     sample: dict[str, Any] | str | None = None
+    rate: dict[str, Any] | str | None = None  # a simulate config for rating the sampled batch (default: simulate's)
+    eval: PipelineEvalOptions = PipelineEvalOptions()
+    report_include: list[str] = []  # extra run folders for the report (e.g. an active-learning curve)
     tracking: TrackingConfig = TrackingConfig()
 
 

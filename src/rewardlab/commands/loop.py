@@ -74,3 +74,52 @@ def compare(
     print_tables(found)
     if html is not None:
         typer.echo(f"report: {payload['html']}")
+
+
+@app.command("pipeline")
+@handle_errors
+def pipeline(
+    config: str = typer.Argument(..., help="A pipeline config (see configs/pipeline/)."),
+    overrides: list[str] = typer.Argument(
+        None, help="Dotted key=value overrides, e.g. rm.train.max_steps=5 (a stage given as a path too)."
+    ),
+    force: list[str] = typer.Option(
+        None, "--force", help="Rerun this stage even when unchanged (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Run the stages a pipeline config names, in order; unchanged complete stages are skipped."""
+    from rewardlab.recipes import pipeline as recipe
+
+    cfg = load_pipeline(config, overrides or [])
+    echo = (lambda line: print(line, file=sys.stderr)) if as_json else typer.echo
+    summary = recipe.run(cfg, echo=echo, force=tuple(force or ()))
+    if as_json:
+        emit_json(summary)
+        return
+    ran = [r["stage"] for r in summary["stages"] if r["status"] != "skip"]
+    typer.echo(
+        f"pipeline {cfg.name}: {len(ran)} stage(s) ran, {len(summary['stages']) - len(ran)} skipped; "
+        f"folder {summary['dir']}"
+    )
+    if summary.get("report"):
+        typer.echo(f"report: {summary['report']}")
+    if cfg.tracking.backend == "wandb":
+        typer.echo(
+            f"wandb: runs grouped as '{cfg.tracking.group or cfg.name}'; offline runs upload with: "
+            f"wandb sync {summary['dir']}/*/wandb/offline-run-*"
+        )
+
+
+def load_pipeline(config: str, overrides: list[str]) -> Any:
+    """The pipeline config with overrides; ``rm.train.lr=...`` also works when ``rm:`` is a path."""
+    from rewardlab.recipes.pipeline import STAGES
+
+    raw = cfglib.read_yaml(config)
+    for key in cfglib.parse_overrides(overrides):
+        if key in STAGES and isinstance(raw.get(key), str):
+            raw[key] = {"base": raw[key]}
+    try:
+        return cfglib.load(None, overrides, stage="pipeline", base=raw)
+    except cfglib.ConfigError as err:
+        raise cfglib.ConfigError(str(err).replace("<overrides>", config)) from None

@@ -378,13 +378,24 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def export_batch(rows: list[dict[str, Any]], run_dir: Path, export: str, template: str) -> list[str]:
-    """Write the batch for the rating tool; returns the files written (relative names)."""
-    if export == "canonical":
-        write_jsonl(run_dir / "tasks.jsonl", rows)
-        return ["tasks.jsonl"]
-    from rewardlab.data.formats import export_rating_batch  # the data helper's exporters
+    """Write the batch for the rating tool with the data helper's exporters; returns the files written.
 
-    return export_rating_batch(rows, run_dir, export, template)
+    ``canonical``: batch.jsonl itself is the canonical (unranked) export. ``label-studio``: tasks JSON plus
+    the labeling config XML of the pairwise or ranker template. ``argilla``: records plus settings JSON.
+    """
+    if export == "canonical":
+        return ["batch.jsonl"]
+    if export == "label-studio":
+        from rewardlab.data.formats.label_studio import export_label_studio
+
+        info = export_label_studio(rows, run_dir / "label_studio_tasks.json", template=template)
+        return [Path(info["out"]).name, Path(info["config"]).name]
+    if export == "argilla":
+        from rewardlab.data.formats.argilla import export_argilla
+
+        info = export_argilla(rows, run_dir / "argilla_records.json")
+        return [Path(info["out"]).name, Path(info["settings"]).name]
+    raise UserError(f"export: unknown target '{export}' (label-studio, argilla, canonical)")
 
 
 # ---------------------------------------------------------------- the recipe

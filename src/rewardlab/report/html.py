@@ -28,6 +28,22 @@ RATER_REPORT_FILES = ("rater_report.json", "raters_report.json", "report.json")
 REWARD_FILES = ("eval_rewards.jsonl", "rewards.jsonl")
 SKIP_KEYS = {"step", "time", "epoch", "global_step", "lr", "learning_rate"}
 MAX_SAMPLE_ROWS = 12
+# samples.jsonl of `eval policy` (policy vs reference) and of `sample` (every generated answer)
+SAMPLE_COLUMNS = [
+    "prompt",
+    "policy",
+    "reference",
+    "policy_rm",
+    "reference_rm",
+    "policy_truth",
+    "reference_truth",
+    "kl",
+    "response",
+    "rm_score",
+    "truth_score",
+    "family",
+]
+TEXT_COLUMNS = {"prompt", "policy", "reference", "response"}
 
 CSS = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1180px}
@@ -344,18 +360,9 @@ def samples_section(runs: list[RunInfo]) -> str:
         if not rows:
             continue
         found = True
-        preferred = [
-            "prompt",
-            "response",
-            "rm_score",
-            "truth_score",
-            "ref_response",
-            "ref_rm_score",
-            "ref_truth_score",
-        ]
-        cols = [c for c in preferred if any(c in r for r in rows)]
+        cols = [c for c in SAMPLE_COLUMNS if any(c in r for r in rows)]
         cols += [c for c in rows[0] if c not in cols and c not in ("meta", "task")][: max(0, 8 - len(cols))]
-        text_cols = {n for n, c in enumerate(cols) if c in ("prompt", "response", "ref_response")}
+        text_cols = {n for n, c in enumerate(cols) if c in TEXT_COLUMNS}
         body = [[_short(r.get(c)) if n in text_cols else r.get(c) for n, c in enumerate(cols)] for r in rows]
         parts.append(f"<h3>{escape(run.name)}</h3>" + _table(cols, body, text_cols))
     if not found:
