@@ -98,6 +98,21 @@ class DatasetWriter:
         if len(self.columns["id"]) >= self.chunk_size:
             self._flush()
 
+    def add_batch(self, batch: pa.RecordBatch) -> None:
+        """Append rows already encoded in ARROW_SCHEMA (the parallel importer builds batches in workers)."""
+        self._flush()
+        self.writer.write_batch(batch)
+        for h in batch.column("hash").to_pylist():
+            self.hasher.update(h.encode())
+        self.count += batch.num_rows
+
+    def abort(self) -> None:
+        """Drop the unfinished folder (a strict import that found bad records writes no dataset)."""
+        try:
+            self.writer.close()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
     def _flush(self) -> None:
         if not self.columns["id"]:
             return

@@ -1,0 +1,210 @@
+"""`rewardlab data validate|import|stats|export`: rating exports in, a checked canonical dataset out."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rewardlab.commands.apps import data_app, emit_json, fail, handle_errors
+from rewardlab.errors import UserError
+
+FORMAT_HELP = (
+    "auto|canonical|trl|hh-rlhf|shp|ultrafeedback|helpsteer2|label-studio|argilla|toloka|arena "
+    "(auto: from the extension and the first record's keys)"
+)
+
+
+@contextmanager
+def _progress(total: int, label: str):
+    """A byte-progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    if not sys.stderr.isatty() or total <= 0:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        label,
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _total_bytes(paths: list[str]) -> int:
+    total = 0
+    for p in paths:
+        path = Path(p)
+        if path.is_file():
+            total += path.stat().st_size
+        elif path.is_dir():
+            total += sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    return total
+
+
+def _print_report(report: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        emit_json({**report.to_json(), **(extra or {})})
+        return
+    typer.echo(f"format: {report.to_json()['format']}")
+    typer.echo(
+        f"read {report.read}  accepted {report.accepted}  quarantined {report.quarantined}"
+        + (f" (skipped by design: {report.skipped})" if report.skipped else "")
+    )
+    for reason, n in report.by_reason.most_common():
+        typer.echo(f"  {reason:<26} {n}")
+    for key, value in (extra or {}).items():
+        typer.echo(f"{key}: {value}")
+    if report.quarantine and report.quarantined:
+        typer.echo(f"quarantine: {report.quarantine}")
+
+
+@data_app.command("validate")
+@handle_errors
+def validate(
+    path: list[str] = typer.Argument(..., help="Files or folders to check (any known format)."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    quarantine: str = typer.Option(
+        None, help="Write every rejected record here (JSONL with file, line, reason)."
+    ),
+    max_line_bytes: int = typer.Option(None, help="Reject longer lines as line_too_long (default 4 MiB)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Check records without writing a dataset. Exit 2 when any record is invalid.
+
+    Records skipped by design (cancelled annotations, rejected assignments, drafts) are counted and
+    quarantined but do not fail validation.
+    """
+    from rewardlab.data import importing
+
+    kwargs = {"max_line_bytes": max_line_bytes} if max_line_bytes else {}
+    with _progress(_total_bytes(path), "validating") as progress:
+        report = importing.run(path, fmt=fmt, quarantine=quarantine, progress=progress, **kwargs)
+    _print_report(report, as_json)
+    if report.invalid:
+        fb = report.first_bad
+        fail(
+            f"{report.invalid} invalid record(s) of {report.read}; first at {fb['source']}:{fb['line']}: "
+            f"{fb['reason']} ({fb['detail']})"
+        )
+
+
+@data_app.command("import")
+@handle_errors
+def import_(
+    path: list[str] = typer.Argument(
+        ..., help="Files or folders to import (any known format, may be mixed)."
+    ),
+    out: str = typer.Option(..., "--out", help="The dataset folder to write."),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
+    quarantine: str = typer.Option(
+        None, help="Rejected records (default: <out>.quarantine.jsonl beside the folder)."
+    ),
+    strict: bool = typer.Option(False, help="Exit 2 and write no dataset when any record is invalid."),
+    workers: int = typer.Option(None, help="Parser processes for large JSONL files (default: up to 2)."),
+    max_line_bytes: int = typer.Option(None, help="Reject longer lines as line_too_long (default 4 MiB)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Import rating exports into a canonical dataset folder; bad records go to the quarantine file."""
+    from rewardlab.data import importing
+
+    kwargs: dict[str, Any] = {"workers": workers}
+    if max_line_bytes:
+        kwargs["max_line_bytes"] = max_line_bytes
+    with _progress(_total_bytes(path), "importing") as progress:
+        report = importing.import_paths(
+            path, out, fmt=fmt, quarantine=quarantine, strict=strict, progress=progress, **kwargs
+        )
+    written = not (strict and report.invalid)
+    _print_report(report, as_json, {"out": out if written else None})
+    if not written:
+        fb = report.first_bad
+        fail(
+            f"--strict: {report.invalid} invalid record(s), no dataset written; first at {fb['source']}:"
+            f"{fb['line']}: {fb['reason']} (all in {report.quarantine})"
+        )
+
+
+@data_app.command("stats")
+@handle_errors
+def stats(
+    dataset: str = typer.Argument(..., help="A dataset folder."),
+    eval_fraction: float = typer.Option(0.1, help="Eval share of the prompt-grouped split that is audited."),
+    seed: int = typer.Option(0, help="Seed of the audited split."),
+    as_json: bool = typer.Option(False, "--json", help="Print the audit as one JSON object."),
+) -> None:
+    """Counts and audits: K histogram, ties, gold, duplicates, contradictions, position and length bias."""
+    from rewardlab.data.stats import compute_stats, format_stats
+
+    result = compute_stats(_load(dataset), eval_fraction=eval_fraction, seed=seed)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(format_stats(result))
+
+
+def _load(dataset: str) -> Any:
+    from rewardlab.data.dataset import load_dataset
+
+    try:
+        return load_dataset(dataset)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+
+
+EXPORTERS = ("trl", "label-studio", "argilla", "canonical")
+
+
+@data_app.command("export")
+@handle_errors
+def export(
+    dataset: str = typer.Argument(..., help="A dataset folder."),
+    to: str = typer.Option(..., "--to", help="trl | label-studio | argilla | canonical"),
+    out: str = typer.Option(..., "--out", help="The file to write."),
+    template: str = typer.Option("auto", help="Label Studio template: auto | pairwise | ranker."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export counts as one JSON object."),
+) -> None:
+    """Export a dataset for training (TRL) or for raters (Label Studio tasks, Argilla records)."""
+    from rewardlab.data.dataset import iter_records
+
+    exporter = _exporter(to, template)
+    result = exporter(iter_records(_load(dataset)), out)
+    if as_json:
+        emit_json({"to": to, **result})
+    else:
+        typer.echo("  ".join(f"{k}={v}" for k, v in result.items()))
+        if result.get("ties_not_exported"):
+            typer.echo(
+                f"note: {result['ties_not_exported']} tied pair(s) have no chosen/rejected and were not "
+                "exported",
+                err=True,
+            )
+
+
+def _exporter(to: str, template: str) -> Callable[..., dict[str, Any]]:
+    if to == "trl":
+        from rewardlab.data.formats.trl import export_trl
+
+        return export_trl
+    if to == "label-studio":
+        from rewardlab.data.formats.label_studio import export_label_studio
+
+        return lambda recs, out: export_label_studio(recs, out, template=template)
+    if to == "argilla":
+        from rewardlab.data.formats.argilla import export_argilla
+
+        return export_argilla
+    if to == "canonical":
+        from rewardlab.data.formats.canonical import export_canonical
+
+        return export_canonical
+    raise UserError(f"unknown export target '{to}' (use {', '.join(EXPORTERS)})")
