@@ -314,3 +314,12 @@ def test_evaluate_majority_by_hand():
     assert m["agreement"] == pytest.approx(1 / 3)  # of the 3 rater pairs only (r0, r1) agree
     records[0]["ranks"] = [2, 1]
     assert evaluate_majority(records, truth)["majority_accuracy"] == 0.0
+
+
+def test_small_families_hand_over_when_their_tables_run_out():
+    items = make_items(small(prompts=600, families=["capital", "arithmetic"], k_mix=None))
+    fams = Counter(i["meta"]["task"]["family"] for i in items)
+    assert len({i["prompt"] for i in items}) == 600
+    assert 100 <= fams["capital"] <= 120 and fams["arithmetic"] == 600 - fams["capital"]
+    with pytest.raises(UserError, match="ran out of distinct prompts"):
+        make_items(small(prompts=200, families=["capital"]))

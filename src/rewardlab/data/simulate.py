@@ -78,6 +78,24 @@ def _k_choices(cfg: Any, n: int, rng: np.random.Generator) -> list[int]:
     return ks
 
 
+def _new_prompt(
+    family: str, families: list[str], exhausted: set[str], seen: set[str], rng: np.random.Generator
+) -> tuple[str, dict[str, Any]]:
+    """A prompt not seen yet. A family whose small tables run out (format, safety, capital, antonym hold
+    100-130 distinct prompts each) hands over to the next family that still has new ones."""
+    for fam in [family] + [f for f in families if f != family]:
+        if fam in exhausted:
+            continue
+        for _ in range(200):
+            prompt, task = make_prompt(fam, rng)
+            if prompt not in seen:
+                return prompt, task
+        exhausted.add(fam)
+    raise UserError(
+        f"simulate config: prompts: the families {families} ran out of distinct prompts; lower prompts"
+    )
+
+
 def make_items(cfg: Any) -> list[dict[str, Any]]:
     """The campaign's items: ``{"id", "prompt", "responses", "meta": {"task"}}``, distinct prompts."""
     bad = [f for f in cfg.families if f not in FAMILIES]
@@ -93,17 +111,10 @@ def make_items(cfg: Any) -> list[dict[str, Any]]:
     ks = _k_choices(cfg, cfg.prompts, rng)
     width = max(4, len(str(cfg.prompts)))
     seen: set[str] = set()
+    exhausted: set[str] = set()
     items = []
     for n, (family, k) in enumerate(zip(fams, ks)):
-        for _ in range(200):
-            prompt, task = make_prompt(family, rng)
-            if prompt not in seen:
-                break
-        else:
-            raise UserError(
-                f"simulate config: prompts: cannot make {cfg.prompts} distinct prompts ('{family}' ran out); "
-                "lower prompts or add families"
-            )
+        prompt, task = _new_prompt(family, cfg.families, exhausted, seen, rng)
         seen.add(prompt)
         try:
             responses = make_candidates(task, k, rng)
