@@ -39,7 +39,7 @@ def make_records(n_prompts: int = 48, seed: int = 0) -> list[dict]:
             flipped = list(ranks)
             if rater == "r2" and i % 2 == 0:
                 flipped[0], flipped[1] = flipped[1], flipped[0]  # a disagreeing second rater
-            rec = {**base, "ranks": flipped, "rater": rater, "strength": ["better", "slightly"][i % 2]}
+            rec = {**base, "ranks": flipped, "rater": rater, "strength": ["better", "slightly better"][i % 2]}
             if i % 4 == 1:
                 rec["agreement"] = 0.5 + (i % 5) / 10
             out.append(normalize(rec, source=f"test:{i}:{rater}"))
@@ -85,7 +85,7 @@ def test_train_writes_run_folder_and_design_metrics(trained, dataset):
     assert {k: v for k, v in printed.items() if k != "output_dir"} == metrics
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["n_pairs"] > 0
     assert 0.0 <= metrics["ece"] <= 1.0
-    assert set(metrics["accuracy_by_strength"]) == {"better", "slightly"}
+    assert set(metrics["accuracy_by_strength"]) == {"better", "slightly better"}
     assert set(metrics["accuracy_by_head"]) == {"overall", "helpfulness"}
     assert set(metrics["accuracy_by_k"]) <= {"2", "3", "4"}
     # two raters judged every third group: the ceiling is measurable, and below 1 (r2 disagrees)
@@ -202,6 +202,7 @@ def test_truncation_keeps_every_record_and_counts(dataset, tmp_path, cli):
         "data.max_length=14",
         "train.max_steps=1",
         "data.eval_fraction=0.3",
+        "heads=[overall]",
         "--json",
     )
     assert res.exit_code == 0, res
@@ -222,17 +223,33 @@ def test_bad_config_and_data_exit_2(dataset, tmp_path, cli):
         "heads=[overall,safety]",
     )
     assert res.exit_code == 2 and "safety" in res.stderr
+    odd = tmp_path / "odd"
+    write_dataset(
+        [normalize({"prompt": "p", "responses": ["a", "b"], "ranks": [1, 2], "strength": "a bit better"})],
+        odd,
+    )
+    res = cli(
+        "train",
+        "rm",
+        CONFIG,
+        f"data.train={odd}",
+        f"output_dir={tmp_path / 'b'}",
+        "heads=[overall]",
+        "data.eval_fraction=0",
+    )
+    assert res.exit_code == 2 and "a bit better" in res.stderr and "loss.margin" in res.stderr
+    res = cli("train", "rm", CONFIG, f"data.train={tmp_path / 'missing'}", f"output_dir={tmp_path / 'c'}")
+    assert res.exit_code == 2
     res = cli(
         "train",
         "rm",
         CONFIG,
         f"data.train={dataset}",
-        f"output_dir={tmp_path / 'b'}",
-        "loss.margin={better: 1.0}",
+        "loss.tie_param=0.5",
+        f"output_dir={tmp_path / 'd'}",
+        "heads=[overall]",
     )
-    assert res.exit_code == 2 and "slightly" in res.stderr
-    res = cli("train", "rm", CONFIG, f"data.train={tmp_path / 'missing'}", f"output_dir={tmp_path / 'c'}")
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "tie_param" in res.stderr
 
 
 def test_lora_plackett_luce_saves_a_plain_model(dataset, tmp_path, cli):
@@ -246,6 +263,7 @@ def test_lora_plackett_luce_saves_a_plain_model(dataset, tmp_path, cli):
         f"data.train={dataset}",
         f"output_dir={out}",
         "model.lora={r: 4, alpha: 8}",
+        "heads=[overall]",
         "loss.kind=plackett-luce",
         "loss.center_coef=0.01",
         "train.max_steps=2",
@@ -257,3 +275,34 @@ def test_lora_plackett_luce_saves_a_plain_model(dataset, tmp_path, cli):
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert model.config.num_labels == 1 and model.config.rewardlab_heads == ["overall"]
     assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(dataset, tmp_path):
+    """The DESIGN.md command: real 2-process DDP on CPU (gloo) through accelerate launch (~25 s)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    accelerate = Path(sys.executable).with_name("accelerate")
+    cmd = [
+        str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rewardlab.cli",
+        *train_args(dataset, out, "train.max_steps=2", "train.save_every=2"), "--json",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "x 2 proc" in res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["accuracy"] is not None
+    assert sorted(p.name for p in (out / "checkpoints" / "step-00000002").glob("rng_state_*")) == [
+        "rng_state_0.pt",
+        "rng_state_1.pt",
+    ]

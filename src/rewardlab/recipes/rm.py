@@ -680,7 +680,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         for a, idx in enumerate(micro):
             batch = collate([groups[i] for i in idx], pad_id)
             sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
-            with sync:
+            with sync, accelerator.autocast():  # mixed precision when accelerate is configured for it
                 logits = model(
                     input_ids=batch.input_ids.to(accelerator.device),
                     attention_mask=batch.attention_mask.to(accelerator.device),
