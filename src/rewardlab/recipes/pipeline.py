@@ -494,11 +494,52 @@ def check_stages(stages: list[str]) -> None:
         raise UserError("pipeline: 'stages' is empty")
 
 
+NEEDS = {
+    "raters": (("simulate", "data"), "a dataset (simulate or data)"),
+    "rm": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
+    "sft": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
+    "dpo": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
+    "ppo": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
+    "rate": (("sample",), "a batch (sample)"),
+}
+
+
+def validate_plan(cfg: Any) -> None:
+    """Fail before any work: unknown or repeated stages, a stage missing its input, a bad key in a stage."""
+    stages = list(cfg.stages)
+    check_stages(stages)
+    for n, stage in enumerate(stages):
+        sources, what = NEEDS.get(stage, ((), ""))
+        if sources and not any(s in stages[:n] for s in sources):
+            raise UserError(
+                f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages'"
+            )
+        if stage in ("eval", "report"):
+            continue
+        plain = _without_refs(stage_raw(cfg, stage))
+        plain.pop("stage", None)
+        try:
+            cfglib.load(None, [], stage="simulate" if stage == "rate" else stage, base=plain)
+        except cfglib.ConfigError as err:
+            raise UserError(f"pipeline stage '{stage}': {str(err).replace('<overrides>: ', '')}") from None
+
+
+def _is_ref(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_is_ref(v) for v in value)
+    return isinstance(value, str) and value.startswith("@")
+
+
+def _without_refs(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stage's own settings minus ``@stage`` references (those exist only once earlier stages ran)."""
+    return {k: _without_refs(v) if isinstance(v, dict) else v for k, v in raw.items() if not _is_ref(v)}
+
+
 def run(cfg: Any, echo: Callable[[str], None] = print, force: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run (or skip) every stage; returns the summary also written to ``<root>/summary.json``."""
     from rewardlab import runs
 
-    check_stages(list(cfg.stages))
+    validate_plan(cfg)
     root = Path(cfg.output_dir) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     runs.prepare_run(

@@ -1,0 +1,171 @@
+"""`rewardlab pipeline` end to end on tiny models: run, rerun (all skipped), change one stage (it and the
+stages that read it rerun), resume an interrupted train stage; wandb offline runs share the pipeline group."""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ["simulate", "raters", "rm", "sft", "dpo", "ppo", "eval", "sample", "rate", "report"]
+
+
+def write_pipeline(tmp: Path, **extra) -> Path:
+    cfg = {
+        "stage": "pipeline",
+        "name": "tiny",
+        "output_dir": str(tmp / "runs"),
+        "stages": STAGES,
+        "simulate": {"base": str(ROOT / "configs/simulate/default.yaml"), "prompts": 24, "raters": 6},
+        "raters": {"method": "noisy-bt"},
+        "rm": {"base": str(ROOT / "configs/rm/tiny.yaml"), "train": {"max_steps": 3, "save_every": 1}},
+        "sft": {"base": str(ROOT / "configs/sft/tiny.yaml"), "train": {"max_steps": 2, "epochs": 1}},
+        "dpo": {
+            "base": str(ROOT / "configs/dpo/tiny.yaml"),
+            "train": {"max_steps": 1, "epochs": 1, "batch_size": 4},
+        },
+        "ppo": {
+            "base": str(ROOT / "configs/ppo/tiny.yaml"),
+            "train": {"max_steps": 1},
+            "ppo": {"rollout_batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 6},
+        },
+        "eval": {"prompts": 4, "max_new_tokens": 6},
+        "sample": {
+            "base": str(ROOT / "configs/sample/tiny.yaml"),
+            "num_prompts": 5,
+            "k": 3,
+            "budget": 4,
+            "max_new_tokens": 6,
+        },
+        "tracking": {"backend": "jsonl", "tags": ["ci"]},
+        **extra,
+    }
+    path = tmp / "pipeline.yaml"
+    path.write_text(
+        "# rewardlab pipeline pipeline.yaml   (override: rm.train.max_steps=2)\n" + yaml.safe_dump(cfg)
+    )
+    return path
+
+
+def statuses(result) -> dict[str, str]:
+    assert result.exit_code == 0, result
+    return {row["stage"]: row["status"] for row in result.json()["stages"]}
+
+
+def test_pipeline_runs_skips_reruns_downstream_and_resumes(cli, tmp_path):
+    config = write_pipeline(tmp_path)
+    root = tmp_path / "runs" / "tiny"
+
+    first = cli("pipeline", config, "--json")
+    assert statuses(first) == {s: "run" for s in STAGES}
+    for stage in STAGES:
+        marker = json.loads((root / stage / "STAGE_COMPLETE").read_text())
+        assert marker["stage"] == stage and marker["output_fingerprint"]
+    # wiring: each stage read the previous stages' outputs
+    rm_cfg = yaml.safe_load((root / "rm" / "config.yaml").read_text())
+    assert rm_cfg["data"]["train"] == str(root / "raters" / "data")
+    assert rm_cfg["tracking"]["group"] == "tiny" and {"ci", "rm"} <= set(rm_cfg["tracking"]["tags"])
+    ppo_cfg = yaml.safe_load((root / "ppo" / "config.yaml").read_text())
+    assert ppo_cfg["ppo"]["reward_model"] == str(root / "rm" / "model")
+    assert ppo_cfg["model"]["name_or_path"] == str(root / "sft" / "model")
+    batch = [json.loads(line) for line in (root / "sample" / "batch.jsonl").read_text().splitlines()]
+    assert 1 <= len(batch) <= 4
+    assert all(b["meta"]["policy"] == str(root / "ppo" / "model") for b in batch)
+    assert all(b["meta"]["reward_model"] == str(root / "rm" / "model") and "task" in b["meta"] for b in batch)
+    assert (root / "sample" / "label_studio_tasks.json").is_file()
+    assert (root / "rate" / "data" / "rewardlab.json").is_file()  # the next round, rated by the simulator
+    assert (root / "raters" / "rater_stats.jsonl").is_file()  # rater stats table
+    evals = json.loads((root / "eval" / "metrics.json").read_text())
+    assert 0.0 <= evals["rm_truth_accuracy"] <= 1.0 and "dpo.win_rate_vs_ref" in evals
+    html = (root / "report" / "report.html").read_text()
+    assert 'data-kind="histogram"' in html and 'data-kind="line"' in html and "Policy samples" in html
+    assert first.json()["report"] == str(root / "report" / "report.html")
+    assert (root / "rm" / "metrics.jsonl").stat().st_size > 0
+
+    second = cli("pipeline", config)
+    assert second.exit_code == 0, second
+    assert second.stdout.count(" skip ") == len(STAGES)
+    assert "10 skipped" in second.stdout
+
+    # one stage changes: it and the stages that read it rerun, the others are skipped
+    changed = statuses(cli("pipeline", config, "rm.train.lr=5e-4", "--json"))
+    assert changed == {
+        "simulate": "skip", "raters": "skip", "rm": "run", "sft": "skip", "dpo": "skip",
+        "ppo": "run", "eval": "run", "sample": "run", "rate": "run", "report": "run",
+    }  # fmt: skip
+
+    # an interrupted train stage resumes from its newest checkpoint (same config)
+    (root / "rm" / "STAGE_COMPLETE").unlink()
+    shutil.rmtree(root / "rm" / "model")
+    resumed = cli("pipeline", config, "rm.train.lr=5e-4", "--json")
+    assert statuses(resumed)["rm"] == "resume"
+    assert statuses(resumed)["simulate"] == "skip"
+    rm_metrics = json.loads((root / "rm" / "metrics.json").read_text())
+    assert rm_metrics["resumed_from_step"] == 3
+
+
+def test_pipeline_bad_config_is_a_one_line_error(cli, tmp_path):
+    config = write_pipeline(tmp_path, stages=["simulate", "rm", "bogus"])
+    res = cli("pipeline", config)
+    assert res.exit_code == 2 and "unknown stage 'bogus'" in res.stderr
+    config = write_pipeline(tmp_path, stages=["rm"])
+    res = cli("pipeline", config)
+    assert res.exit_code == 2 and "needs a dataset" in res.stderr
+    config = write_pipeline(tmp_path)
+    res = cli("pipeline", config, "rm.train.lrr=1")
+    assert res.exit_code == 2 and "unknown key 'train.lrr'" in res.stderr
+
+
+def _wandb_records(path: str) -> list[bytes]:
+    """Records of a .wandb file (LevelDB log: 7-byte file header, 32 KiB blocks, 7-byte record headers)."""
+    data = Path(path).read_bytes()
+    pos, block, records, buf = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        pos += 7
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos : pos + length], pos + length
+        if kind == 1:
+            records.append(chunk)
+        elif kind == 2:
+            buf = chunk
+        elif kind == 3:
+            buf += chunk
+        elif kind == 4:
+            records.append(buf + chunk)
+    return records
+
+
+def test_wandb_offline_runs_share_the_pipeline_group(cli, tmp_path, monkeypatch):
+    from wandb.proto import wandb_internal_pb2
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = write_pipeline(
+        tmp_path,
+        stages=["simulate", "raters"],
+        tracking={"backend": "wandb", "group": "round-7", "tags": ["ci"]},
+    )
+    res = cli("pipeline", config)
+    assert res.exit_code == 0, res
+    assert "wandb sync" in res.stdout
+    files = glob.glob(str(tmp_path / "runs" / "tiny" / "raters" / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(files) == 1
+    runs = []
+    for raw in _wandb_records(files[0]):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "run":
+            runs.append(rec.run)
+    assert runs and runs[0].run_group == "round-7"
+    assert {"ci", "tiny", "raters"} <= set(runs[0].tags)
+    assert b"rater_stats" in Path(files[0]).read_bytes()  # the rater stats table was logged
+    assert (tmp_path / "runs" / "tiny" / "raters" / "metrics.jsonl").is_file()  # JSONL always
