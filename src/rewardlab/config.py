@@ -133,10 +133,17 @@ class SimulateConfig(Strict):
 class RaterThresholds(Strict):
     min_gold_accuracy: float = 0.6
     min_gold_items: int = 3
-    min_agreement: float = 0.55
+    min_agreement: float = 0.6  # vs the reliability-weighted leave-one-out consensus; random clickers ~0.5
     max_position_bias: float = 0.8
     min_median_time_ratio: float = 0.25  # flagged when median time < ratio * pool median
     min_items: int = 5
+    min_reliability: float | None = None  # Dawid-Skene accuracy on pair outcomes; null: not a flagging rule
+
+
+class NoisyBTOptions(Strict):
+    ridge: float = Field(0.1, ge=0)  # prior on item scores: shrinks soft labels of few votes toward 0.5
+    rater_ridge: float = Field(0.05, ge=0)
+    max_iter: int = Field(300, ge=1)
 
 
 class RatersConfig(Strict):
@@ -144,7 +151,9 @@ class RatersConfig(Strict):
     thresholds: RaterThresholds = RaterThresholds()
     exclude: Literal["flagged", "none", "listed"] = "flagged"
     exclude_list: list[str] = []
-    method: Literal["majority", "noisy-bt", "dawid-skene", "none"] = "noisy-bt"
+    method: Literal["majority", "noisy-bt", "dawid-skene", "none"] = "dawid-skene"
+    tie_margin: float = Field(0.05, ge=0, le=0.5)  # consensus tie when |p - 0.5| <= tie_margin
+    noisy_bt: NoisyBTOptions = NoisyBTOptions()
 
 
 # ---------------------------------------------------------------- reward model

@@ -1,0 +1,132 @@
+"""`rewardlab raters report` and `rewardlab raters aggregate` (the logic lives in rewardlab.raters)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rewardlab import config as cfglib
+from rewardlab.commands.apps import emit_json, handle_errors, raters_app
+
+CONFIG_HELP = "A raters YAML config (thresholds, exclusion policy, method); default: built-in defaults."
+OVERRIDES_HELP = "Dotted key=value overrides of the raters config, e.g. thresholds.min_agreement=0.65."
+
+
+def _config(path: str | None, overrides: list[str] | None) -> Any:
+    return cfglib.load(path, overrides or [], stage="raters")
+
+
+def _say(message: str) -> None:
+    print(f"raters: {message}", file=sys.stderr, flush=True)
+
+
+def build_report(dataset: str, cfg: Any) -> dict[str, Any]:
+    """Read a dataset folder and return the report dict (the `--json` object)."""
+    from rewardlab.raters import quality
+    from rewardlab.raters.table import from_dataset
+
+    start = time.perf_counter()
+    j = from_dataset(dataset)
+    _say(
+        f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons ({time.perf_counter() - start:.1f} s)"
+    )
+    report = quality.build_report(j, cfg)
+    report["dataset"] = str(dataset)
+    _say(f"measured {len(report['raters'])} raters ({time.perf_counter() - start:.1f} s)")
+    return report
+
+
+@raters_app.command("report")
+@handle_errors
+def report(
+    dataset: str = typer.Argument(..., help="A dataset folder (from `data import` or `simulate`)."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    html: str = typer.Option(None, "--html", help="Also write a self-contained HTML report (charts, table)."),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md fields)."),
+) -> None:
+    """Per-rater agreement, gold accuracy, position bias, speed and reliability, with flags and reasons."""
+    cfg = _config(config, overrides)
+    rep = build_report(dataset, cfg)
+    if html:
+        from rewardlab.raters.report_html import render_report_html
+
+        Path(html).parent.mkdir(parents=True, exist_ok=True)
+        Path(html).write_text(render_report_html(rep, f"Rater quality report: {dataset}"), encoding="utf-8")
+        rep["html"] = str(html)
+        _say(f"wrote {html}")
+    if as_json:
+        emit_json(rep)
+    else:
+        print_report(rep)
+
+
+def print_report(rep: dict[str, Any]) -> None:
+    """A compact table (flag reasons as codes; the full reasons are in --json and --html)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Raters")
+    cols = [("rater", "rater"), ("items", "items"), ("agreement", "agree"), ("gold_accuracy", "gold"),
+            ("gold_items", "n gold"), ("position_bias", "first"), ("tie_rate", "ties"),
+            ("median_time_s", "median s"), ("reliability", "reliab.")]  # fmt: skip
+    for _, label in cols:
+        table.add_column(label, justify="left" if label == "rater" else "right")
+    table.add_column("flags")
+    for r in rep["raters"]:
+        cells = []
+        for key, _ in cols:
+            v = r.get(key)
+            cells.append("-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)))
+        cells.append(", ".join(reason.split(":")[0] for reason in r["reasons"]))
+        table.add_row(*cells, style="red" if r["flagged"] else None)
+    console = Console(width=max(Console().width, 110))
+    console.print(table)
+    pub = rep["published_agreement"]
+    console.print(
+        f"agreement {rep['agreement']} (published campaigns: {pub['low']}-{pub['high']}), "
+        f"alpha {rep['alpha']} ({rep['alpha_method']}), flagged {len(rep['flagged'])}: {', '.join(rep['flagged']) or 'none'}"
+    )
+    for note in rep["notes"]:
+        console.print(f"note: {note}")
+
+
+@raters_app.command("aggregate")
+@handle_errors
+def aggregate(
+    dataset: str = typer.Argument(..., help="A dataset folder with repeated judgments."),
+    overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
+    out: str = typer.Option(..., "--out", help="The output dataset folder (one record per comparison)."),
+    method: str = typer.Option(
+        None, "--method", help="majority | noisy-bt | dawid-skene | none (default: config)."
+    ),
+    config: str = typer.Option(None, "--config", help=CONFIG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md fields)."),
+) -> None:
+    """Merge repeated judgments into one record per comparison with soft pairwise labels and a weight.
+
+    Excluded raters follow the config's `exclude` policy; their judgments go to <out>/excluded.jsonl with
+    the reason, gold references to <out>/gold.jsonl, the rater report to <out>/rater_report.json.
+    """
+    from rewardlab.raters.aggregate import aggregate_dataset
+
+    cfg = _config(config, overrides)
+    start = time.perf_counter()
+    summary = aggregate_dataset(dataset, out, cfg, method, log=_say)
+    _say(f"done in {time.perf_counter() - start:.1f} s")
+    if as_json:
+        emit_json(summary)
+    else:
+        typer.echo(
+            f"wrote {summary['records_written']} records ({summary['method']}) to {summary['out']}: "
+            f"{summary['judgments_used']} judgments used, {summary['judgments_excluded']} excluded "
+            f"(raters: {', '.join(summary['excluded_raters']) or 'none'}; see {summary['excluded_file']})"
+        )
+        if summary["groups_dropped"]:
+            typer.echo(
+                f"{summary['groups_dropped']} comparison(s) had only excluded judgments and are not in the output"
+            )

@@ -1,0 +1,436 @@
+"""Per-rater quality metrics, overall agreement, and flagging against the thresholds of the raters config.
+
+What a rating platform checks before it pays or drops a rater, computed on the implied pairs of every
+judgment (``table.Judgments``):
+- agreement: share of a rater's pairs that match the leave-one-out consensus of the *other* judgments of
+  the same comparison (majority of their outcomes; a pair whose other votes split evenly is skipped);
+- gold accuracy on comparisons that have a ``gold: true`` reference, with a Wilson 95% interval;
+- position bias: share of the decided pairs involving the first-listed response that it won (for pairs,
+  how often the rater picks the first one; for K-wise, how often the top of the list beats the others);
+- tie rate, median seconds per judgment and a too-fast flag relative to the pool's median;
+- reliability: the rater's skill in crowd-kit's NoisyBradleyTerry model (``noisy_bt``), and for rubric
+  scores a Dawid-Skene accuracy (crowd-kit ``DawidSkene``).
+Overall: Krippendorff's alpha (ordinal, on implied-pair outcomes: a above b < tie < b above a) and pairwise
+percent agreement, to read against the 0.63-0.77 that published preference campaigns report.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from rewardlab.raters import noisy_bt
+from rewardlab.raters.table import NO_GOLD, Judgments
+
+PUBLISHED_AGREEMENT = {
+    "low": 0.63,
+    "high": 0.77,
+    "source": "HH-RLHF ~0.63; InstructGPT 0.726 (training) / 0.773 (held-out labelers); summarize-from-feedback ~0.72-0.77",
+}
+ALPHA_METHOD = "krippendorff-ordinal-implied-pairs"
+DS_MAX_ROWS = 300_000  # Dawid-Skene on rubric scores beyond this fits on a fixed random sample of items
+
+
+def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a proportion; (0, 1) when there is no evidence."""
+    if n <= 0:
+        return 0.0, 1.0
+    phat = successes / n
+    denom = 1 + z * z / n
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# ---------------------------------------------------------------- overall agreement
+
+
+def unit_counts(j: Judgments, keep: np.ndarray | None = None) -> np.ndarray:
+    """[units, 3] counts of outcomes per implied pair, columns ordered: a above b, tie, b above a."""
+    mask = slice(None) if keep is None else keep
+    unit = j.p_unit[mask]
+    col = 1 - j.p_outcome[mask].astype(np.int64)  # +1 -> 0, 0 -> 1, -1 -> 2
+    flat = np.bincount(unit * 3 + col, minlength=3 * j.n_units)
+    return flat.reshape(j.n_units, 3)
+
+
+def krippendorff_alpha(counts: np.ndarray, metric: str = "ordinal") -> float | None:
+    """Krippendorff's alpha from per-unit value counts (columns in the values' order).
+
+    Coincidence-matrix form: units with fewer than two values are not pairable and drop out. ``ordinal``
+    uses the rank-based distance, ``nominal`` 0/1 (the same as crowd-kit's ``alpha_krippendorff``).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    m = counts.sum(axis=1)
+    counts = counts[m >= 2]
+    m = m[m >= 2]
+    if len(m) == 0:
+        return None
+    n_values = counts.shape[1]
+    coinc = np.einsum("uc,uk->ck", counts / (m - 1)[:, None], counts)
+    coinc -= np.diag((counts / (m - 1)[:, None]).sum(axis=0))
+    n_c = coinc.sum(axis=1)
+    n = n_c.sum()
+    delta = np.zeros((n_values, n_values))
+    for c in range(n_values):
+        for k in range(n_values):
+            if c == k:
+                continue
+            if metric == "nominal":
+                delta[c, k] = 1.0
+            else:
+                lo, hi = min(c, k), max(c, k)
+                delta[c, k] = (n_c[lo : hi + 1].sum() - (n_c[c] + n_c[k]) / 2.0) ** 2
+    expected = (np.outer(n_c, n_c) * delta).sum()
+    if expected == 0:
+        return 1.0
+    return float(1.0 - (n - 1) * (coinc * delta).sum() / expected)
+
+
+def percent_agreement(counts: np.ndarray) -> tuple[float | None, int]:
+    """Share of pairs of judgments on the same implied pair that give the same outcome, and their number."""
+    counts = np.asarray(counts, dtype=np.int64)
+    m = counts.sum(axis=1)
+    pairs = (m * (m - 1) // 2).sum()
+    same = (counts * (counts - 1) // 2).sum()
+    return (float(same / pairs) if pairs else None), int(pairs)
+
+
+# ---------------------------------------------------------------- per rater
+
+
+def loo_consensus(j: Judgments, rater_weight: np.ndarray | None = None) -> np.ndarray:
+    """Per pair row: the (weighted) majority outcome of the other judgments of that implied pair.
+
+    +1/-1/0 as ``p_outcome``; 2 when there is no other judgment or the others split evenly between the
+    two orders (no consensus to agree with). The consensus is a tie when tie votes outweigh each order.
+    ``rater_weight`` (per rater, >= 0) weighs each vote; None counts every vote once.
+    """
+    w = np.ones(len(j.p_outcome)) if rater_weight is None else rater_weight[j.p_rater]
+    col = 1 - j.p_outcome.astype(np.int64)  # +1 -> 0 (a above), 0 -> 1 (tie), -1 -> 2 (b above)
+    flat = np.bincount(j.p_unit * 3 + col, weights=w, minlength=3 * j.n_units).reshape(j.n_units, 3)
+    counts = flat[j.p_unit]
+    counts[np.arange(len(col)), col] -= w
+    up, tie, down = counts[:, 0], counts[:, 1], counts[:, 2]
+    eps = 1e-9
+    out = np.full(len(col), 2, dtype=np.int8)
+    out[(up > down + eps) & (up >= tie)] = 1
+    out[(down > up + eps) & (down >= tie)] = -1
+    out[(tie > up + eps) & (tie > down + eps)] = 0
+    return out
+
+
+def agreement_weights(agreement: np.ndarray) -> np.ndarray:
+    """Vote weight from a rater's agreement: its log-odds above chance (0 at or below 0.5, capped at 0.95)."""
+    a = np.clip(np.nan_to_num(agreement, nan=0.5), 0.5, 0.95)
+    return np.log(a / (1 - a))
+
+
+def rater_agreement(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per rater: (agreement with the leave-one-out consensus, pairs it was measured on).
+
+    With ``reweight``, a second pass weighs the other votes by their raters' first-pass agreement, so a
+    random clicker's votes barely move the consensus that everyone else is measured against.
+    """
+    n_r = len(j.raters)
+    cons = loo_consensus(j)
+    agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
+    if reweight and (cons != 2).any():
+        cons = loo_consensus(j, agreement_weights(agree))
+        agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
+    return agree, n
+
+
+def _per_rater_mean(values: np.ndarray, rater: np.ndarray, mask: np.ndarray, n_raters: int):
+    n = np.bincount(rater[mask], minlength=n_raters)
+    s = np.bincount(rater[mask], weights=values[mask].astype(np.float64), minlength=n_raters)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan), n
+
+
+def _median_times(j: Judgments) -> np.ndarray:
+    out = np.full(len(j.raters), np.nan)
+    known = ~np.isnan(j.j_time)
+    if not known.any():
+        return out
+    order = np.argsort(j.j_rater[known], kind="stable")
+    raters = j.j_rater[known][order]
+    times = j.j_time[known][order]
+    bounds = np.flatnonzero(np.diff(raters)) + 1
+    for chunk_r, chunk_t in zip(np.split(raters, bounds), np.split(times, bounds)):
+        out[chunk_r[0]] = float(np.median(chunk_t))
+    return out
+
+
+def _gold_accuracy(j: Judgments) -> tuple[np.ndarray, np.ndarray]:
+    """Per rater: (gold items, summed per-item accuracy). Items score the share of their gold pairs right."""
+    n_r = len(j.raters)
+    gold = j.unit_gold[j.p_unit]
+    has = gold != NO_GOLD
+    if not has.any():
+        return np.zeros(n_r), np.zeros(n_r)
+    n_j = len(j.j_row)
+    right = np.bincount(
+        j.p_judgment[has], weights=(j.p_outcome[has] == gold[has]).astype(float), minlength=n_j
+    )
+    total = np.bincount(j.p_judgment[has], minlength=n_j)
+    judged = total > 0
+    item_acc = np.where(judged, right / np.maximum(total, 1), 0.0)
+    items = np.bincount(j.j_rater, weights=judged.astype(float), minlength=n_r)
+    hits = np.bincount(j.j_rater, weights=item_acc, minlength=n_r)
+    return items, hits
+
+
+def rubric_reliability(j: Judgments, seed: int = 0) -> dict[int, float]:
+    """Dawid-Skene accuracy per rater on categorical rubric scores: sum_l prior_l * P(says l | true l).
+
+    Tasks are (comparison, response, rubric); scores are the category labels. Beyond ``DS_MAX_ROWS`` label
+    rows, the fit uses a fixed random sample of tasks (crowd-kit's EM is a pandas loop over all rows).
+    """
+    if not j.j_scores:
+        return {}
+    import pandas as pd
+    from crowdkit.aggregation import DawidSkene
+
+    tasks: dict[tuple, int] = {}
+    rows_t, rows_w, rows_l = [], [], []
+    for jdx, scores in j.j_scores:
+        g = int(j.j_group[jdx])
+        order = j.j_order[jdx]
+        for rubric, values in scores.items():
+            for pos, value in enumerate(values):
+                if value is None:
+                    continue
+                key = (g, order[pos], rubric)
+                t = tasks.setdefault(key, len(tasks))
+                rows_t.append(t)
+                rows_w.append(int(j.j_rater[jdx]))
+                rows_l.append(int(round(value)))
+    if not rows_t:
+        return {}
+    df = pd.DataFrame({"task": rows_t, "worker": rows_w, "label": rows_l})
+    if len(df) > DS_MAX_ROWS:
+        rng = np.random.default_rng(seed)
+        keep_tasks = rng.random(len(tasks)) < DS_MAX_ROWS / len(df)
+        df = df[keep_tasks[df["task"].to_numpy()]]
+    if df["label"].nunique() < 2:
+        return {}
+    model = DawidSkene(n_iter=50).fit(df)
+    errors, priors = model.errors_, model.priors_
+    out: dict[int, float] = {}
+    for worker in df["worker"].unique():
+        acc = 0.0
+        for label, prior in priors.items():
+            key = (worker, label)
+            if key in errors.index and label in errors.columns:
+                acc += float(prior) * float(errors.loc[key, label])
+        out[int(worker)] = acc
+    return out
+
+
+def pair_dawid_skene(j: Judgments, keep: np.ndarray | None = None):
+    """crowd-kit DawidSkene with each implied pair as a task and {a above, tie, b above} as classes.
+
+    Returns the fitted model (``probas_`` per unit, ``errors_`` per rater) or None when there is nothing
+    to fit. Ties are a class of their own here, so nothing is dropped.
+    """
+    import pandas as pd
+    from crowdkit.aggregation import DawidSkene
+
+    mask = np.ones(len(j.p_unit), dtype=bool) if keep is None else keep
+    if not mask.any():
+        return None
+    df = pd.DataFrame(
+        {"task": j.p_unit[mask], "worker": j.p_rater[mask], "label": j.p_outcome[mask].astype(int)}
+    )
+    if df["label"].nunique() < 2:
+        return None
+    return DawidSkene(n_iter=100).fit(df)
+
+
+def ds_accuracy(model: Any, n_raters: int) -> np.ndarray:
+    """Per rater: sum_l prior_l * P(says l | true l) from a fitted DawidSkene (nan when unseen)."""
+    out = np.full(n_raters, np.nan)
+    if model is None:
+        return out
+    errors, priors = model.errors_, model.priors_
+    workers = errors.index.get_level_values(0).to_numpy()
+    observed = errors.index.get_level_values(1).to_numpy()
+    for label, prior in priors.items():
+        if label not in errors.columns:
+            continue
+        rows = observed == label
+        vals = errors[label].to_numpy()[rows]
+        w = workers[rows].astype(np.int64)
+        out[w] = np.nan_to_num(out[w]) + float(prior) * vals
+    return out
+
+
+def fit_reliability(j: Judgments, cfg: Any = None, keep: np.ndarray | None = None) -> noisy_bt.NoisyBTFit:
+    """NoisyBT item scores and rater skills/biases on the (kept) pair rows of a table."""
+    left, right, rater, y, c = noisy_bt.rows_from_judgments(j, keep)
+    opts = getattr(cfg, "noisy_bt", None)
+    kwargs = (
+        {}
+        if opts is None
+        else {"ridge": opts.ridge, "rater_ridge": opts.rater_ridge, "max_iter": opts.max_iter}
+    )
+    agree, _ = rater_agreement(j)
+    return noisy_bt.fit(left, right, rater, y, c, j.n_items, len(j.raters), init_skill=agree, **kwargs)
+
+
+def _r(x: float | None, nd: int = 4) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+
+
+def rater_metrics(
+    j: Judgments, cfg: Any = None, nbt: noisy_bt.NoisyBTFit | None = None
+) -> list[dict[str, Any]]:
+    """One dict per rater (before flagging): the DESIGN.md fields plus a few more."""
+    n_r = len(j.raters)
+    prater = j.p_rater
+    agree, agree_n = rater_agreement(j)
+    decided = (j.p_first >= 0) & j.p_lead
+    pos_bias, decided_n = _per_rater_mean(j.p_first == 1, prater, decided, n_r)
+    tie_rate, pairs_n = _per_rater_mean(j.p_outcome == 0, prater, np.ones(len(prater), dtype=bool), n_r)
+    items = np.bincount(j.j_rater, minlength=n_r)
+    gold_items, gold_hits = _gold_accuracy(j)
+    medians = _median_times(j)
+    nbt = nbt if nbt is not None else fit_reliability(j, cfg)
+    reliability = ds_accuracy(pair_dawid_skene(j), n_r)
+    rubric = rubric_reliability(j)
+    out = []
+    for r, name in enumerate(j.raters):
+        gi = float(gold_items[r])
+        lo, hi = wilson(float(gold_hits[r]), gi)
+        out.append(
+            {
+                "rater": name,
+                "items": int(items[r]),
+                "pairs": int(pairs_n[r]),
+                "agreement": _r(agree[r]),
+                "agreement_pairs": int(agree_n[r]),
+                "gold_accuracy": _r(gold_hits[r] / gi) if gi > 0 else None,
+                "gold_items": int(gi),
+                "gold_ci": [_r(lo), _r(hi)] if gi > 0 else None,
+                "position_bias": _r(pos_bias[r]),
+                "position_pairs": int(decided_n[r]),
+                "tie_rate": _r(tie_rate[r]),
+                "median_time_s": _r(medians[r], 2),
+                "too_fast": False,
+                "reliability": _r(reliability[r]),
+                "nbt_skill": _r(nbt.skills[r]) if pairs_n[r] > 0 else None,
+                "nbt_first_listed": _r(nbt.biases[r]) if pairs_n[r] > 0 else None,
+                "rubric_reliability": _r(rubric.get(r)),
+                "flagged": False,
+                "reasons": [],
+            }
+        )
+    return out
+
+
+def flag(
+    raters: list[dict[str, Any]], thresholds: Any, pool_median: float | None, pool_first: float | None
+) -> list[str]:
+    """Fill ``flagged``/``reasons``/``too_fast`` from the thresholds; return notes about skipped checks.
+
+    Rates (agreement, position bias, reliability) need ``min_items`` judgments; gold accuracy needs
+    ``min_gold_items`` gold judgments. Position bias is only judged when the pool as a whole picks the
+    first-listed response at most ``max_position_bias`` of the time (otherwise the order was not shuffled
+    and the first answer really is better more often). Judgments without a rater id are never flagged.
+    """
+    t = thresholds
+    notes = []
+    check_position = pool_first is None or pool_first <= t.max_position_bias
+    if not check_position:
+        notes.append(
+            f"position bias not flagged: the pool picks the first-listed response {pool_first:.2f} of the time, "
+            "so the display order was probably not shuffled"
+        )
+    min_rel = getattr(t, "min_reliability", None)
+    for r in raters:
+        reasons = []
+        enough = r["items"] >= t.min_items
+        if (
+            r["gold_accuracy"] is not None
+            and r["gold_items"] >= t.min_gold_items
+            and r["gold_accuracy"] < t.min_gold_accuracy
+        ):
+            reasons.append(
+                f"low_gold_accuracy: {r['gold_accuracy']:.2f} < {t.min_gold_accuracy} on {r['gold_items']} gold items"
+            )
+        if enough and r["agreement"] is not None and r["agreement"] < t.min_agreement:
+            reasons.append(f"low_agreement: {r['agreement']:.2f} < {t.min_agreement}")
+        if (
+            enough
+            and check_position
+            and r["position_bias"] is not None
+            and r["position_bias"] > t.max_position_bias
+        ):
+            reasons.append(
+                f"position_bias: picks the first-listed response {r['position_bias']:.2f} > {t.max_position_bias}"
+            )
+        if enough and min_rel is not None and r["reliability"] is not None and r["reliability"] < min_rel:
+            reasons.append(f"low_reliability: Dawid-Skene accuracy {r['reliability']:.2f} < {min_rel}")
+        if (
+            pool_median
+            and r["median_time_s"] is not None
+            and r["median_time_s"] < t.min_median_time_ratio * pool_median
+        ):
+            r["too_fast"] = True
+            if enough:
+                reasons.append(
+                    f"too_fast: median {r['median_time_s']:.1f} s < {t.min_median_time_ratio} x pool median {pool_median:.1f} s"
+                )
+        if r["rater"] is None:
+            if reasons:
+                notes.append(
+                    "judgments without a rater id look poor (" + "; ".join(reasons) + ") but are kept"
+                )
+            reasons = []
+        r["reasons"] = reasons
+        r["flagged"] = bool(reasons)
+    return notes
+
+
+def build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None = None) -> dict[str, Any]:
+    """The ``raters report --json`` object (DESIGN.md fields first, then extras)."""
+    raters = rater_metrics(j, cfg, nbt)
+    times = j.j_time[~np.isnan(j.j_time)]
+    pool_median = float(np.median(times)) if len(times) else None
+    decided = (j.p_first >= 0) & j.p_lead
+    pool_first = float((j.p_first[decided] == 1).mean()) if decided.any() else None
+    notes = flag(raters, cfg.thresholds, pool_median, pool_first)
+    raters.sort(key=lambda r: (r["rater"] is None, str(r["rater"])))
+    counts = unit_counts(j)
+    agreement, n_comparisons = percent_agreement(counts)
+    flagged = [r["rater"] for r in raters if r["flagged"]]
+    flagged_idx = [i for i, name in enumerate(j.raters) if name in set(flagged)]
+    keep = ~np.isin(j.p_rater, flagged_idx)
+    agreement_kept, _ = percent_agreement(unit_counts(j, keep))
+    if agreement is None:
+        notes.append("no comparison was judged twice: agreement and alpha need overlapping judgments")
+    return {
+        "raters": raters,
+        "alpha": _r(krippendorff_alpha(counts, "ordinal")),
+        "agreement": _r(agreement),
+        "alpha_method": ALPHA_METHOD,
+        "alpha_nominal": _r(krippendorff_alpha(counts, "nominal")),
+        "agreement_comparisons": n_comparisons,
+        "agreement_without_flagged": _r(agreement_kept),
+        "published_agreement": PUBLISHED_AGREEMENT,
+        "records": j.n_records,
+        "judgments": len(j.j_row),
+        "groups": j.n_groups,
+        "gold_records": len(j.gold_rows),
+        "gold_conflicts": j.gold_conflicts,
+        "flagged": flagged,
+        "pool_median_time_s": _r(pool_median, 2),
+        "pool_position_bias": _r(pool_first),
+        "reliability_method": "dawid-skene accuracy on implied-pair outcomes (crowd-kit DawidSkene)",
+        "rubric_method": "dawid-skene accuracy" if j.j_scores else None,
+        "thresholds": cfg.thresholds.model_dump(mode="json"),
+        "notes": notes,
+    }
