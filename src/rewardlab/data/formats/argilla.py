@@ -147,8 +147,8 @@ def _nested(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
     rid = obj.get("id") or obj.get("external_id")
     entries: list[tuple[Any, Any, Any]] = []  # (user, status, value)
     if isinstance(responses, dict):  # v2: {question: [{"value", "user_id"}]}
-        question = _question([q for q, v in responses.items() if isinstance(v, list)])
-        for resp in responses.get(question, []):
+        questions = [q for q, v in responses.items() if isinstance(v, list) and v]
+        for resp in responses.get(_question(questions), []) if questions else []:
             entries.append((resp.get("user_id"), resp.get("status"), resp.get("value")))
     else:  # v1: [{"user_id", "values": {question: {"value": [...]}}, "status"}]
         names = {q for resp in responses if isinstance(resp, dict) for q in (resp.get("values") or {})}

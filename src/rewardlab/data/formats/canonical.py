@@ -49,7 +49,7 @@ def _prepare(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
                 out[key] = None
                 continue
             try:
-                out[key] = json.loads(value)
+                out[key] = json.loads(value, strict=False)  # spreadsheets keep raw newlines in strings
             except ValueError:
                 raise RowError(
                     "invalid_cell_json", f"field '{key}' is not valid JSON: {value[:60]!r}"
