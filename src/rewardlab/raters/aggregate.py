@@ -80,20 +80,18 @@ def _majority_p(j: Judgments, keep: np.ndarray) -> np.ndarray:
 
 
 def _dawid_skene_p(j: Judgments, keep: np.ndarray) -> np.ndarray:
-    import pandas as pd
-    from crowdkit.aggregation import DawidSkene
+    """p = P(a above) + P(tie) / 2 from crowd-kit's DawidSkene over the kept pair rows."""
+    from rewardlab.raters.quality import pair_dawid_skene
 
     p = np.full(j.n_units, np.nan)
     if not keep.any():
         return p
-    df = pd.DataFrame(
-        {"task": j.p_unit[keep], "worker": j.p_rater[keep], "label": j.p_outcome[keep].astype(int)}
-    )
-    if df["label"].nunique() < 2:
-        label = int(df["label"].iloc[0])
-        p[np.unique(df["task"].to_numpy())] = {1: 1.0, 0: 0.5, -1: 0.0}[label]
+    model = pair_dawid_skene(j, keep)
+    if model is None:  # a single label everywhere: nothing to learn, every vote says the same
+        label = int(j.p_outcome[keep][0])
+        p[np.unique(j.p_unit[keep])] = {1: 1.0, 0: 0.5, -1: 0.0}[label]
         return p
-    probas = DawidSkene(n_iter=100).fit(df).probas_
+    probas = model.probas_
     up = probas[1].to_numpy() if 1 in probas.columns else 0.0
     tie = probas[0].to_numpy() if 0 in probas.columns else 0.0
     p[probas.index.to_numpy()] = up + 0.5 * tie

@@ -16,7 +16,10 @@ percent agreement, to read against the 0.63-0.77 that published preference campa
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,16 @@ PUBLISHED_AGREEMENT = {
 }
 ALPHA_METHOD = "krippendorff-ordinal-implied-pairs"
 DS_MAX_ROWS = 300_000  # Dawid-Skene on rubric scores beyond this fits on a fixed random sample of items
+
+
+@contextlib.contextmanager
+def quiet_crowdkit() -> Iterator[None]:
+    """crowd-kit 1.4.2 works on pandas 3.1 but calls keywords pandas 4 will drop (``inplace=``, ``copy=``);
+    hide those deprecation warnings so they do not drown the CLI's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -123,9 +136,14 @@ def loo_consensus(j: Judgments, rater_weight: np.ndarray | None = None) -> np.nd
 
 
 def agreement_weights(agreement: np.ndarray) -> np.ndarray:
-    """Vote weight from a rater's agreement: its log-odds above chance (0 at or below 0.5, capped at 0.95)."""
-    a = np.clip(np.nan_to_num(agreement, nan=0.5), 0.5, 0.95)
-    return np.log(a / (1 - a))
+    """Vote weight from a rater's agreement: its log-odds above chance (0 at or below 0.5, capped at 0.95).
+
+    A rater with no measured agreement (no other judgment to compare with) gets the pool's mean weight.
+    """
+    a = np.clip(np.asarray(agreement, dtype=float), 0.5, 0.95)
+    w = np.log(a / (1 - a))
+    known = ~np.isnan(w)
+    return np.where(known, w, w[known].mean() if known.any() else 1.0)
 
 
 def rater_agreement(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -137,8 +155,9 @@ def rater_agreement(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np
     n_r = len(j.raters)
     cons = loo_consensus(j)
     agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
-    if reweight and (cons != 2).any():
-        cons = loo_consensus(j, agreement_weights(agree))
+    weights = agreement_weights(agree)
+    if reweight and (cons != 2).any() and weights.max() > 0:
+        cons = loo_consensus(j, weights)
         agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
     return agree, n
 
@@ -217,7 +236,8 @@ def rubric_reliability(j: Judgments, seed: int = 0) -> dict[int, float]:
         df = df[keep_tasks[df["task"].to_numpy()]]
     if df["label"].nunique() < 2:
         return {}
-    model = DawidSkene(n_iter=50).fit(df)
+    with quiet_crowdkit():
+        model = DawidSkene(n_iter=50).fit(df)
     errors, priors = model.errors_, model.priors_
     out: dict[int, float] = {}
     for worker in df["worker"].unique():
@@ -247,7 +267,8 @@ def pair_dawid_skene(j: Judgments, keep: np.ndarray | None = None):
     )
     if df["label"].nunique() < 2:
         return None
-    return DawidSkene(n_iter=100).fit(df)
+    with quiet_crowdkit():
+        return DawidSkene(n_iter=100).fit(df)
 
 
 def ds_accuracy(model: Any, n_raters: int) -> np.ndarray:
