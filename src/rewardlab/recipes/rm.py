@@ -707,6 +707,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             "lr": scheduler.get_last_lr()[0],
             "grad_norm": float(grad_norm),
             "epoch": round(done / steps_per_epoch, 4),
+            "rankings": totals["groups"],  # cumulative over the run: throughput from any two rows
+            "tokens": totals["tokens"],
         }
         if main and (done % cfg.train.log_every == 0 or done == total_steps):
             tracker.log(last, step=done)
