@@ -169,3 +169,14 @@ def test_wandb_offline_runs_share_the_pipeline_group(cli, tmp_path, monkeypatch)
     assert {"ci", "tiny", "raters"} <= set(runs[0].tags)
     assert b"rater_stats" in Path(files[0]).read_bytes()  # the rater stats table was logged
     assert (tmp_path / "runs" / "tiny" / "raters" / "metrics.jsonl").is_file()  # JSONL always
+
+
+def test_shipped_pipeline_configs_validate_every_stage():
+    """Each stage of the quickstart configs resolves against its schema before anything runs."""
+    from rewardlab.commands.loop import load_pipeline
+    from rewardlab.recipes.pipeline import validate_plan
+
+    for name in ("quickstart.yaml", "quickstart-smollm.yaml"):
+        cfg = load_pipeline(str(ROOT / "configs" / "pipeline" / name), [])
+        validate_plan(cfg)
+        assert cfg.stages[0] == "simulate" and cfg.stages[-1] == "report"
