@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,10 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
 
 
 def run_child(task: str, data: Path, out: Path) -> dict:
-    """Run one task in a fresh process; return its own timing plus the peak RSS of its process tree."""
+    """Run one task in a fresh process; return its own timing, the CPU seconds of its process tree (user +
+    system, worker processes included: a measure of work that other processes' load does not inflate much)
+    and the peak RSS of its process tree."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, task, str(data), str(out)],
@@ -107,6 +111,8 @@ def run_child(task: str, data: Path, out: Path) -> dict:
         raise SystemExit(f"{task} on {data} failed (exit {proc.returncode}):\n{stderr[-2000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_rss_mb"] = peak / 2**20
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result["cpu_seconds"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
 
@@ -143,13 +149,23 @@ def main() -> None:
             assert r["records"] == size, (task, r)
             seconds[(task, size)] = r["seconds"]
             rows.append(
-                (size, task, r["seconds"], size / r["seconds"], r["peak_rss_mb"], r["seconds"] / peer)
+                (
+                    size,
+                    task,
+                    r["seconds"],
+                    size / r["seconds"],
+                    r["cpu_seconds"],
+                    r["peak_rss_mb"],
+                    r["seconds"] / peer,
+                )
             )
 
     print()
-    print(f"{'records':>9}  {'task':<20} {'seconds':>8} {'records/s':>11} {'peak RSS MB':>12} {'x peer':>7}")
-    for size, task, sec, rate, rss, ratio in rows:
-        print(f"{size:>9}  {task:<20} {sec:>8.2f} {rate:>11,.0f} {rss:>12.0f} {ratio:>7.2f}")
+    print(
+        f"{'records':>9}  {'task':<20} {'seconds':>8} {'records/s':>11} {'CPU s':>7} {'peak RSS MB':>12} {'x peer':>7}"
+    )
+    for size, task, sec, rate, cpu, rss, ratio in rows:
+        print(f"{size:>9}  {task:<20} {sec:>8.2f} {rate:>11,.0f} {cpu:>7.1f} {rss:>12.0f} {ratio:>7.2f}")
     if len(args.sizes) >= 2:
         small, big = min(args.sizes), max(args.sizes)
         print()
@@ -161,8 +177,11 @@ def main() -> None:
     big = max(args.sizes)
     if big >= 1_000_000:
         imp = next(r for r in rows if r[0] == big and r[1] == "import")
-        verdict = "meets" if imp[2] <= 30 * big / 1_000_000 and imp[4] <= 2048 else "MISSES"
-        print(f"\ntarget (1M import <= 30 s, <= 2 GB): {verdict} ({imp[2]:.1f} s, {imp[4]:.0f} MB)")
+        verdict = "meets" if imp[2] <= 30 * big / 1_000_000 and imp[5] <= 2048 else "MISSES"
+        print(
+            f"\ntarget (1M import <= 30 s, <= 2 GB): {verdict} ({imp[2]:.1f} s wall, {imp[4]:.1f} CPU s over "
+            f"2 parser processes, {imp[5]:.0f} MB)"
+        )
     print(
         f"load average at end: {os.getloadavg()[0]:.2f} (other processes share these cores; "
         f"numbers are noisy when it is above {os.cpu_count()})"
