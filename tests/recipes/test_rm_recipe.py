@@ -65,6 +65,7 @@ def train_args(dataset: Path, out: Path, *extra: str) -> list[str]:
         "train.batch_size=4",
         "train.max_steps=6",
         "train.save_every=3",
+        "train.eval_every=2",
         *extra,
     ]
 
@@ -94,6 +95,7 @@ def test_train_writes_run_folder_and_design_metrics(trained, dataset):
     assert metrics["truncated_prompt_records"] == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [2, 4, 6]  # every 2 steps, and the final one
     assert (out / "config.yaml").exists() and (out / "manifest.json").exists()
     model = out / "model"
     assert (model / "model.safetensors").exists() and not list(model.glob("*.bin"))
@@ -257,24 +259,23 @@ def test_lora_plackett_luce_saves_a_plain_model(dataset, tmp_path, cli):
 
     out = tmp_path / "lora"
     res = cli(
-        "train",
-        "rm",
-        CONFIG,
-        f"data.train={dataset}",
-        f"output_dir={out}",
-        "model.lora={r: 4, alpha: 8}",
-        "heads=[overall]",
-        "loss.kind=plackett-luce",
-        "loss.center_coef=0.01",
-        "train.max_steps=2",
-        "train.grad_accum=2",
-        "--json",
-    )
+        "train", "rm", CONFIG, f"data.train={dataset}", f"output_dir={out}", "model.lora={r: 4, alpha: 8}",
+        "heads=[overall]", "loss.kind=plackett-luce", "loss.center_coef=0.01", "train.max_steps=2",
+        "train.grad_accum=2", "data.eval_fraction=0.3", "--json",
+    )  # fmt: skip
     assert res.exit_code == 0, res
+    metrics = res.json()
     assert not (out / "model" / "adapter_config.json").exists()
     model = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert model.config.num_labels == 1 and model.config.rewardlab_heads == ["overall"]
     assert not any("lora" in name for name, _ in model.named_parameters())
+    # the trained score head was saved with the merged weights: reloading reproduces the run's own eval
+    _, held = split_by_prompt(load_dataset(dataset), 0.3, 0)
+    held_dir = tmp_path / "held"
+    write_dataset(list(iter_records(held)), held_dir)
+    again = cli("eval", "rm", str(out), "--data", str(held_dir), "--json").json()
+    assert again["ece"] == pytest.approx(metrics["ece"], abs=1e-6)
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
 @pytest.mark.slow

@@ -477,7 +477,7 @@ def model_card(cfg: RMConfig, metrics: dict, data_info: dict) -> str:
     meta = data_info.get("train_meta", {})
     policy = {
         k: meta[k]
-        for k in ("method", "excluded_raters", "rater_policy", "thresholds", "judgments_excluded")
+        for k in ("aggregated_from", "method", "excluded_raters", "rater_policy", "thresholds", "import")
         if k in meta
     }
     shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
