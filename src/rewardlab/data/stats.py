@@ -24,10 +24,18 @@ import numpy as np
 
 
 def _table(ds: Any) -> Any:
-    """The pyarrow Table behind a datasets.Dataset (honouring a selection)."""
-    if getattr(ds, "_indices", None) is None:
+    """The pyarrow Table behind a datasets.Dataset, honouring a selection (one Arrow take, not a row loop)."""
+    indices = getattr(ds, "_indices", None)
+    if indices is None:
         return ds.data.table
-    return ds.with_format("arrow")[:]
+    return ds.data.table.take(indices.column(0))
+
+
+def _column(ds: Any, name: str) -> Any:
+    """One column of a datasets.Dataset as Arrow, honouring a selection."""
+    indices = getattr(ds, "_indices", None)
+    column = ds.data.table.column(name)
+    return column if indices is None else column.take(indices.column(0))
 
 
 def _codes(column: Any) -> tuple[np.ndarray, Any]:
@@ -197,26 +205,26 @@ def _both_ways(group: np.ndarray, wins: np.ndarray) -> int:
 
 def _split_audit(ds: Any, eval_fraction: float, seed: int) -> dict[str, Any]:
     """The prompt-grouped split the trainers use, checked for prompts on both sides."""
+    import pyarrow.compute as pc
+
     from rewardlab.data.dataset import split_by_prompt
 
-    if len(ds) == 0:
-        return {
-            "eval_fraction": eval_fraction,
-            "seed": seed,
-            "train_records": 0,
-            "eval_records": 0,
-            "prompt_overlap": 0,
-        }
-    train, evals = split_by_prompt(ds, eval_fraction, seed)
-    train_prompts = set(_table(train).column("prompt").unique().to_pylist()) if len(train) else set()
-    eval_prompts = set(_table(evals).column("prompt").unique().to_pylist()) if len(evals) else set()
-    return {
+    out = {
         "eval_fraction": eval_fraction,
         "seed": seed,
-        "train_records": len(train),
-        "eval_records": len(evals),
-        "prompt_overlap": len(train_prompts & eval_prompts),
+        "train_records": 0,
+        "eval_records": 0,
+        "prompt_overlap": 0,
     }
+    if len(ds) == 0:
+        return out
+    train, evals = split_by_prompt(ds, eval_fraction, seed)
+    out.update(train_records=len(train), eval_records=len(evals))
+    if len(train) and len(evals):
+        train_prompts = pc.unique(_column(train, "prompt").combine_chunks())
+        eval_prompts = pc.unique(_column(evals, "prompt").combine_chunks())
+        out["prompt_overlap"] = int(pc.sum(pc.is_in(eval_prompts, value_set=train_prompts)).as_py() or 0)
+    return out
 
 
 def format_stats(s: dict[str, Any]) -> str:
