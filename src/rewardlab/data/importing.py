@@ -389,7 +389,7 @@ def read_jsonl(
                     raw[:200],
                 )
                 continue
-            if not raw.strip():
+            if raw.isspace():
                 continue
             yield _decode_line(source, line_no, raw, pos >= size)
 
