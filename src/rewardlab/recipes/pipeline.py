@@ -392,10 +392,10 @@ def run_raters(cfg: Any, run_dir: Path, ctx: Context) -> dict[str, Any]:
 def _rater_html(report: dict[str, Any], run_dir: Path) -> None:
     """The raters helper's own HTML page for the report, when its module is there."""
     try:
-        from rewardlab.raters.report_html import write_report_html
+        from rewardlab.raters.report_html import render_report_html
     except ImportError:
         return
-    write_report_html(report, run_dir / "rater_report.html")
+    (run_dir / "rater_report.html").write_text(render_report_html(report), encoding="utf-8")
 
 
 def _tracking_cfg(ctx: Context, stage: str) -> Any:

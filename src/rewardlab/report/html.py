@@ -270,24 +270,10 @@ def find_rater_report(run: RunInfo) -> dict[str, Any] | None:
     return None
 
 
-def _own_rater_charts(report: dict[str, Any]) -> str:
-    """Fallback rater charts: agreement and gold accuracy per rater, flagged raters in red."""
-    raters = report.get("raters") or []
-    flagged = {str(r.get("rater")) for r in raters if r.get("flagged")}
-    charts = []
-    for key, label in (
-        ("agreement", "agreement with consensus"),
-        ("gold_accuracy", "gold accuracy"),
-        ("position_bias", "position bias"),
-        ("reliability", "reliability"),
-    ):
-        values = {str(r.get("rater")): r.get(key) for r in raters if isinstance(r.get(key), (int, float))}
-        if values:
-            charts.append(plots.bar_chart(values, f"{label} per rater (red: flagged)", label, flagged))
-    return f'<div class="charts">{"".join(charts)}</div>'
-
-
 def rater_section(runs: list[RunInfo]) -> str:
+    """The raters helper's charts (agreement, gold accuracy vs agreement, position bias) per raters run."""
+    from rewardlab.raters.report_html import render_rater_charts
+
     parts = ["<h2>Raters</h2>"]
     found = False
     for run in runs:
@@ -304,11 +290,7 @@ def rater_section(runs: list[RunInfo]) -> str:
                 + ", ".join(f"{k} {format_value(v)}" for k, v in summary.items())
             )
         )
-        try:
-            from rewardlab.raters.report_html import render_rater_charts
-        except ImportError:
-            render_rater_charts = None
-        parts.append(render_rater_charts(report) if render_rater_charts else _own_rater_charts(report))
+        parts.append(render_rater_charts(report))
     if not found:
         parts.append(_note("No rater report in these runs."))
     return "".join(parts)
