@@ -250,3 +250,10 @@ def test_several_files_mixed_formats_and_skips(tmp_path):
         and report.invalid == 1
         and report.by_reason == {"invalid_json": 1, "cancelled": 1}
     )
+
+
+def test_truncated_json_document_is_one_quarantined_item(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text('[{"id": 1, "data": {"prompt": "p", "answer1": "a"')
+    report = importing.run([path], quarantine=tmp_path / "q.jsonl")
+    assert (report.read, report.accepted, report.by_reason) == (1, 0, {"truncated_json": 1})

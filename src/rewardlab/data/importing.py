@@ -270,7 +270,7 @@ def prepare_input(path: Path, fmt: str = "auto") -> Input:
     rows = list(_first_rows(path, container))
     if not rows:
         _require_rows(path, container)
-        if container == "jsonl":  # every sampled line is broken: read it as canonical and quarantine them
+        if container in ("jsonl", "json"):  # every sampled row is broken: read as canonical, quarantine them
             return Input(path, container, "canonical", size)
         raise UserError(
             f"{path}: unknown_format: no readable record to detect the format from (use --format)"
