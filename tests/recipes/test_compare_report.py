@@ -225,3 +225,19 @@ def test_html_report_renders_in_headless_chromium(cli, runs, tmp_path):
     assert shot_run.returncode == 0, shot_run.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # a blank page is ~5 KB
     assert console_messages(shot_run.stderr) == []
+
+
+def test_pipeline_folder_expands_into_its_stages(cli, tmp_path):
+    root = tmp_path / "pipe"
+    _write_run(root / "rm", {"stage": "rm", "train": {"lr": 1e-3}}, {"accuracy": 0.7}, [])
+    _write_run(root / "dpo", {"stage": "dpo", "train": {"lr": 1e-5}}, {"win_rate_vs_ref": 0.6}, [])
+    (root / "report").mkdir()
+    (root / "report" / "metrics.json").write_text("{}")
+    (root / "manifest.json").write_text(json.dumps({"stage": "pipeline", "stages": ["rm", "dpo", "report"]}))
+    res = cli("compare", root, "--json")
+    assert res.exit_code == 0, res
+    out = res.json()
+    assert [r["name"] for r in out["runs"]] == ["rm", "dpo"]
+    assert out["metrics"]["accuracy"] == [0.7, None]
+    table = cli("compare", root)
+    assert "no two runs of the same stage" in table.stdout

@@ -57,6 +57,7 @@ def compare(
     score: bool = typer.Option(
         True, "--score/--no-score", help="Score RM eval pairs with the RM when a run saved no eval rewards."
     ),
+    show_all: bool = typer.Option(False, "--all", help="Show every metric in the terminal table."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: runs, metrics, config_diff."),
 ) -> None:
     """Final metrics side by side and the config keys that differ; optionally an HTML report."""
@@ -71,7 +72,7 @@ def compare(
     if as_json:
         emit_json(payload)
         return
-    print_tables(found)
+    print_tables(found, show_all=show_all)
     if html is not None:
         typer.echo(f"report: {payload['html']}")
 

@@ -108,6 +108,12 @@ def run(opts: Any, run_dir: Path, ctx: Any) -> dict[str, Any]:
             batch_size=opts.batch_size,
         )
         metrics.update({f"{stage}.{k}": v for k, v in pm.items() if isinstance(v, (int, float)) or v is None})
+        samples = out.run_dir / "samples.jsonl"
+        if samples.is_file():  # policy samples as a tracked table (a wandb Table with backend wandb)
+            rows = [
+                json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            tracker.log_table(f"{stage}_samples", rows)
     tracker.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=0)
     tracker.summary(metrics)
     tracker.finish()

@@ -18,6 +18,14 @@ import yaml
 from rewardlab.errors import UserError
 
 RUN_FILES = ("config.yaml", "metrics.json", "metrics.jsonl", "manifest.json")
+# The metrics a reader looks for first (DESIGN.md JSON fields), in this order.
+KEY_METRICS = [
+    "accuracy", "n_pairs", "ece", "agreement_ceiling", "rm_truth_accuracy", "alpha", "agreement", "flagged",
+    "judgments_excluded", "records", "prompts", "train_loss", "win_rate_vs_ref", "rm_score_mean",
+    "ref_rm_score_mean", "truth_score_mean", "ref_truth_score_mean", "kl_to_ref", "response_length_mean",
+    "selected", "selection_score_mean", "judgments", "steps",
+]  # fmt: skip
+MAX_TERMINAL_ROWS = 30
 
 
 @dataclass
@@ -77,8 +85,9 @@ def _pipeline_stage_dirs(path: Path) -> list[Path] | None:
         if is_run_dir(path) or not subdirs:
             return None
         return subdirs
+    stages = [s for s in stages if s != "report"]  # the report folder holds the page, not a run
     ordered = [path / s for s in stages if is_run_dir(path / s)]
-    return ordered + [p for p in subdirs if p not in ordered]
+    return ordered + [p for p in subdirs if p not in ordered and p.name != "report"]
 
 
 def load_run(path: str | Path, name: str | None = None) -> RunInfo:
@@ -140,7 +149,9 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 _MISSING = "—"
 
 
-def config_diff(runs: list[RunInfo], ignore: tuple[str, ...] = ("output_dir",)) -> dict[str, list[Any]]:
+def config_diff(
+    runs: list[RunInfo], ignore: tuple[str, ...] = ("output_dir", "out", "tracking.run_name")
+) -> dict[str, list[Any]]:
     """Dotted config keys whose values differ between runs -> one value per run (``—`` when absent)."""
     flat = [flatten(r.config) for r in runs]
     keys = sorted({k for f in flat for k in f})
@@ -200,30 +211,79 @@ def compare_payload(runs: list[RunInfo]) -> dict[str, Any]:
     }
 
 
-def print_tables(runs: list[RunInfo], console: Any = None) -> None:
-    """The terminal view: one rich table of final metrics and one of config differences."""
+def stage_groups(runs: list[RunInfo]) -> dict[str, list[RunInfo]]:
+    groups: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        groups.setdefault(run.stage or "?", []).append(run)
+    return groups
+
+
+def print_tables(runs: list[RunInfo], console: Any = None, show_all: bool = False) -> None:
+    """The terminal view: final metrics side by side, then config differences between runs of one stage.
+
+    Many metrics (a whole pipeline): the key metrics only, unless ``show_all``.
+    """
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console()
     names = [r.name for r in runs]
     metrics = metric_table(runs)
+    shown = metrics
+    if not show_all and len(metrics) > MAX_TERMINAL_ROWS:
+        shown = {k: metrics[k] for k in KEY_METRICS if k in metrics}
+    if 14 * (len(runs) + 1) > console.width:  # too many runs side by side: one line of key metrics per run
+        _print_per_run(runs, shown, console)
+    else:
+        _print_side_by_side(names, shown, metrics, console)
+    if len(shown) < len(metrics):
+        console.print(f"({len(metrics) - len(shown)} more metrics: --all, --json or --html)")
+    _print_config_diffs(runs, console)
+
+
+def _print_per_run(runs: list[RunInfo], shown: dict[str, list[Any]], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title="final metrics (metrics.json)")
+    table.add_column("run", style="bold")
+    table.add_column("stage")
+    table.add_column("metrics")
+    for n, run in enumerate(runs):
+        cells = [f"{k}={format_value(v[n])}" for k, v in shown.items() if v[n] is not None]
+        table.add_row(run.name, run.stage or "?", "  ".join(cells) or "—")
+    console.print(table)
+
+
+def _print_side_by_side(names: list[str], shown: dict[str, list[Any]], metrics: dict, console: Any) -> None:
+    from rich.table import Table
+
     table = Table(title="final metrics (metrics.json)")
     table.add_column("metric", style="bold")
     for name in names:
         table.add_column(name, justify="right")
-    for key, values in metrics.items():
+    for key, values in shown.items():
         table.add_row(key, *[format_value(v) for v in values])
     if not metrics:
         table.add_row("(no metrics.json)", *["—"] * len(names))
     console.print(table)
-    diff = config_diff(runs)
-    dt = Table(title="config differences")
-    dt.add_column("key", style="bold")
-    for name in names:
-        dt.add_column(name)
-    for key, values in diff.items():
-        dt.add_row(key, *[format_value(v) for v in values])
-    if not diff:
-        dt.add_row("(configs identical)" if len(runs) > 1 else "(one run)", *[""] * len(names))
-    console.print(dt)
+
+
+def _print_config_diffs(runs: list[RunInfo], console: Any) -> None:
+    from rich.table import Table
+
+    compared = False
+    for stage, group in stage_groups(runs).items():
+        if len(group) < 2:
+            continue
+        compared = True
+        diff = config_diff(group)
+        dt = Table(title=f"config differences ({stage} runs)")
+        dt.add_column("key", style="bold")
+        for run in group:
+            dt.add_column(run.name)
+        for key, values in diff.items():
+            dt.add_row(key, *[format_value(v) for v in values])
+        if not diff:
+            dt.add_row("(configs identical)", *[""] * len(group))
+        console.print(dt)
+    if not compared and len(runs) > 1:
+        console.print("(no two runs of the same stage: no config differences to show)")

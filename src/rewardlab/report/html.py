@@ -17,8 +17,10 @@ from typing import Any
 
 from rewardlab.report import plots
 from rewardlab.report.compare import (
+    KEY_METRICS,
     RunInfo,
     config_diff,
+    flatten,
     format_value,
     metric_table,
     read_jsonl,
@@ -58,6 +60,7 @@ svg.plot text{font-size:11px;fill:#333} svg.plot text.title{font-size:13px;font-
 svg.plot text.label{font-size:11px;fill:#555} svg.plot text.note{fill:#888;font-style:italic}
 svg.plot .frame{fill:none;stroke:#999} svg.plot .grid{stroke:#eee}
 .muted{color:#777;font-size:13px} code{background:#f4f4f4;padding:1px 4px}
+.wide{overflow-x:auto;max-width:100%} details{margin:4px 0;font-size:13px} summary{cursor:pointer;color:#1f5fa8}
 """
 
 
@@ -136,7 +139,8 @@ def curves_section(runs: list[RunInfo]) -> str:
     for run in runs:
         if len(run.history) < 1:
             continue
-        groups = curve_groups(_numeric_keys(run.history))
+        keys = [k for k in _numeric_keys(run.history) if len(_series(run.history, k)) >= 2]
+        groups = {g: ks for g, ks in curve_groups(keys).items() if g != "other"}
         if not groups:
             continue
         charts = []
@@ -149,7 +153,7 @@ def curves_section(runs: list[RunInfo]) -> str:
     shared: dict[str, list[RunInfo]] = {}
     for run in runs:
         for k in _numeric_keys(run.history):
-            if "loss" in k.lower() or "acc" in k.lower():
+            if ("loss" in k.lower() or "acc" in k.lower()) and len(_series(run.history, k)) >= 2:
                 shared.setdefault(k, []).append(run)
     overlays = [
         plots.line_chart({r.name: _series(r.history, k) for r in rs}, f"{k} across runs", "step", k)
@@ -246,7 +250,8 @@ def rewards_section(runs: list[RunInfo], compute: bool = True) -> str:
             rewards = compute_rewards(run)
             source = "scored now from model/ on the eval split"
         if not rewards or not (rewards["chosen"] or rewards["rejected"]):
-            charts.append(plots.empty_chart(f"{run.name}: rewards", "no eval rewards and no model to score"))
+            why = "no eval rewards file and no model/ to score" if compute else "not scored (--no-score)"
+            charts.append(plots.empty_chart(f"{run.name}: rewards", why))
             continue
         gap = _mean(rewards["chosen"]) - _mean(rewards["rejected"])
         title = f"{run.name}: reward (mean gap {gap:+.3f}; {source})"
@@ -385,22 +390,63 @@ def batch_section(runs: list[RunInfo]) -> str:
     return "<h2>Next-round batch for the raters</h2>" + "".join(parts)
 
 
+def _details(summary: str, inner: str) -> str:
+    return f"<details><summary>{escape(summary)}</summary>{inner}</details>"
+
+
+def _wide(table: str) -> str:
+    return f'<div class="wide">{table}</div>'
+
+
 def summary_section(runs: list[RunInfo]) -> str:
+    """Runs, key metrics side by side, every metric per run (folded), config differences per stage."""
     names = [r.name for r in runs]
     rows = [[r.name, r.stage or "?", str(r.path), len(r.history)] for r in runs]
     out = ["<h2>Runs</h2>", _table(["run", "stage", "folder", "steps logged"], rows)]
     metrics = metric_table(runs)
     out.append("<h2>Final metrics</h2>")
-    if metrics:
-        out.append(_table(["metric", *names], [[k, *v] for k, v in metrics.items()]))
-    else:
+    key_rows = [[k, *metrics[k]] for k in KEY_METRICS if k in metrics]
+    if key_rows:
+        out.append(_wide(_table(["metric", *names], key_rows)))
+    if not metrics:
         out.append(_note("No run has a metrics.json yet."))
-    diff = config_diff(runs)
+    for run in runs:
+        flat = {k: v for k, v in metric_table([run]).items() if v[0] is not None}
+        if flat:
+            out.append(
+                _details(
+                    f"all metrics of {run.name} ({len(flat)})",
+                    _table(["metric", "value"], [[k, v[0]] for k, v in flat.items()]),
+                )
+            )
     out.append("<h2>Config differences</h2>")
-    if diff:
-        out.append(_table(["key", *names], [[k, *v] for k, v in diff.items()]))
-    else:
-        out.append(_note("The configs do not differ." if len(runs) > 1 else "One run: nothing to compare."))
+    out.append(config_section(runs))
+    return "".join(out)
+
+
+def config_section(runs: list[RunInfo]) -> str:
+    """Differences between runs of the same stage (runs of different stages differ everywhere)."""
+    by_stage: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        by_stage.setdefault(run.stage or "?", []).append(run)
+    out = []
+    for stage, group in by_stage.items():
+        if len(group) < 2:
+            continue
+        diff = config_diff(group)
+        out.append(f"<h3>{escape(stage)} runs</h3>")
+        if diff:
+            out.append(_wide(_table(["key", *[r.name for r in group]], [[k, *v] for k, v in diff.items()])))
+        else:
+            out.append(_note("The configs do not differ."))
+    if not out:
+        out.append(_note("No two runs of the same stage: nothing to compare (each run's config is below)."))
+    for run in runs:
+        if run.config:
+            flat = flatten(run.config)
+            out.append(
+                _details(f"config of {run.name}", _table(["key", "value"], [[k, v] for k, v in flat.items()]))
+            )
     return "".join(out)
 
 

@@ -115,12 +115,12 @@ def _legend(names: list[str], width: int) -> tuple[list[str], int]:
         item_w = 22 + 7 * len(label)
         if x + item_w > width - MARGIN["right"] and x > MARGIN["left"]:
             x, row = MARGIN["left"], row + 1
-        y = 30 + 14 * row
+        y = 36 + 14 * row
         color = PALETTE[n % len(PALETTE)]
         out.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color}"/>')
         out.append(f'<text x="{x + 14}" y="{y}" class="legend">{escape(label)}</text>')
         x += item_w
-    return out, 14 * (row + 1) + 4
+    return out, 14 * (row + 1) + 10
 
 
 def empty_chart(title: str, reason: str, width: int = WIDTH, height: int = 80) -> str:
