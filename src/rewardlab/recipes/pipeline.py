@@ -306,11 +306,11 @@ def is_complete(stage: str, run_dir: Path, fp: str) -> bool:
     return all(p.exists() for p in expected_outputs(stage, run_dir))
 
 
-def prepare_stage_dir(stage: str, cfg: Any, run_dir: Path, fp: str) -> str:
+def prepare_stage_dir(stage: str, cfg: Any, run_dir: Path, fp: str, fresh: bool = False) -> str:
     """Start or resume: 'resume' when an interrupted run of the same config left checkpoints, else 'run'
-    (the folder is cleared first when it holds the work of another config)."""
+    (the folder is cleared first when it holds the work of another config, or when ``fresh``)."""
     started = read_json(run_dir / STARTED)
-    same = started is not None and started.get("fingerprint") == fp
+    same = not fresh and started is not None and started.get("fingerprint") == fp
     has_ckpt = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     if same and stage in TRAIN_STAGES and has_ckpt:
         cfg.train.resume = True
@@ -570,7 +570,7 @@ def run(cfg: Any, echo: Callable[[str], None] = print, force: tuple[str, ...] = 
                 }
             )
             continue
-        mode = prepare_stage_dir(stage, stage_cfg, run_dir, fp)
+        mode = prepare_stage_dir(stage, stage_cfg, run_dir, fp, fresh=stage in force)
         echo(f"{label}  {mode} -> {run_dir}")
         start = time.time()
         with contextlib.redirect_stdout(sys.stderr):  # libraries print to stdout; keep it for our lines
