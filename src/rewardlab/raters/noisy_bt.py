@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
+from threadpoolctl import threadpool_limits
 
 
 @dataclass
@@ -103,14 +104,17 @@ def fit(
         x0[n_items + n_raters :] = np.log(skill0 / (1 - skill0))
     if len(y) == 0:
         return NoisyBTFit(np.zeros(n_items), expit(x0[n_items + n_raters :]), np.full(n_raters, 0.5), 0, True)
-    res = minimize(
-        _objective,
-        x0,
-        jac=True,
-        args=(left, right, rater, y, c, n_items, n_raters, ridge, rater_ridge),
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "ftol": tol * 1e-3, "gtol": tol},
-    )
+    # One BLAS thread: L-BFGS-B's vector updates are memory-bound, and OpenBLAS threads spinning on a
+    # busy machine made each iteration 25x slower (100 ms instead of 4 ms at 70k parameters).
+    with threadpool_limits(limits=1, user_api="blas"):
+        res = minimize(
+            _objective,
+            x0,
+            jac=True,
+            args=(left, right, rater, y, c, n_items, n_raters, ridge, rater_ridge),
+            method="L-BFGS-B",
+            options={"maxiter": max_iter, "ftol": tol * 1e-3, "gtol": tol},
+        )
     x = res.x
     return NoisyBTFit(
         scores=x[:n_items].copy(),

@@ -34,6 +34,9 @@ PUBLISHED_AGREEMENT = {
 }
 ALPHA_METHOD = "krippendorff-ordinal-implied-pairs"
 DS_MAX_ROWS = 300_000  # Dawid-Skene on rubric scores beyond this fits on a fixed random sample of items
+# The report's NoisyBT diagnostics fit on a fixed sample of comparisons past this many pair rows.
+NBT_REPORT_MAX_ROWS = 100_000
+NBT_REPORT_MAX_ITER = 150
 
 
 @contextlib.contextmanager
@@ -44,6 +47,13 @@ def quiet_crowdkit() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         yield
+
+
+def one_blas_thread():
+    """Vector work here is memory-bound; OpenBLAS threads spinning on a busy machine slowed it 25x."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def wilson(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
@@ -289,9 +299,24 @@ def ds_accuracy(model: Any, n_raters: int) -> np.ndarray:
     return out
 
 
-def fit_reliability(j: Judgments, cfg: Any = None, keep: np.ndarray | None = None) -> noisy_bt.NoisyBTFit:
-    """NoisyBT item scores and rater skills/biases on the (kept) pair rows of a table."""
-    left, right, rater, y, c = noisy_bt.rows_from_judgments(j, keep)
+def fit_reliability(
+    j: Judgments,
+    cfg: Any = None,
+    keep: np.ndarray | None = None,
+    sample_rows: int | None = None,
+    max_iter: int | None = None,
+) -> noisy_bt.NoisyBTFit:
+    """NoisyBT item scores and rater skills/biases on the (kept) pair rows of a table.
+
+    ``sample_rows``: past this many pair rows, fit on a fixed random sample of whole comparisons (the
+    per-rater skill and bias need a few hundred judgments each, not a million); item scores outside the
+    sample stay 0. The aggregation never samples: it needs every item's score.
+    """
+    mask = np.ones(len(j.p_unit), dtype=bool) if keep is None else keep.copy()
+    if sample_rows is not None and mask.sum() > sample_rows:
+        chosen = np.random.default_rng(0).random(j.n_groups) < sample_rows / mask.sum()
+        mask &= chosen[j.p_group]
+    left, right, rater, y, c = noisy_bt.rows_from_judgments(j, mask)
     opts = getattr(cfg, "noisy_bt", None)
     kwargs = (
         {}
@@ -299,6 +324,8 @@ def fit_reliability(j: Judgments, cfg: Any = None, keep: np.ndarray | None = Non
         else {"ridge": opts.ridge, "rater_ridge": opts.rater_ridge, "max_iter": opts.max_iter}
     )
     agree, _ = rater_agreement(j)
+    if max_iter is not None:
+        kwargs["max_iter"] = min(max_iter, kwargs.get("max_iter", max_iter))
     return noisy_bt.fit(left, right, rater, y, c, j.n_items, len(j.raters), init_skill=agree, **kwargs)
 
 
@@ -319,7 +346,11 @@ def rater_metrics(
     items = np.bincount(j.j_rater, minlength=n_r)
     gold_items, gold_hits = _gold_accuracy(j)
     medians = _median_times(j)
-    nbt = nbt if nbt is not None else fit_reliability(j, cfg)
+    nbt = (
+        nbt
+        if nbt is not None
+        else fit_reliability(j, cfg, sample_rows=NBT_REPORT_MAX_ROWS, max_iter=NBT_REPORT_MAX_ITER)
+    )
     reliability = ds_accuracy(pair_dawid_skene(j), n_r)
     rubric = rubric_reliability(j)
     out = []
@@ -418,6 +449,11 @@ def flag(
 
 def build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None = None) -> dict[str, Any]:
     """The ``raters report --json`` object (DESIGN.md fields first, then extras)."""
+    with one_blas_thread():
+        return _build_report(j, cfg, nbt)
+
+
+def _build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None) -> dict[str, Any]:
     raters = rater_metrics(j, cfg, nbt)
     times = j.j_time[~np.isnan(j.j_time)]
     pool_median = float(np.median(times)) if len(times) else None
