@@ -62,17 +62,19 @@ def build_pairs(records: list[dict], mode: str, soft_labels: str) -> tuple[list[
     return rows, counts
 
 
-def label_smoothing(cfg: Any, rows: list[dict]) -> float:
-    """TRL's label_smoothing: the config's value, or the mean disagreement when soft labels ask for it."""
-    if cfg.dpo.soft_labels != "label_smoothing":
-        return cfg.dpo.label_smoothing
-    if not SMOOTHING_LOSSES & set(cfg.dpo.loss_type):
+def check_options(cfg: Any) -> None:
+    """Refuse settings TRL would silently ignore, before anything heavy is loaded."""
+    if cfg.dpo.soft_labels == "label_smoothing" and not SMOOTHING_LOSSES & set(cfg.dpo.loss_type):
         raise UserError(
             f"dpo.soft_labels=label_smoothing needs a loss that reads label_smoothing in TRL 1.16 "
             f"({', '.join(sorted(SMOOTHING_LOSSES))}); dpo.loss_type is {cfg.dpo.loss_type}: "
             "use dpo.soft_labels=weights instead"
         )
-    if cfg.dpo.label_smoothing > 0:
+
+
+def label_smoothing(cfg: Any, rows: list[dict]) -> float:
+    """TRL's label_smoothing: the config's value, or the mean disagreement when soft labels ask for it."""
+    if cfg.dpo.soft_labels != "label_smoothing" or cfg.dpo.label_smoothing > 0:
         return cfg.dpo.label_smoothing
     eps = sum(1.0 - r["p"] for r in rows) / max(len(rows), 1)
     return min(max(eps, 1e-3), 0.49)  # exo_pair needs eps > 0; robust needs eps < 0.5
@@ -111,6 +113,8 @@ def drop_long_prompts(rows: list[dict], tokenizer: Any, limit: int | None) -> tu
 
 
 def run(cfg: Any) -> dict[str, Any]:
+    check_options(cfg)
+    resume = pc.resume_from(cfg, Path(cfg.output_dir))
     from trl import DPOConfig, DPOTrainer
 
     train_records, eval_records, data_info = pc.split_records(cfg.data, cfg.train.seed)
@@ -171,7 +175,7 @@ def run(cfg: Any) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[pc.tracker_callback(tracker), pc.complete_marker_callback()],
     )
-    result = trainer.train(resume_from_checkpoint=pc.resume_from(cfg, run_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
         "steps": result.global_step,

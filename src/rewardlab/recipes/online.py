@@ -58,6 +58,7 @@ def run(cfg: Any) -> dict[str, Any]:
     from rewardlab.scoring import RewardScorer
 
     check_batch(cfg)
+    resume = pc.resume_from(cfg, Path(cfg.output_dir))
     train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
     prompts = pc.unique_prompts(train_records)
     if not prompts:
@@ -99,7 +100,7 @@ def run(cfg: Any) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[pc.tracker_callback(tracker), pc.complete_marker_callback()],
     )
-    result = trainer.train(resume_from_checkpoint=pc.resume_from(cfg, run_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     history = [row for row in trainer.state.log_history if "reward" in row]
     metrics: dict[str, Any] = {"train_loss": result.training_loss, "steps": result.global_step}
     if history:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
-from rewardlab.data.schema import RecordError, group_key, normalize, prompt_key
+from rewardlab.data.schema import group_key, prompt_key
 from rewardlab.errors import UserError
 
 Prompt = str | list[dict[str, str]]
@@ -23,75 +23,52 @@ Prompt = str | list[dict[str, str]]
 # ---------------------------------------------------------------- data
 
 
-def read_records(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All records of a dataset folder or of a canonical JSONL file, plus lineage info (fingerprint)."""
+def read_dataset(path: str, fmt: str = "auto") -> tuple[Any, dict[str, Any]]:
+    """A dataset folder, or any known file format imported on the fly (rejected rows reported, never hidden)."""
+    import sys
+
     p = Path(path)
     if is_dataset_dir(p):
-        return list(iter_records(load_dataset(p))), {
-            "path": str(p),
-            "fingerprint": dataset_meta(p).get("fingerprint"),
-        }
-    if p.is_file():
-        return _read_jsonl_records(p), {"path": str(p), "fingerprint": None}
-    raise UserError(
-        f"{path}: not a dataset folder or a file (import other formats with `rewardlab data import`)"
-    )
+        return load_dataset(p), {"path": str(p), "fingerprint": dataset_meta(p).get("fingerprint")}
+    if not p.is_file():
+        raise UserError(
+            f"{path}: not a dataset folder or a file (create one with `rewardlab data import` or `simulate`)"
+        )
+    from rewardlab.data import importing
+
+    out, report = importing.as_dataset(p, fmt=fmt)
+    if report is not None and report.quarantined:
+        print(f"{path}: {report.summary()}; quarantine: {report.quarantine}", file=sys.stderr)
+    if not is_dataset_dir(out):
+        raise UserError(f"{path}: no record could be imported")
+    return load_dataset(out), {"path": str(p), "fingerprint": dataset_meta(out).get("fingerprint")}
 
 
-def _read_jsonl_records(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(normalize(json.loads(line), source=f"{path}:{n}"))
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{n}: invalid JSON ({err.msg})") from None
-            except RecordError as err:
-                where = f" field '{err.field}'" if err.field else ""
-                raise UserError(
-                    f"{path}:{n}:{where} {err.detail} (check it with `rewardlab data validate`)"
-                ) from None
-    return records
+def read_records(path: str, fmt: str = "auto") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All records of a dataset folder or data file, plus lineage info (fingerprint)."""
+    ds, info = read_dataset(path, fmt)
+    return list(iter_records(ds)), info
 
 
 def split_records(data_cfg: Any, seed: int) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Train and eval records: ``data.eval`` when given, else a split of ``data.train`` grouped by prompt."""
+    """Train and eval records: ``data.eval`` when given, else a split of ``data.train`` grouped by prompt.
+
+    The split rule and seed (``train.seed``) are the reward-model recipe's, so with the same data and seed
+    the policy's held-out prompts are the RM's held-out prompts too.
+    """
     if not data_cfg.train:
         raise UserError(
             "data.train is not set: give a dataset folder (from `rewardlab data import` or `simulate`)"
         )
-    info: dict[str, Any] = {"train": data_cfg.train, "eval": data_cfg.eval, "split_seed": seed}
+    train_ds, meta = read_dataset(data_cfg.train, data_cfg.format)
+    info: dict[str, Any] = {"train": data_cfg.train, "train_fingerprint": meta["fingerprint"]}
     if data_cfg.eval:
-        train, meta = read_records(data_cfg.train)
-        held, eval_meta = read_records(data_cfg.eval)
-        info.update(train_fingerprint=meta["fingerprint"], eval_fingerprint=eval_meta["fingerprint"])
-        return train, held, info
-    path = Path(data_cfg.train)
-    info["eval_fraction"] = data_cfg.eval_fraction
-    if is_dataset_dir(path):
-        train_ds, eval_ds = split_by_prompt(load_dataset(path), data_cfg.eval_fraction, seed)
-        info["train_fingerprint"] = dataset_meta(path).get("fingerprint")
-        return list(iter_records(train_ds)), list(iter_records(eval_ds)), info
-    records, meta = read_records(data_cfg.train)
-    held_keys = _eval_prompt_keys(records, data_cfg.eval_fraction, seed)
-    info["train_fingerprint"] = meta["fingerprint"]
-    train = [r for r in records if prompt_key(r["prompt"]) not in held_keys]
-    return train, [r for r in records if prompt_key(r["prompt"]) in held_keys], info
-
-
-def _eval_prompt_keys(records: list[dict], fraction: float, seed: int) -> set[str]:
-    """The same rule as ``dataset.split_by_prompt`` for records read from a file."""
-    import hashlib
-
-    threshold = int(fraction * 10_000)
-    keys = set()
-    for rec in records:
-        digest = hashlib.sha1(f"{seed}:{prompt_key(rec['prompt'])}".encode()).hexdigest()[:8]
-        if int(digest, 16) % 10_000 < threshold:
-            keys.add(prompt_key(rec["prompt"]))
-    return keys
+        eval_ds, eval_meta = read_dataset(data_cfg.eval, data_cfg.format)
+        info.update(eval=data_cfg.eval, eval_fingerprint=eval_meta["fingerprint"])
+    else:
+        train_ds, eval_ds = split_by_prompt(train_ds, data_cfg.eval_fraction, seed)
+        info.update(eval=None, eval_fraction=data_cfg.eval_fraction, split_seed=seed)
+    return list(iter_records(train_ds)), list(iter_records(eval_ds)), info
 
 
 def demonstrations(records: list[dict]) -> list[dict[str, Any]]:

@@ -51,6 +51,7 @@ def run(cfg: Any) -> dict[str, Any]:
     """Train, save ``<run>/model``, write metrics.json; returns the final metrics."""
     from trl import SFTConfig, SFTTrainer
 
+    resume = pc.resume_from(cfg, Path(cfg.output_dir))
     train_demos, eval_demos, data_info = load_demonstrations(cfg)
     if not train_demos:
         raise UserError(f"{cfg.data.train}: no demonstrations found for SFT")
@@ -80,7 +81,7 @@ def run(cfg: Any) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[pc.tracker_callback(tracker), pc.complete_marker_callback()],
     )
-    result = trainer.train(resume_from_checkpoint=pc.resume_from(cfg, run_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = {
         "train_loss": result.training_loss,
         "steps": result.global_step,
