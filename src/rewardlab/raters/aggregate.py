@@ -308,9 +308,17 @@ def aggregated_records(
 
 
 def aggregate_dataset(
-    path: str | Path, out: str | Path, cfg: Any, method: str | None = None, log: Any = None
+    path: str | Path,
+    out: str | Path,
+    cfg: Any,
+    method: str | None = None,
+    log: Any = None,
+    report: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``raters aggregate``: report, exclude, merge, and write the output dataset plus its side files."""
+    """``raters aggregate``: report, exclude, merge, and write the output dataset plus its side files.
+
+    ``report``: a ``quality.build_report`` result for this dataset and config, to skip computing it again.
+    """
     from rewardlab.data.dataset import DatasetWriter, load_dataset
     from rewardlab.data.schema import to_json
     from rewardlab.errors import UserError
@@ -325,7 +333,8 @@ def aggregate_dataset(
     log = log or (lambda message: None)
     j = from_dataset(path)
     log(f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons")
-    report = quality.build_report(j, cfg) if cfg.exclude == "flagged" else None
+    if report is None and cfg.exclude == "flagged":
+        report = quality.build_report(j, cfg)
     excluded = excluded_raters(j, report, cfg)
     log(f"excluding {len(excluded)} rater(s) ({cfg.exclude} policy); merging with {method}")
     excluded_idx = [i for i, name in enumerate(j.raters) if name in excluded]

@@ -98,8 +98,7 @@ def agreement_histogram(report: dict[str, Any], bins: int = 20) -> str:
     counts = [0] * bins
     for v in values:
         counts[min(bins - 1, max(0, int(v * bins)))] += 1
-    top = max(counts)
-    y_hi = float(max(4, top + (top % 2)))
+    y_hi = float(4 * math.ceil(max(counts) / 4))  # quarter ticks land on whole raters
     body = []
     pub = report.get("published_agreement") or {}
     if _num(pub.get("low")) and _num(pub.get("high")):
@@ -204,6 +203,8 @@ def _cell(v: Any) -> str:
         return "&ndash;"
     if isinstance(v, float):
         return f"{v:.3f}"
+    if isinstance(v, list) and len(v) == 2 and all(_num(x) for x in v):  # an interval
+        return f"{v[0]:.2f}&ndash;{v[1]:.2f}"
     if isinstance(v, list):
         return escape(", ".join(str(x) for x in v))
     return escape(str(v))
