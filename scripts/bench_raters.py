@@ -62,7 +62,17 @@ def generate(n_judgments: int, out: Path, seed: int = 0) -> None:
                 zero_wins = noise[g, n] < p_careful[g]
                 first_wins = zero_wins != swap
             ranks = [1, 2] if first_wins else [2, 1]
-            _add(writer, content_hash, f"j-{g}-{n}", prompt, shown, ranks, f"r-{r:05d}", False, float(times[g, n]))
+            _add(
+                writer,
+                content_hash,
+                f"j-{g}-{n}",
+                prompt,
+                shown,
+                ranks,
+                f"r-{r:05d}",
+                False,
+                float(times[g, n]),
+            )
     writer.close()
 
 
@@ -154,7 +164,9 @@ def main() -> None:
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--methods", default="dawid-skene,noisy-bt,majority", help="aggregation methods to time")
-    ap.add_argument("--peers-max", type=int, default=100_000, help="largest size to run the crowd-kit peers on")
+    ap.add_argument(
+        "--peers-max", type=int, default=100_000, help="largest size to run the crowd-kit peers on"
+    )
     args = ap.parse_args()
     if args.phase:
         print(json.dumps(phase(args.phase, Path(args.data))))
@@ -169,7 +181,10 @@ def main() -> None:
             for name in ["report"] + [f"aggregate:{m}" for m in args.methods.split(",")]:
                 res = child(name, data)
                 rows.append((size, name, res))
-                print(f"{size:>9,} {name:<22} {res['seconds']:>7.1f} s  {res['peak_rss_mb']:>6} MB", file=sys.stderr)
+                print(
+                    f"{size:>9,} {name:<22} {res['seconds']:>7.1f} s  {res['peak_rss_mb']:>6} MB",
+                    file=sys.stderr,
+                )
             if size <= args.peers_max:
                 peer_rows.append((size, child("peers", data)))
     print(f"\n{'judgments':>10} | {'phase':<22} | {'seconds':>8} | {'peak RSS MB':>11} | {'target':>8}")
@@ -179,12 +194,19 @@ def main() -> None:
         ok = "" if not target else (" ok" if res["seconds"] <= 60 else " MISS")
         print(f"{size:>10,} | {name:<22} | {res['seconds']:>8.1f} | {res['peak_rss_mb']:>11} | {target}{ok}")
     if peer_rows:
-        print(f"\n{'peer (same rows)':<44} | {'rows':>8} | {'crowd-kit s':>11} | {'rewardlab s':>11} | {'ratio':>7}")
+        print(
+            f"\n{'peer (same rows)':<44} | {'rows':>8} | {'crowd-kit s':>11} | {'rewardlab s':>11} | {'ratio':>7}"
+        )
         print("-" * 92)
-        for size, res in peer_rows:
-            for key, label in [("nbt", "NoisyBT objective+gradient, one evaluation"), ("alpha", "Krippendorff alpha (nominal)")]:
+        for _size, res in peer_rows:
+            for key, label in [
+                ("nbt", "NoisyBT objective+gradient, one evaluation"),
+                ("alpha", "Krippendorff alpha (nominal)"),
+            ]:
                 theirs, ours = res[key]
-                print(f"{label:<44} | {res['rows']:>8,} | {theirs:>11.3f} | {ours:>11.3f} | {theirs / max(ours, 1e-9):>6.0f}x")
+                print(
+                    f"{label:<44} | {res['rows']:>8,} | {theirs:>11.3f} | {ours:>11.3f} | {theirs / max(ours, 1e-9):>6.0f}x"
+                )
 
 
 if __name__ == "__main__":

@@ -191,3 +191,25 @@ def test_noisy_bt_fit_ranks_items_and_spots_a_position_clicker():
     assert np.corrcoef(fit.scores, strengths)[0, 1] > 0.95
     assert fit.skills[2] < 0.3 < 0.7 < min(fit.skills[0], fit.skills[1])
     assert fit.biases[2] > 0.9
+
+
+def test_chat_prompts_group_by_content_and_gold_conflicts_are_counted():
+    chat = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "Pick"},
+    ]
+    records = [
+        normalize({"prompt": chat, "responses": ["X", "Y"], "ranks": [1, 2], "rater": "r1"}),
+        normalize({"prompt": chat, "responses": ["Y", "X"], "ranks": [1, 2], "rater": "r2"}),
+        normalize({"prompt": chat, "responses": ["X", "Y"], "ranks": [1, 2], "gold": True}),
+        normalize({"prompt": chat, "responses": ["X", "Y"], "ranks": [2, 1], "gold": True}),
+        normalize({"prompt": "Pick", "responses": ["X", "Y"], "ranks": [1, 2], "rater": "r1"}),
+    ]
+    j = from_records(records)
+    assert j.n_groups == 2
+    assert j.group_keys[0] == group_key(chat, ["Y", "X"])
+    assert j.j_group.tolist() == [0, 0, 1]
+    assert j.p_outcome.tolist() == [1, -1, 1]
+    assert j.unit_gold.tolist() == [1, NO_GOLD]  # the first reference wins
+    assert j.gold_conflicts == 1 and j.gold_rows == [2, 3]
