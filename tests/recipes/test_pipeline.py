@@ -41,6 +41,7 @@ def write_pipeline(tmp: Path, **extra) -> Path:
             "k": 3,
             "budget": 4,
             "max_new_tokens": 6,
+            "policy": "@dpo",
         },
         "tracking": {"backend": "jsonl", "tags": ["ci"]},
         **extra,
@@ -75,7 +76,7 @@ def test_pipeline_runs_skips_reruns_downstream_and_resumes(cli, tmp_path):
     assert ppo_cfg["model"]["name_or_path"] == str(root / "sft" / "model")
     batch = [json.loads(line) for line in (root / "sample" / "batch.jsonl").read_text().splitlines()]
     assert 1 <= len(batch) <= 4
-    assert all(b["meta"]["policy"] == str(root / "ppo" / "model") for b in batch)
+    assert all(b["meta"]["policy"] == str(root / "dpo" / "model") for b in batch)  # "@dpo" beats the wiring
     assert all(b["meta"]["reward_model"] == str(root / "rm" / "model") and "task" in b["meta"] for b in batch)
     assert (root / "sample" / "label_studio_tasks.json").is_file()
     assert (root / "rate" / "data" / "rewardlab.json").is_file()  # the next round, rated by the simulator

@@ -93,34 +93,34 @@ def stage_raw(cfg: Any, stage: str) -> dict[str, Any]:
     return cfglib.deep_merge(cfglib.read_yaml(base), spec) if base else spec
 
 
-def split_refs(raw: dict[str, Any], ctx: Context, stage: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(settings without ``@stage`` references, the references resolved to output paths)."""
+def split_refs(
+    raw: dict[str, Any], ctx: Context, stage: str, inputs: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings without ``@stage`` references, the references resolved to output paths); a referenced
+    stage becomes an input of this one."""
     plain: dict[str, Any] = {}
     refs: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, dict):
-            p, r = split_refs(value, ctx, stage)
+            p, r = split_refs(value, ctx, stage, inputs)
             plain[key] = p
             if r:
                 refs[key] = r
-        elif isinstance(value, str) and value.startswith("@"):
-            refs[key] = resolve_ref(value, ctx, stage)
-        elif isinstance(value, list) and any(isinstance(v, str) and v.startswith("@") for v in value):
-            refs[key] = [
-                resolve_ref(v, ctx, stage) if isinstance(v, str) and v.startswith("@") else v for v in value
-            ]
+        elif isinstance(value, list) and _is_ref(value):
+            refs[key] = [resolve_ref(v, ctx, stage, inputs) if _is_ref(v) else v for v in value]
+        elif _is_ref(value):
+            refs[key] = resolve_ref(value, ctx, stage, inputs)
         else:
             plain[key] = value
     return plain, refs
 
 
-def resolve_ref(ref: str, ctx: Context, stage: str) -> str:
-    name = ref[1:]
-    out = ctx.outputs.get(name)
+def resolve_ref(ref: str, ctx: Context, stage: str, inputs: dict[str, str]) -> str:
+    out = ctx.outputs.get(ref[1:])
     if out is None:
         raise UserError(f"pipeline: stage '{stage}' refers to '{ref}', which has not run before it")
-    target = out.model or out.data or out.run_dir
-    return str(target)
+    inputs[out.stage] = out.fingerprint
+    return str(out.model or out.data or out.run_dir)
 
 
 def tracking_for(ctx: Context, stage: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -200,12 +200,10 @@ def wiring(
 def stage_config(stage: str, ctx: Context, run_dir: Path) -> tuple[Any, dict[str, str]]:
     """The validated config of a stage (own settings < wiring < @references) and its input fingerprints."""
     raw = stage_raw(ctx.cfg, stage)
-    plain, refs = split_refs(raw, ctx, stage)
+    ref_inputs: dict[str, str] = {}
+    plain, refs = split_refs(raw, ctx, stage, ref_inputs)
     wired, inputs = wiring(stage, ctx, plain, run_dir)
-    for _, target in _flat_refs(refs):
-        out = next((o for o in ctx.outputs.values() if str(o.model or o.data or o.run_dir) == target), None)
-        if out is not None:
-            inputs[out.stage] = out.fingerprint
+    inputs.update(ref_inputs)
     if stage in ("eval", "report"):
         return ctx.cfg.eval if stage == "eval" else None, inputs
     merged = cfglib.deep_merge(cfglib.deep_merge(plain, wired), refs)
@@ -216,18 +214,6 @@ def stage_config(stage: str, ctx: Context, run_dir: Path) -> tuple[Any, dict[str
     except cfglib.ConfigError as err:
         raise UserError(f"pipeline stage '{stage}': {str(err).replace('<overrides>: ', '')}") from None
     return cfg, inputs
-
-
-def _flat_refs(refs: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    out = []
-    for key, value in refs.items():
-        if isinstance(value, dict):
-            out += _flat_refs(value, f"{prefix}{key}.")
-        elif isinstance(value, list):
-            out += [(f"{prefix}{key}", v) for v in value if isinstance(v, str)]
-        else:
-            out.append((f"{prefix}{key}", value))
-    return out
 
 
 def config_fingerprint(cfg: Any, inputs: dict[str, str]) -> str:
