@@ -276,6 +276,7 @@ def main() -> None:
     ap.add_argument("--ks", default="2,4")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (the same for both)")
     ap.add_argument("--train-rankings", type=int, default=None)
+    ap.add_argument("--train-epochs", type=float, default=None)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--worker", choices=["rewardlab", "trl"], help=argparse.SUPPRESS)
     for name in ("--model", "--train", "--eval", "--work", "--result"):
@@ -303,6 +304,8 @@ def main() -> None:
             opts = dict(DEFAULTS[name])
             if args.train_rankings:
                 opts["train"] = args.train_rankings
+            if args.train_epochs:
+                opts["epochs"] = args.train_epochs
             for k in (int(x) for x in args.ks.split(",")):
                 train, held = make_data(k, opts["train"], opts["eval"], Path(tmp) / f"{name}-k{k}")
                 runs: dict[str, list[dict]] = {"rewardlab": [], "trl": []}
