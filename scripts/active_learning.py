@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/active-learning")
     ap.add_argument("--strategies", nargs="+", default=["random", "uncertainty"])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=5, help="labelling rounds after the initial one")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=4, help="labelling rounds after the initial one")
     ap.add_argument("--initial", type=int, default=40, help="random pairs rated before the first RM")
     ap.add_argument("--budget", type=int, default=40, help="pairs rated per round")
     ap.add_argument("--pool", type=int, default=150, help="pool prompts (K answers each)")
@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--rm",
         choices=["tiny-rm", "linear"],
-        default="tiny-rm",
+        default="linear",
         help="tiny-rm: the real `train rm` recipe on offline:tiny-rm; linear: a Bradley-Terry model "
         "on hashed words (seconds, for many seeds)",
     )
@@ -174,7 +174,25 @@ def choose(strategy: str, pool: list[dict], labeled: set[tuple[int, int, int]], 
     return [(it.group, *it.indices) for it in chosen]
 
 
-def run_curve(strategy: str, seed: int, args: argparse.Namespace, out: Path) -> list[tuple[int, float]]:
+def batch_quality(batch: list[dict], rated: list[dict]) -> tuple[float, float]:
+    """Why a strategy helps or not: the mean true utility gap of the picked pairs, and the share of the
+    raters' labels that agree with the truth (a tie label counts half)."""
+    from rewardlab.data.sim_tasks import true_utilities
+
+    gaps = [abs(float(np.subtract(*true_utilities(b["meta"]["task"], b["responses"])))) for b in batch]
+    right = []
+    for rec in rated:
+        if rec.get("gold") or not rec.get("rater"):
+            continue
+        u = true_utilities(rec["meta"]["task"], rec["responses"])
+        r = rec["ranks"]
+        right.append(0.5 if r[0] == r[1] else float((r[0] < r[1]) == (u[0] > u[1])))
+    return float(np.mean(gaps)), float(np.mean(right)) if right else float("nan")
+
+
+def run_curve(
+    strategy: str, seed: int, args: argparse.Namespace, out: Path
+) -> list[tuple[int, float, float, float]]:
     from rewardlab.data.dataset import write_dataset
     from rewardlab.data.simulate import make_items, rate_items
     from rewardlab.recipes.pipeline_eval import truth_records
@@ -196,28 +214,33 @@ def run_curve(strategy: str, seed: int, args: argparse.Namespace, out: Path) -> 
         picks = choose(strategy, pool, labeled, model_dir, n, seed * 100 + rnd, args.max_per_prompt)
         labeled.update(picks)
         batch = [pair_item(pool[g], i, j) for g, i, j in picks]
-        records += rate_items(batch, rater_cfg, seed * 1000 + rnd)
+        rated = rate_items(batch, rater_cfg, seed * 1000 + rnd)
+        records += rated
+        gap, label_acc = batch_quality(batch, rated)
         if args.rm == "linear":
             model_dir = LinearRM(records, seed)
             acc = model_dir.accuracy(heldout)
         else:
             model_dir, acc = train_rm(records, heldout_dir, out / "work" / f"{strategy}-{seed}", args, seed)
-        curve.append((len(labeled), acc))
-        print(f"  {strategy:<12} seed {seed} round {rnd}: {len(labeled):4d} labels -> held-out accuracy {acc:.3f}",
-              file=sys.stderr)  # fmt: skip
+        curve.append((len(labeled), acc, gap, label_acc))
+        print(f"  {strategy:<12} seed {seed} round {rnd}: {len(labeled):4d} labels -> held-out accuracy {acc:.3f}"
+              f" (picked pairs: true gap {gap:.3f}, raters right {label_acc:.2f})", file=sys.stderr)  # fmt: skip
     return curve
 
 
-def summarize(curves: dict[str, list[list[tuple[int, float]]]], target: float | None) -> dict[str, Any]:
+def summarize(curves: dict[str, list[list[tuple]]], target: float | None) -> dict[str, Any]:
     strategies: dict[str, Any] = {}
     for name, per_seed in curves.items():
-        labels = [x for x, _ in per_seed[0]]
-        acc = np.array([[a for _, a in c] for c in per_seed])
+        labels = [point[0] for point in per_seed[0]]
+        table = np.array([[point[1:] for point in c] for c in per_seed])  # [seed, round, (acc, gap, right)]
+        acc = table[:, :, 0]
         strategies[name] = {
             "labels": labels,
             "accuracy_mean": [round(float(v), 4) for v in acc.mean(0)],
             "accuracy_std": [round(float(v), 4) for v in acc.std(0)],
             "per_seed": acc.round(4).tolist(),
+            "picked_true_gap_mean": [round(float(v), 4) for v in table[:, :, 1].mean(0)],
+            "picked_label_accuracy": [round(float(v), 4) for v in np.nanmean(table[:, :, 2], 0)],
         }
     if target is None and "random" in strategies:
         target = strategies["random"]["accuracy_mean"][-1]
@@ -238,6 +261,12 @@ def print_table(result: dict[str, Any]) -> None:
             for s in result["strategies"].values()
         ]
         print(f"{x:>6} | " + " | ".join(f"{c:>17}" for c in cells))
+    print(
+        "picked pairs per round (mean over seeds): true utility gap / share of rater labels matching the truth"
+    )
+    for n, st in result["strategies"].items():
+        cells = [f"{g:.3f}/{a:.2f}" for g, a in zip(st["picked_true_gap_mean"], st["picked_label_accuracy"])]
+        print(f"  {n:<12} " + "  ".join(cells))
     target = result["target_accuracy"]
     print(
         f"labels to reach held-out accuracy {target:.3f}: "
