@@ -1,13 +1,13 @@
 """Active learning on the simulator: does `uncertainty` selection reach an RM accuracy with fewer labels than
 `random`?
 
-    python scripts/active_learning.py --out runs/active-learning          # ~5 min on 2 CPU cores
-    python scripts/active_learning.py --rounds 3 --seeds 1 --out /tmp/al  # a quick look
+    python scripts/active_learning.py --out runs/active-learning             # linear RM, 5 seeds: minutes
+    python scripts/active_learning.py --rm tiny-rm --seeds 3 --out /tmp/al   # the real recipe: ~25 min
 
 Each seed: a pool of simulated prompts with K candidate answers (the simulator's candidate generator stands
 in for the policy, so the run stays CPU-cheap), and held-out prompts ranked by the simulator's truth. Round 0
-rates `--initial` random pairs; every next round trains a tiny RM (the real `train rm` recipe, from scratch)
-on all labels so far, scores the pool and sends `--budget` more pairs to the simulated raters, chosen by the
+rates `--initial` random pairs; every next round trains a tiny RM from scratch on all labels so far (`--rm
+linear`: Bradley-Terry on hashed words; `--rm tiny-rm`: the real `train rm` recipe on offline:tiny-rm), scores the pool and sends `--budget` more pairs to the simulated raters, chosen by the
 strategy (`rewardlab.recipes.sample.select_items`, the code `rewardlab sample` uses). After each round the
 RM's accuracy on the held-out truth is recorded. Writes `<out>/active_learning.json` (the report plots it),
 `<out>/metrics.json`, and prints the curve as a table.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "manifest.json").write_text(
         json.dumps({"stage": "active-learning", "settings": result["settings"]})
     )
+    (out / "config.yaml").write_text(yaml.safe_dump({"stage": "active-learning", **result["settings"]}))
     shutil.rmtree(out / "work", ignore_errors=True)
     print_table(result)
     print(f"written: {out / 'active_learning.json'} ({result['seconds']} s)")
