@@ -8,7 +8,8 @@ score (`truth_score_mean`) of DPO and PPO answers is compared with the SFT polic
 
     python scripts/policy_evidence.py --prompts 400 --seeds 0 1 --out runs/evidence
 
-Prints one table row per (seed, method); the numbers are also in each run's metrics.json.
+Prints one table row per (seed, method); the numbers are also in each run's metrics.json. Stages whose run
+folder is complete are reused, so a second call only re-evaluates.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,48 +40,66 @@ def metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
+def done(run: Path) -> bool:
+    return (run / "model" / "config.json").exists() and (run / "metrics.json").exists()
+
+
 def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
     out = Path(args.out) / f"seed{seed}"
     data, held = out / "data", out / "heldout"
-    timings = {}
-    started = time.perf_counter()
-    cli("simulate", "configs/simulate/default.yaml", f"prompts={args.prompts}", f"seed={seed}", f"out={data}")
-    cli(
-        "simulate",
-        "configs/simulate/default.yaml",
-        f"prompts={args.heldout}",
-        f"seed={1000 + seed}",
-        f"out={held}",
-    )
+    if not (data / "rewardlab.json").exists():
+        cli(
+            "simulate",
+            "configs/simulate/default.yaml",
+            f"prompts={args.prompts}",
+            f"seed={seed}",
+            f"out={data}",
+        )
+    if not (held / "rewardlab.json").exists():
+        cli(
+            "simulate",
+            "configs/simulate/default.yaml",
+            f"prompts={args.heldout}",
+            f"seed={1000 + seed}",
+            f"out={held}",
+        )
+    if args.aggregate:  # one record per comparison: soft labels and weights from the rater model
+        agg = out / "aggregated"
+        if not (agg / "rewardlab.json").exists():
+            cli("raters", "aggregate", data, "--out", agg)
+        data = agg
     common = [f"data.train={data}", f"train.seed={seed}"]
-    cli(
-        "train",
-        "rm",
-        "configs/rm/tiny.yaml",
-        *common,
-        f"output_dir={out / 'rm'}",
-        f"train.epochs={args.rm_epochs}",
-    )
-    cli(
-        "train",
-        "sft",
-        "configs/sft/tiny.yaml",
-        *common,
-        f"output_dir={out / 'sft'}",
-        f"train.epochs={args.sft_epochs}",
-    )
-    sft = out / "sft" / "model"
-    cli("train", "dpo", "configs/dpo/tiny.yaml", *common, f"output_dir={out / 'dpo'}", f"model.name_or_path={sft}",
-        f"train.epochs={args.dpo_epochs}")  # fmt: skip
-    cli("train", "ppo", "configs/ppo/tiny.yaml", *common, f"output_dir={out / 'ppo'}", f"model.name_or_path={sft}",
-        f"ppo.reward_model={out / 'rm' / 'model'}", f"train.max_steps={args.ppo_steps}")  # fmt: skip
-    timings["train_s"] = time.perf_counter() - started
+    rm, sft = out / "rm", out / "sft"
+    if not done(rm):
+        cli(
+            "train",
+            "rm",
+            "configs/rm/tiny.yaml",
+            *common,
+            f"output_dir={rm}",
+            f"train.epochs={args.rm_epochs}",
+        )
+    if not done(sft):
+        cli(
+            "train",
+            "sft",
+            "configs/sft/tiny.yaml",
+            *common,
+            f"output_dir={sft}",
+            f"train.epochs={args.sft_epochs}",
+        )
+    if not done(out / "dpo"):
+        cli("train", "dpo", "configs/dpo/tiny.yaml", *common, f"output_dir={out / 'dpo'}",
+            f"model.name_or_path={sft / 'model'}", f"train.epochs={args.dpo_epochs}", f"dpo.beta={args.dpo_beta}")  # fmt: skip
+    if not done(out / "ppo"):
+        cli("train", "ppo", "configs/ppo/tiny.yaml", *common, f"output_dir={out / 'ppo'}",
+            f"model.name_or_path={sft / 'model'}", f"ppo.reward_model={rm / 'model'}",
+            f"train.max_steps={args.ppo_steps}", f"ppo.kl_coef={args.ppo_kl}")  # fmt: skip
     rows = []
     for method in ("sft", "dpo", "ppo"):
-        cli("eval", "policy", out / method, "--prompts", held, "--reward-model", out / "rm" / "model",
-            "--samples-per-prompt", args.samples, "--seed", seed, "--json")  # fmt: skip
-        m = metrics(out / method)
-        rows.append({"seed": seed, "method": method, **m})
+        cli("eval", "policy", out / method, "--prompts", held, "--reward-model", rm / "model",
+            "--samples-per-prompt", args.samples, "--max-new-tokens", args.max_new_tokens, "--json")  # fmt: skip
+        rows.append({"seed": seed, "method": method, **metrics(out / method)})
     return rows
 
 
@@ -97,6 +115,10 @@ def main() -> None:
     parser.add_argument("--sft-epochs", type=float, default=10)
     parser.add_argument("--dpo-epochs", type=float, default=2)
     parser.add_argument("--ppo-steps", type=int, default=60)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--ppo-kl", type=float, default=0.05)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--aggregate", action="store_true", help="train on `raters aggregate` output")
     parser.add_argument("--out", default="runs/evidence")
     args = parser.parse_args()
     rows = [row for seed in args.seeds for row in one_seed(args, seed)]

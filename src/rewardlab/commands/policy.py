@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Any
 
@@ -19,6 +20,8 @@ JSON_OPT = typer.Option(False, "--json", help="Print the final metrics as one JS
 
 
 def _report(stage: str, metrics: dict[str, Any], output_dir: str, as_json: bool) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch`, the main process reports
+        return
     if as_json:
         emit_json({"output_dir": output_dir, **metrics})
         return
