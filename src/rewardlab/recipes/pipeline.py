@@ -604,7 +604,7 @@ HEADLINES = {
     "rm": ("accuracy", "n_pairs", "ece"),
     "sft": ("train_loss",),
     "dpo": ("win_rate_vs_ref", "rm_score_mean", "truth_score_mean", "train_loss"),
-    "ppo": ("win_rate_vs_ref", "rm_score_mean", "truth_score_mean", "kl_to_ref"),
+    "ppo": ("train_rm_score_start", "train_rm_score_end", "train_kl_end", "win_rate_vs_ref", "truth_score_mean"),
     "eval": ("rm_truth_accuracy",),
     "sample": ("selected", "candidates", "selection_score_mean"),
     "rate": ("items", "judgments"),
