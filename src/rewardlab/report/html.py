@@ -254,8 +254,8 @@ def rewards_section(runs: list[RunInfo], compute: bool = True) -> str:
             charts.append(plots.empty_chart(f"{run.name}: rewards", why))
             continue
         gap = _mean(rewards["chosen"]) - _mean(rewards["rejected"])
-        title = f"{run.name}: reward (mean gap {gap:+.3f}; {source})"
-        charts.append(plots.histogram(rewards, title, "reward", bins=20))
+        title = f"{run.name}: rewards, mean gap {gap:+.3g}"
+        charts.append(plots.histogram(rewards, title, f"reward ({source})", bins=20))
     if not charts:
         return "".join(parts) + _note("No reward-model run in this comparison.")
     return "".join(parts) + f'<div class="charts">{"".join(charts)}</div>'

@@ -102,7 +102,8 @@ def _svg(
         f'<svg class="plot" data-kind="{kind}" data-series="{n_series}" data-points="{n_points}" '
         f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
     )
-    title_el = f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" class="title">{escape(title)}</text>'
+    shown = title if len(title) <= width // 8 else title[: width // 8 - 3] + "..."  # bold 13px: ~8 px a char
+    title_el = f'<text x="{width / 2:.0f}" y="18" text-anchor="middle" class="title">{escape(shown)}</text>'
     return "".join([head, f"<title>{escape(title)}</title>", title_el, *body, "</svg>"])
 
 
