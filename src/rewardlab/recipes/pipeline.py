@@ -359,7 +359,7 @@ def run_raters(cfg: Any, run_dir: Path, ctx: Context) -> dict[str, Any]:
     report = quality.build_report(from_dataset(source), cfg)
     (run_dir / "rater_report.json").write_text(json.dumps(report, indent=1, default=str))
     _rater_html(report, run_dir)
-    summary = aggregate_dataset(source, run_dir / "data", cfg)
+    summary = aggregate_dataset(source, run_dir / "data", cfg, report=report)  # the report is not recomputed
     tracker.log_table("rater_stats", report["raters"])
     metrics = {
         "alpha": report.get("alpha"),
@@ -604,7 +604,13 @@ HEADLINES = {
     "rm": ("accuracy", "n_pairs", "ece"),
     "sft": ("train_loss",),
     "dpo": ("win_rate_vs_ref", "rm_score_mean", "truth_score_mean", "train_loss"),
-    "ppo": ("train_rm_score_start", "train_rm_score_end", "train_kl_end", "win_rate_vs_ref", "truth_score_mean"),
+    "ppo": (
+        "train_rm_score_start",
+        "train_rm_score_end",
+        "train_kl_end",
+        "win_rate_vs_ref",
+        "truth_score_mean",
+    ),
     "eval": ("rm_truth_accuracy",),
     "sample": ("selected", "candidates", "selection_score_mean"),
     "rate": ("items", "judgments"),
