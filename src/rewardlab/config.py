@@ -177,6 +177,10 @@ class RMConfig(RunConfig):
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
     loss: RMLossConfig = RMLossConfig()
     group_by_length: bool = True
+    length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
+    eval_batch_size: int = Field(32, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
 
 
 # ---------------------------------------------------------------- policy stages
@@ -186,10 +190,6 @@ class SFTOptions(Strict):
     demonstrations: Literal["rank1", "file"] = "rank1"
     completion_only_loss: bool = True
 
-    length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
-    eval_batch_size: int = Field(32, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
 
 class SFTConfig(RunConfig):
     stage: str = "sft"
