@@ -120,6 +120,7 @@ def worker_rewardlab(args: argparse.Namespace) -> dict:
             "train.max_grad_norm=1.0",
             "train.lr_scheduler=linear",
             "tracking.backend=jsonl",
+            *(args.rl_override or []),
         ],
         stage="rm",
     )
@@ -242,6 +243,7 @@ def run_worker(
             sys.executable, __file__, "--worker", trainer, "--model", model, "--k", str(k),
             "--train", str(train), "--eval", str(held), "--lr", str(opts["lr"]), "--epochs", str(opts["epochs"]),
             "--batch", str(opts["batch"]), "--work", work, "--result", str(out), "--seed", str(seed),
+            *[f"--rl-override={o}" for o in opts.get("rl_override") or []],
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -277,6 +279,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (the same for both)")
     ap.add_argument("--train-rankings", type=int, default=None)
     ap.add_argument("--train-epochs", type=float, default=None)
+    ap.add_argument(
+        "--rl-override", action="append", help="extra key=value for rewardlab's config (repeatable)"
+    )
+    ap.add_argument("--trainers", default="rewardlab,trl", help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--worker", choices=["rewardlab", "trl"], help=argparse.SUPPRESS)
     for name in ("--model", "--train", "--eval", "--work", "--result"):
@@ -306,6 +312,7 @@ def main() -> None:
                 opts["train"] = args.train_rankings
             if args.train_epochs:
                 opts["epochs"] = args.train_epochs
+            opts["rl_override"] = args.rl_override
             for k in (int(x) for x in args.ks.split(",")):
                 train, held = make_data(k, opts["train"], opts["eval"], Path(tmp) / f"{name}-k{k}")
                 runs: dict[str, list[dict]] = {"rewardlab": [], "trl": []}

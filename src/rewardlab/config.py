@@ -181,6 +181,7 @@ class RMConfig(RunConfig):
     eval_batch_size: int = Field(32, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
+    disable_dropout: bool = True  # as TRL's RewardTrainer: dropout noise hurts pairwise reward learning
 
 
 # ---------------------------------------------------------------- policy stages

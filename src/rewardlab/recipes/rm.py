@@ -583,6 +583,10 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         dtype=cfg.model.dtype,
         trust_remote_code=cfg.model.trust_remote_code,
     )
+    if cfg.disable_dropout:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     model.to(accelerator.device)
     pad_id = int(
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
