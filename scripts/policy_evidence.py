@@ -99,8 +99,23 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
     for method in ("sft", "dpo", "ppo"):
         cli("eval", "policy", out / method, "--prompts", held, "--reward-model", rm / "model",
             "--samples-per-prompt", args.samples, "--max-new-tokens", args.max_new_tokens, "--json")  # fmt: skip
-        rows.append({"seed": seed, "method": method, **metrics(out / method)})
+        rows.append(
+            {"seed": seed, "method": method, **metrics(out / method), "delta_se": paired_se(out / method)}
+        )
     return rows
+
+
+def paired_se(run: Path) -> float:
+    """Standard error of the truth-score gain over the reference, from per-prompt paired differences."""
+    import statistics
+    from collections import defaultdict
+
+    diffs: dict[str, list[float]] = defaultdict(list)
+    for line in (run / "samples.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        diffs[json.dumps(row["prompt"])].append(row["policy_truth"] - row["reference_truth"])
+    per_prompt = [sum(v) / len(v) for v in diffs.values()]
+    return statistics.stdev(per_prompt) / len(per_prompt) ** 0.5 if len(per_prompt) > 1 else float("nan")
 
 
 def main() -> None:
@@ -122,14 +137,17 @@ def main() -> None:
     parser.add_argument("--out", default="runs/evidence")
     args = parser.parse_args()
     rows = [row for seed in args.seeds for row in one_seed(args, seed)]
-    head = f"{'seed':>4} {'method':6} {'truth':>6} {'ref':>6} {'delta':>6} {'rm':>6} {'ref rm':>6} {'win':>5} {'kl':>6} {'len':>5}"
+    head = f"{'seed':>4} {'method':6} {'truth':>6} {'ref':>6} {'delta':>6} {'+-se':>5} {'rm':>6} {'ref rm':>6} {'win':>5} {'kl':>6} {'len':>5}"
     print(head)
     for r in rows:
         print(
             f"{r['seed']:>4} {r['method']:6} {r['truth_score_mean']:6.3f} {r['ref_truth_score_mean']:6.3f} "
-            f"{r['truth_score_mean'] - r['ref_truth_score_mean']:+6.3f} {r['rm_score_mean']:6.3f} "
+            f"{r['truth_score_mean'] - r['ref_truth_score_mean']:+6.3f} {r['delta_se']:5.3f} {r['rm_score_mean']:6.3f} "
             f"{r['ref_rm_score_mean']:6.3f} {r['win_rate_vs_ref']:5.2f} {r['kl_to_ref']:6.2f} {r['response_length_mean']:5.1f}"
         )
+    for method in ("dpo", "ppo"):
+        gains = [r["truth_score_mean"] - r["ref_truth_score_mean"] for r in rows if r["method"] == method]
+        print(f"{method}: mean truth gain over SFT {sum(gains) / len(gains):+.3f} over seeds {args.seeds}")
     (Path(args.out) / "evidence.json").write_text(json.dumps(rows, indent=2))
     print(f"(reference of sft = the base model; of dpo and ppo = the sft policy; rows in {args.out}/evidence.json)",
           file=sys.stderr)  # fmt: skip

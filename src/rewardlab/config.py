@@ -201,6 +201,7 @@ class SFTConfig(RunConfig):
 class DPOOptions(Strict):
     beta: float = 0.1
     loss_type: list[str] = ["sigmoid"]
+    loss_weights: list[float] | None = None  # one per loss_type (e.g. [sigmoid, sft] with [1.0, 0.5]: RPO)
     pairs: Literal["all", "best-vs-worst"] = "all"
     label_smoothing: float = 0.0
     soft_labels: Literal["none", "label_smoothing", "weights"] = "weights"

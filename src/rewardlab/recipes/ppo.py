@@ -228,22 +228,11 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float) -> Rollout:
     if o.whiten_advantages:
         advantages = pm.whiten(advantages, mask)
     return Rollout(
-        query_response,
-        attention_mask,
-        context,
-        mask,
-        logprobs,
-        ref_logprobs,
-        values * mask,
-        advantages,
-        returns,
-        kl,
-        scores_raw,
-        scores,
-        has_eos,
-        texts,
-        gen_seconds,
-    )
+        query_response=query_response, attention_mask=attention_mask, context=context, mask=mask,
+        logprobs=logprobs, ref_logprobs=ref_logprobs, values=values * mask, advantages=advantages,
+        returns=returns, kl=kl, scores_raw=scores_raw, scores=scores, has_eos=has_eos, texts=texts,
+        gen_seconds=gen_seconds,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- update
