@@ -240,7 +240,9 @@ class PPOOptions(Strict):
     missing_eos_penalty: float | None = -1.0
     value_lr: float | None = None
     episodes: int | None = None  # null: train.epochs * unique train prompts (train.max_steps caps rollouts)
-    missing_eos_mode: Literal["replace", "add"] = "replace"  # replace the score (N+ details) or add the penalty
+    missing_eos_mode: Literal["replace", "add"] = (
+        "replace"  # replace the score (N+ details) or add the penalty
+    )
     batch_whiten_rewards: bool = False  # also rescale per-token rewards by their batch std (mean kept)
     whiten_advantages: bool = True
     forward_batch_size: int | None = None  # rollout forward passes in chunks (null: mini_batch_size)
@@ -322,7 +324,9 @@ class PipelineConfig(Strict):
     dpo: dict[str, Any] | str | None = None
     ppo: dict[str, Any] | str | None = None
     sample: dict[str, Any] | str | None = None
-    rate: dict[str, Any] | str | None = None  # a simulate config for rating the sampled batch (default: simulate's)
+    rate: dict[str, Any] | str | None = (
+        None  # a simulate config for rating the sampled batch (default: simulate's)
+    )
     eval: PipelineEvalOptions = PipelineEvalOptions()
     report_include: list[str] = []  # extra run folders for the report (e.g. an active-learning curve)
     tracking: TrackingConfig = TrackingConfig()
