@@ -1,12 +1,17 @@
 """The run folder contract (DESIGN.md, "Run folder"): config.yaml, manifest.json, metrics, model/, checkpoints/.
 
 Why atomic writes: a killed run must never leave a checkpoint that looks complete. Every checkpoint is
-written into ``<name>.tmp`` and renamed; a ``COMPLETE`` marker inside is the last file written.
+written into ``<name>.tmp`` and renamed; a ``COMPLETE`` marker inside is the last file written, and the
+first one removed before a checkpoint is deleted. Also here: the writability probe and the one-line error
+for a full or unwritable disk, and the stop on a non-finite loss (both name the run folder's paths).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
 import platform
 import shutil
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardlab.config import fingerprint, to_yaml
+from rewardlab.errors import UserError
 
 PACKAGES = (
     "rewardlab",
@@ -105,21 +111,151 @@ def begin_checkpoint(run_dir: str | Path, step: int) -> Path:
 
 
 def commit_checkpoint(tmp: Path, keep: int = 2) -> Path:
+    """Mark ``tmp`` COMPLETE, rename it to its final name, and delete all but the ``keep`` newest.
+
+    A folder being replaced or deleted loses its COMPLETE marker first (or is renamed away in one step), so
+    a kill inside ``rmtree`` never leaves a half-deleted checkpoint that still looks complete.
+    """
     (tmp / "COMPLETE").write_text("ok\n")
     final = tmp.with_suffix("")
     if final.exists():
-        shutil.rmtree(final)
+        old = final.with_suffix(".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+        shutil.rmtree(old)
     os.replace(tmp, final)
-    done = sorted(p for p in final.parent.glob("step-*") if p.suffix == "" and (p / "COMPLETE").exists())
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    for stale in complete_checkpoints(final.parent)[:-keep]:
+        remove_checkpoint(stale)
     return final
+
+
+def remove_checkpoint(folder: Path) -> None:
+    """Delete a checkpoint folder, its COMPLETE marker first."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / "COMPLETE").unlink()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """``step-N`` folders with their COMPLETE marker, oldest first (``.tmp``/``.old`` never count)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.suffix == "" and (p / "COMPLETE").is_file())
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint (ignores half-written ``.tmp`` folders)."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step-*") if p.suffix == "" and (p / "COMPLETE").exists())
+    done = complete_checkpoints(Path(run_dir) / "checkpoints")
     return done[-1] if done else None
+
+
+def trim_metrics_log(run_dir: str | Path, step: int) -> None:
+    """On resume: drop metrics.jsonl rows after the checkpoint's step (the resumed run logs them again)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+# ---------------------------------------------------------------- disk errors
+
+# errno values that mean "this folder cannot take our files": reported as one line, exit 2 (not a crash)
+WRITE_ERRNOS = {
+    errno.ENOSPC: "No space left on device",
+    errno.EDQUOT: "Disk quota exceeded",
+    errno.EACCES: "Permission denied",
+    errno.EPERM: "Operation not permitted",
+    errno.EROFS: "Read-only file system",
+    errno.ENOTDIR: "Not a directory",
+}
+
+
+# The run folder this process last probed: the path named when a failed write() reports no file name
+# (commands/apps.py handle_errors, for saves made inside libraries such as a TRL trainer's checkpoints).
+_last_run_dir: Path | None = None
+
+
+def last_run_dir() -> Path | None:
+    return _last_run_dir
+
+
+class WriteError(UserError):
+    """A save failed because of the disk, not the code: ``cannot write <path>: <reason>``."""
+
+    def __init__(self, path: str | Path, err: int):
+        super().__init__(f"cannot write {path}: {WRITE_ERRNOS.get(err) or os.strerror(err)}")
+        self.path, self.errno = str(path), err
+
+
+def check_writable(output_dir: str | Path) -> Path:
+    """Create the run folder and write/remove a probe file in it, before any model is loaded.
+
+    Why: a run on a full or read-only disk should fail in a second with one clear line, not after an
+    hour of training when the first checkpoint is written. Each process uses its own probe name.
+    """
+    global _last_run_dir
+    out = Path(output_dir)
+    _last_run_dir = out
+    probe = out / f".write-probe-{os.getpid()}"
+    with writing(out):
+        if out.exists() and not out.is_dir():
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out))
+        out.mkdir(parents=True, exist_ok=True)
+        with probe.open("w") as fh:
+            fh.write("rewardlab write probe\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    return out
+
+
+@contextlib.contextmanager
+def writing(path: str | Path):
+    """Turn a disk-full / permission / not-a-directory OSError raised inside into a ``WriteError``.
+
+    The path named is the file the OS reported, else ``path`` (a failed ``write()`` names no file).
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise WriteError(exc.filename or path, exc.errno) from exc
+
+
+# ---------------------------------------------------------------- non-finite losses
+
+
+class NonFiniteError(UserError):
+    """A loss, reward or gradient norm that is nan or inf: the run stops before the optimizer step."""
+
+
+def stop_on_nonfinite(stage: str, what: str, value: float, step: int, last_checkpoint: Any) -> None:
+    """Raise ``NonFiniteError`` when ``value`` is nan/inf. The message names the step and the newest
+    complete checkpoint (the one to resume from, perhaps with a lower ``train.lr``); callers pass it
+    because our loops (``step-N``) and TRL (``checkpoint-N``) name checkpoints differently."""
+    if math.isfinite(value):
+        return
+    where = (
+        str(last_checkpoint) if last_checkpoint else "none (no checkpoint written yet; see train.save_every)"
+    )
+    raise NonFiniteError(
+        f"train {stage}: {what} is {value} at step {step}; stopped; last good checkpoint: {where}"
+    )
+
+
+def first_nonfinite_weight(named_parameters: Any) -> str | None:
+    """The name of the first trainable parameter holding nan/inf, else None: checked before every save so
+    no checkpoint or model is written from diverged weights (e.g. an lr so high the update overflows)."""
+    import torch
+
+    for name, param in named_parameters:
+        if param.requires_grad and not bool(torch.isfinite(param).all()):
+            return name
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -35,7 +36,11 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Map UserError to exit 2 with its one-line message, other exceptions to exit 1."""
+    """Map UserError to exit 2 with its one-line message, other exceptions to exit 1.
+
+    A disk that cannot take our files (full, quota, read-only, permission, a path through a regular file)
+    is the user's to fix, not a bug: exit 2 with ``cannot write <path>: <reason>``.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,12 +50,35 @@ def handle_errors(fn: Callable) -> Callable:
             raise
         except UserError as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
+        except OSError as exc:
+            message = _disk_error(exc)
+            if message is None:
+                if os.environ.get("REWARDLAB_DEBUG"):
+                    traceback.print_exc()
+                fail(
+                    f"internal error: {type(exc).__name__}: {exc} (set REWARDLAB_DEBUG=1 for the traceback)",
+                    1,
+                )
+            fail(message, 2)
         except Exception as exc:  # noqa: BLE001 - the CLI boundary
             if os.environ.get("REWARDLAB_DEBUG"):
                 traceback.print_exc()
             fail(f"internal error: {type(exc).__name__}: {exc} (set REWARDLAB_DEBUG=1 for the traceback)", 1)
 
     return wrapper
+
+
+def _disk_error(exc: OSError) -> str | None:
+    """The one-line message for a disk error (``cannot write ...`` / ``cannot access ...``), else None."""
+    from rewardlab import runs
+
+    if exc.errno not in runs.WRITE_ERRNOS:
+        return None
+    reason = runs.WRITE_ERRNOS[exc.errno]
+    path = exc.filename or runs.last_run_dir() or "(path not reported)"
+    # Full, over quota or read-only can only be a write; a permission or path error may be a read too.
+    verb = "write" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else "access"
+    return f"cannot {verb} {path}: {reason}"
 
 
 def emit_json(obj: Any) -> None:

@@ -178,7 +178,11 @@ def run(cfg: Any) -> dict[str, Any]:
         train_dataset=to_dataset(train_rows),
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=[pc.tracker_callback(tracker), pc.complete_marker_callback()],
+        callbacks=[
+            pc.tracker_callback(tracker),
+            pc.complete_marker_callback(),
+            pc.finite_guard_callback("dpo", run_dir),
+        ],
     )
     result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = {

@@ -98,7 +98,11 @@ def run(cfg: Any) -> dict[str, Any]:
         args=args,
         train_dataset=Dataset.from_list([{"prompt": pc.as_messages(p["prompt"])} for p in prompts]),
         processing_class=tokenizer,
-        callbacks=[pc.tracker_callback(tracker), pc.complete_marker_callback()],
+        callbacks=[
+            pc.tracker_callback(tracker),
+            pc.complete_marker_callback(),
+            pc.finite_guard_callback(cfg.stage, run_dir),
+        ],
     )
     result = trainer.train(resume_from_checkpoint=resume)
     history = [row for row in trainer.state.log_history if "reward" in row]

@@ -175,6 +175,7 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
         "dataloader_pin_memory": False,
         "use_cpu": device_name() == "cpu",
         "disable_tqdm": False,
+        "logging_nan_inf_filter": False,  # a nan loss must reach the logs (and FiniteGuard), not be averaged away
     }
     if t.save_every:
         kwargs["save_steps"] = t.save_every
@@ -210,6 +211,46 @@ def complete_marker_callback() -> Any:
     return CompleteMarker()
 
 
+def finite_guard_callback(stage: str, run_dir: Path) -> Any:
+    """A TrainerCallback that stops a TRL run at the first non-finite loss, before its optimizer step.
+
+    A nan/inf loss makes the gradients nan/inf; they are checked after clipping, just before
+    ``optimizer.step()`` (``on_pre_optimizer_step``), so the bad update is never applied and no checkpoint
+    or model is saved from it. Under DDP the gradients are already all-reduced there, so every process
+    sees the same norm and all of them stop (no process is left waiting). ``on_log`` checks the logged
+    loss as a second line (e.g. under DeepSpeed, where gradients are not on the parameters). fp16 runs skip
+    the gradient check: their loss scaler routinely sees inf gradients and skips those steps itself.
+    """
+    import os
+
+    from transformers import TrainerCallback
+
+    from rewardlab import runs
+
+    class FiniteGuard(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+            if model is None or args.fp16 or os.environ.get("ACCELERATE_MIXED_PRECISION") == "fp16":
+                return
+            import torch
+
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads:
+                norm = float(torch.nn.utils.get_total_norm(grads))
+                step = state.global_step + 1  # global_step counts finished optimizer steps
+                runs.stop_on_nonfinite(
+                    stage, "loss gradient norm", norm, step, latest_trainer_checkpoint(run_dir)
+                )
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
+            loss = (logs or {}).get("loss")
+            if isinstance(loss, (int, float)):
+                runs.stop_on_nonfinite(
+                    stage, "loss", float(loss), state.global_step, latest_trainer_checkpoint(run_dir)
+                )
+
+    return FiniteGuard()
+
+
 def latest_trainer_checkpoint(run_dir: Path) -> str | None:
     """The newest ``checkpoints/checkpoint-N`` marked COMPLETE (a killed save is never resumed from)."""
     root = Path(run_dir) / "checkpoints"
@@ -222,7 +263,14 @@ def latest_trainer_checkpoint(run_dir: Path) -> str | None:
 
 
 def resume_from(cfg: Any, run_dir: Path) -> str | None:
-    """``train.resume=true``: the checkpoint to continue from (an error when there is none)."""
+    """``train.resume=true``: the checkpoint to continue from (an error when there is none).
+
+    Called first by every TRL recipe, so it also probes that the run folder is writable: a full or
+    read-only disk fails here in a second, before data or models load, not at the first checkpoint.
+    """
+    from rewardlab import runs
+
+    runs.check_writable(run_dir)
     if not cfg.train.resume:
         return None
     ckpt = latest_trainer_checkpoint(run_dir)

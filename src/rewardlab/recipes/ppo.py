@@ -250,6 +250,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     micro = o.mini_batch_size // ctx.cfg.train.grad_accum
     stats: dict[str, list[float]] = {}
     generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
+    window_loss = torch.zeros(1, device=batch.mask.device)  # loss summed since the last optimizer step
     for _ in range(o.ppo_epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, micro):
@@ -268,9 +269,14 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
                 )
                 loss = pg_loss + o.vf_coef * vf_loss
                 accelerator.backward(loss)
+                window_loss += loss.detach().float()
+                grad_norm = None
                 if accelerator.sync_gradients and ctx.cfg.train.max_grad_norm:
                     params = [p for m in (ctx.policy, ctx.value) for p in m.parameters() if p.requires_grad]
-                    accelerator.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm)
+                if accelerator.sync_gradients:
+                    check_finite_update(ctx, window_loss, grad_norm)
+                    window_loss.zero_()
                 ctx.optimizer.step()
                 if accelerator.sync_gradients:
                     ctx.scheduler.step()
@@ -287,32 +293,67 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     return {key: sum(v) / len(v) for key, v in stats.items()}
 
 
+def check_finite_update(ctx: Any, window_loss: Any, grad_norm: Any) -> None:
+    """Stop before the optimizer step when the loss (any process's: the mean over processes is then nan)
+    or the synced gradient norm is not finite; every process sees the same numbers, so all stop."""
+    step, last = ctx.step + 1, runs.latest_checkpoint(ctx.run_dir)
+    loss = ctx.accelerator.reduce(window_loss.reshape(1), reduction="mean")
+    runs.stop_on_nonfinite("ppo", "loss", float(loss.item()), step, last)
+    if grad_norm is not None:
+        runs.stop_on_nonfinite("ppo", "gradient norm", float(grad_norm), step, last)
+
+
+def check_finite_rewards(ctx: Any, batch: Rollout) -> None:
+    """Stop before any update when a reward-model score is nan/inf (summed over processes, so all stop)."""
+    total = ctx.accelerator.reduce(batch.scores_raw.detach().float().sum().reshape(1), reduction="sum")
+    runs.stop_on_nonfinite(
+        "ppo", "reward", float(total.item()), ctx.step + 1, runs.latest_checkpoint(ctx.run_dir)
+    )
+
+
+def check_weights(ctx: Any) -> None:
+    """Refuse to save diverged weights (they are identical on every process, so all stop together)."""
+    for model in (ctx.policy, ctx.value):
+        bad = runs.first_nonfinite_weight(model.named_parameters())
+        if bad is not None:
+            runs.stop_on_nonfinite(
+                "ppo", f"weight {bad}", math.nan, ctx.step, runs.latest_checkpoint(ctx.run_dir)
+            )
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(ctx: Any) -> None:
-    """Policy, value model, optimizer, scheduler, KL controller, step and RNG: enough to continue exactly."""
+def save_checkpoint(ctx: Any, history: list[dict[str, float]]) -> None:
+    """Policy, value model, optimizer, scheduler, KL controller, step, the per-step stats the final summary
+    averages, and each process's RNG: enough to continue exactly."""
     import torch
 
-    ctx.accelerator.wait_for_everyone()
-    if not ctx.accelerator.is_main_process:
-        return
-    tmp = runs.begin_checkpoint(ctx.run_dir, ctx.step)
-    ctx.accelerator.unwrap_model(ctx.policy).save_pretrained(tmp / "policy", safe_serialization=True)
-    ctx.accelerator.unwrap_model(ctx.value).inner.save_pretrained(tmp / "value", safe_serialization=True)
-    torch.save(
-        {
-            "optimizer": ctx.optimizer.state_dict(),
-            "scheduler": ctx.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        },
-        tmp / "trainer_state.pt",
-    )
-    (tmp / "state.json").write_text(json.dumps({"step": ctx.step, "kl_ctl": ctx.kl_ctl.state_dict()}))
-    runs.commit_checkpoint(tmp)
+    accelerator = ctx.accelerator
+    check_weights(ctx)
+    tmp = runs.checkpoint_dir(ctx.run_dir, ctx.step).with_suffix(".tmp")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        runs.begin_checkpoint(ctx.run_dir, ctx.step)
+    accelerator.wait_for_everyone()
+    torch.save(torch.get_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(ctx.policy).save_pretrained(tmp / "policy", safe_serialization=True)
+        accelerator.unwrap_model(ctx.value).inner.save_pretrained(tmp / "value", safe_serialization=True)
+        torch.save(
+            {"optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict()},
+            tmp / "trainer_state.pt",
+        )
+        state = {"step": ctx.step, "kl_ctl": ctx.kl_ctl.state_dict(), "history": history}
+        (tmp / "state.json").write_text(json.dumps(state))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        runs.commit_checkpoint(tmp)
+    accelerator.wait_for_everyone()
 
 
-def load_checkpoint(ctx: Any, folder: Path) -> None:
+def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
+    """Restore what ``save_checkpoint`` wrote; returns the per-step stats history up to the checkpoint."""
     import torch
     from safetensors.torch import load_file
 
@@ -328,10 +369,14 @@ def load_checkpoint(ctx: Any, folder: Path) -> None:
     state = torch.load(folder / "trainer_state.pt", weights_only=True)
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
+    rng_file = folder / f"rng_state_{ctx.accelerator.process_index}.pt"
+    if not rng_file.exists():
+        raise UserError(f"{folder}: no {rng_file.name} (written by fewer processes than this run has)")
+    torch.set_rng_state(torch.load(rng_file, weights_only=True))
     info = json.loads((folder / "state.json").read_text())
     ctx.step = int(info["step"])
     ctx.kl_ctl.load_state_dict(info["kl_ctl"])
+    return list(info.get("history") or [])
 
 
 def _load_into(model: Any, weights: dict[str, Any], source: Path) -> None:
@@ -517,11 +562,12 @@ def step_stats(ctx: Any, batch: Rollout, update: dict[str, float], seconds: floa
 
 def run(cfg: Any) -> dict[str, Any]:
     check_batch_sizes(cfg)
+    # a full or read-only disk fails here, before any model loads, not at the first checkpoint
+    run_dir = runs.check_writable(cfg.output_dir)
     train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
     prompts = [p["prompt"] for p in pc.unique_prompts(train_records)]
     if not prompts:
         raise UserError(f"{cfg.data.train}: no training prompts")
-    run_dir = Path(cfg.output_dir)
     resume_from = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
     if cfg.train.resume and resume_from is None:
         raise UserError(f"train.resume=true but {run_dir}/checkpoints holds no complete checkpoint")
@@ -539,9 +585,12 @@ def run(cfg: Any) -> dict[str, Any]:
                 "train_prompts": len(prompts),
             },
         )
+    history: list[dict[str, float]] = []
     if resume_from is not None:
-        load_checkpoint(ctx, resume_from)
+        history = load_checkpoint(ctx, resume_from)
         log.append(f"resumed from {resume_from.name} (step {ctx.step})")
+        if main:
+            runs.trim_metrics_log(run_dir, ctx.step)  # rows after the checkpoint are logged again
     tracker = (
         open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
         if main
@@ -551,7 +600,6 @@ def run(cfg: Any) -> dict[str, Any]:
         runs.update_manifest(run_dir, {"value_model": ctx.value_source, "notes": log})
         for line in log:
             print(f"ppo: {line}")
-    history: list[dict[str, float]] = []
     progress = _progress(ctx.total_steps, ctx.step, main)
     while ctx.step < ctx.total_steps:
         started = time.perf_counter()
@@ -564,6 +612,7 @@ def run(cfg: Any) -> dict[str, Any]:
             cfg.train.seed,
         )
         batch = rollout(ctx, batch_prompts, ctx.kl_ctl.value)
+        check_finite_rewards(ctx, batch)
         update = ppo_update(ctx, batch)
         stats = step_stats(ctx, batch, update, time.perf_counter() - started)
         ctx.kl_ctl.update(stats["objective/kl"], len(batch.texts) * ctx.accelerator.num_processes)
@@ -577,25 +626,28 @@ def run(cfg: Any) -> dict[str, Any]:
                 score=f"{stats['reward/rm_score_mean']:.3f}", kl=f"{stats['objective/kl']:.3f}"
             )
         if cfg.train.save_every and ctx.step % cfg.train.save_every == 0:
-            save_checkpoint(ctx)
+            with runs.writing(runs.checkpoint_dir(run_dir, ctx.step).with_suffix(".tmp")):
+                save_checkpoint(ctx, history)
     if progress is not None:
         progress.close()
     metrics = summary(history, ctx)
     ctx.accelerator.wait_for_everyone()
+    check_weights(ctx)
     if main:
-        pc.save_policy(
-            ctx.accelerator.unwrap_model(ctx.policy),
-            ctx.tokenizer,
-            run_dir / "model",
-            {
-                "stage": "ppo",
-                "base_model": cfg.model.name_or_path,
-                "reward_model": cfg.ppo.reward_model,
-                "data": cfg.data.train,
-                "steps": ctx.step,
-            },
-        )
-        runs.write_metrics(run_dir, metrics)
+        with runs.writing(run_dir / "model"):
+            pc.save_policy(
+                ctx.accelerator.unwrap_model(ctx.policy),
+                ctx.tokenizer,
+                run_dir / "model",
+                {
+                    "stage": "ppo",
+                    "base_model": cfg.model.name_or_path,
+                    "reward_model": cfg.ppo.reward_model,
+                    "data": cfg.data.train,
+                    "steps": ctx.step,
+                },
+            )
+            runs.write_metrics(run_dir, metrics)
         tracker.summary(metrics)
         tracker.finish()
     return metrics

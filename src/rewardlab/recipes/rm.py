@@ -347,6 +347,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     tmp = runs.checkpoint_dir(run_dir, step).with_suffix(".tmp")
+    _check_weights(model, step, run_dir)
     if accelerator.is_main_process:
         runs.begin_checkpoint(run_dir, step)
     accelerator.wait_for_everyone()
@@ -366,6 +367,13 @@ def save_checkpoint(
     if accelerator.is_main_process:
         runs.commit_checkpoint(tmp, keep=cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
+
+
+def _check_weights(model: Any, step: int, run_dir: Path) -> None:
+    """Refuse to save diverged weights (identical on every process, so all stop together)."""
+    bad = runs.first_nonfinite_weight(model.named_parameters())
+    if bad is not None:
+        runs.stop_on_nonfinite("rm", f"weight {bad}", math.nan, step, runs.latest_checkpoint(run_dir))
 
 
 def load_checkpoint(
@@ -413,19 +421,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _trim_metrics_log(run_dir: Path, step: int) -> None:
-    """Drop logged rows after the checkpoint we resume from (they will be logged again)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 # ---------------------------------------------------------------- 7. after training
@@ -553,7 +548,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     main = accelerator.is_main_process
     set_seed(cfg.train.seed)
     say = (lambda msg: print(msg, file=sys.stderr)) if main else (lambda msg: None)
-    run_dir = Path(cfg.output_dir)
+    # a full or read-only disk fails here, before any model loads, not at the first checkpoint
+    run_dir = runs.check_writable(cfg.output_dir)
 
     # 1. data
     train_recs, eval_recs, data_info = load_records(cfg)
@@ -632,7 +628,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             },
         )
         if ckpt is not None:
-            _trim_metrics_log(run_dir, start_step)
+            runs.trim_metrics_log(run_dir, start_step)
         tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=ckpt is not None)
     say(
         f"training: {len(groups)} groups, {total_steps} steps ({steps_per_epoch}/epoch), "
@@ -699,12 +695,17 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             totals["tokens"] += batch.tokens * world
             totals["padded"] += batch.padded * world
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        done = step + 1
+        # The mean loss over processes is nan/inf if any process's is, and the gradients are already
+        # all-reduced: every process takes the same decision here, so all of them stop (no hang).
+        reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
+        last_ckpt = runs.latest_checkpoint(run_dir)
+        runs.stop_on_nonfinite("rm", "loss", float(reduced.item()), done, last_ckpt)
+        runs.stop_on_nonfinite("rm", "gradient norm", float(grad_norm), done, last_ckpt)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         totals["time"] += time.perf_counter() - t0
-        done = step + 1
-        reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
         last = {
             **sums,
             "loss": float(reduced.item()),
@@ -723,7 +724,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             if main:
                 tracker.log({f"eval/{k}": v for k, v in result.items() if not isinstance(v, dict)}, step=done)
         if cfg.train.save_every and done % cfg.train.save_every == 0:
-            save_checkpoint(run_dir, done, model, optimizer, scheduler, accelerator, cfg, totals)
+            with runs.writing(runs.checkpoint_dir(run_dir, done).with_suffix(".tmp")):
+                save_checkpoint(run_dir, done, model, optimizer, scheduler, accelerator, cfg, totals)
     bar.close()
 
     # 7. statistics, final eval, save (main process only; the others wait)
@@ -756,9 +758,11 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             }
         )
         model_dir = run_dir / "model"
-        save_model(final, tokenizer, model_dir, cfg, stats, ties)
-        (model_dir / "README.md").write_text(model_card(cfg, metrics, data_info))
-        runs.write_metrics(run_dir, metrics)
+        _check_weights(final, total_steps, run_dir)
+        with runs.writing(model_dir):
+            save_model(final, tokenizer, model_dir, cfg, stats, ties)
+            (model_dir / "README.md").write_text(model_card(cfg, metrics, data_info))
+            runs.write_metrics(run_dir, metrics)
         runs.update_manifest(run_dir, {"model": str(model_dir), "steps": total_steps})
         tracker.log(
             {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None},
