@@ -237,9 +237,7 @@ def finite_guard_callback(stage: str, run_dir: Path) -> Any:
             if grads:
                 norm = float(torch.nn.utils.get_total_norm(grads))
                 step = state.global_step + 1  # global_step counts finished optimizer steps
-                runs.stop_on_nonfinite(
-                    stage, "loss gradient norm", norm, step, latest_trainer_checkpoint(run_dir)
-                )
+                runs.stop_on_nonfinite(stage, "gradient norm", norm, step, latest_trainer_checkpoint(run_dir))
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
             loss = (logs or {}).get("loss")
