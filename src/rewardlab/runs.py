@@ -238,10 +238,13 @@ class NonFiniteError(UserError):
 
 def stop_on_nonfinite(stage: str, what: str, value: float, step: int, last_checkpoint: Any) -> None:
     """Raise ``NonFiniteError`` when ``value`` is nan/inf. The message names the step and the newest
-    complete checkpoint (the one to resume from, perhaps with a lower ``train.lr``); callers pass it
-    because our loops (``step-N``) and TRL (``checkpoint-N``) name checkpoints differently."""
+    complete checkpoint (the one to resume from, perhaps with a lower ``train.lr``); callers pass it, or a
+    function finding it (looked up only on failure: this runs every step), because our loops (``step-N``)
+    and TRL (``checkpoint-N``) name checkpoints differently."""
     if math.isfinite(value):
         return
+    if callable(last_checkpoint):
+        last_checkpoint = last_checkpoint()
     where = (
         str(last_checkpoint) if last_checkpoint else "none (no checkpoint written yet; see train.save_every)"
     )

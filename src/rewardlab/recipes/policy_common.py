@@ -227,6 +227,9 @@ def finite_guard_callback(stage: str, run_dir: Path) -> Any:
 
     from rewardlab import runs
 
+    def last_checkpoint() -> str | None:  # looked up only when a check fails
+        return latest_trainer_checkpoint(run_dir)
+
     class FiniteGuard(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
             if model is None or args.fp16 or os.environ.get("ACCELERATE_MIXED_PRECISION") == "fp16":
@@ -237,14 +240,12 @@ def finite_guard_callback(stage: str, run_dir: Path) -> Any:
             if grads:
                 norm = float(torch.nn.utils.get_total_norm(grads))
                 step = state.global_step + 1  # global_step counts finished optimizer steps
-                runs.stop_on_nonfinite(stage, "gradient norm", norm, step, latest_trainer_checkpoint(run_dir))
+                runs.stop_on_nonfinite(stage, "gradient norm", norm, step, last_checkpoint)
 
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
             loss = (logs or {}).get("loss")
             if isinstance(loss, (int, float)):
-                runs.stop_on_nonfinite(
-                    stage, "loss", float(loss), state.global_step, latest_trainer_checkpoint(run_dir)
-                )
+                runs.stop_on_nonfinite(stage, "loss", float(loss), state.global_step, last_checkpoint)
 
     return FiniteGuard()
 

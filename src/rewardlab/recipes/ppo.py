@@ -21,6 +21,7 @@ head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -296,7 +297,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
 def check_finite_update(ctx: Any, window_loss: Any, grad_norm: Any) -> None:
     """Stop before the optimizer step when the loss (any process's: the mean over processes is then nan)
     or the synced gradient norm is not finite; every process sees the same numbers, so all stop."""
-    step, last = ctx.step + 1, runs.latest_checkpoint(ctx.run_dir)
+    step, last = ctx.step + 1, functools.partial(runs.latest_checkpoint, ctx.run_dir)
     loss = ctx.accelerator.reduce(window_loss.reshape(1), reduction="mean")
     runs.stop_on_nonfinite("ppo", "loss", float(loss.item()), step, last)
     if grad_norm is not None:
@@ -307,7 +308,11 @@ def check_finite_rewards(ctx: Any, batch: Rollout) -> None:
     """Stop before any update when a reward-model score is nan/inf (summed over processes, so all stop)."""
     total = ctx.accelerator.reduce(batch.scores_raw.detach().float().sum().reshape(1), reduction="sum")
     runs.stop_on_nonfinite(
-        "ppo", "reward", float(total.item()), ctx.step + 1, runs.latest_checkpoint(ctx.run_dir)
+        "ppo",
+        "reward",
+        float(total.item()),
+        ctx.step + 1,
+        functools.partial(runs.latest_checkpoint, ctx.run_dir),
     )
 
 

@@ -16,6 +16,7 @@ folder with a model card.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -699,7 +700,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         # The mean loss over processes is nan/inf if any process's is, and the gradients are already
         # all-reduced: every process takes the same decision here, so all of them stop (no hang).
         reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
-        last_ckpt = runs.latest_checkpoint(run_dir)
+        last_ckpt = functools.partial(runs.latest_checkpoint, run_dir)  # looked up only on failure
         runs.stop_on_nonfinite("rm", "loss", float(reduced.item()), done, last_ckpt)
         runs.stop_on_nonfinite("rm", "gradient norm", float(grad_norm), done, last_ckpt)
         optimizer.step()
