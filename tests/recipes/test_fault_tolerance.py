@@ -2,8 +2,9 @@
 
 The kill tests run the real console entry (`python -m rewardlab.cli train ...`) as subprocesses, because
 only a separate process can be SIGKILLed. The killed run gets a few lines of ``sitecustomize`` that sleep
-after each metrics row (so the kill lands while the run is alive, inside a step or a checkpoint write);
-nothing else about the run changes. The kill step is drawn with ``random.Random(seed)``; the seed is
+after each metrics row and inside each checkpoint commit (files written, COMPLETE not yet), so the kill
+lands while the run is alive, either between steps or in the middle of a checkpoint write; nothing else
+about the run changes. The kill step is drawn with ``random.Random(seed)``; the seed is
 ``REWARDLAB_FAULT_SEED`` when set (to replay a failure), else new each run, and every assertion message
 prints it with the step killed at.
 
@@ -46,6 +47,18 @@ if _sleep:  # widen each step so a kill lands while the run is alive
         time.sleep(_sleep)
 
     tracking.Tracker.log = _slow_log
+
+_commit_sleep = float(os.environ.get("FAULT_TEST_SLEEP_IN_COMMIT", "0"))
+if _commit_sleep:  # hold each checkpoint in its written-but-unmarked state, so kills land there too
+    from rewardlab import runs
+
+    _commit = runs.commit_checkpoint
+
+    def _slow_commit(tmp, *args, **kwargs):
+        time.sleep(_commit_sleep)  # all files are in step-N.tmp; no COMPLETE, no rename yet
+        return _commit(tmp, *args, **kwargs)
+
+    runs.commit_checkpoint = _slow_commit
 
 _nan = os.environ.get("FAULT_TEST_NAN_LOSS")  # "RANK:STEP": that process's loss is nan at that step
 if _nan:
@@ -122,6 +135,11 @@ def kill_after_step(proc: subprocess.Popen, run: Path, step: int, delay: float, 
     return max(logged_steps(run))
 
 
+def kill_phase(run: Path) -> str:
+    tmp = sorted(p.name for p in (run / "checkpoints").glob("*.tmp"))
+    return f"inside the write of {tmp[0]}" if tmp else "between checkpoint writes"
+
+
 def plant_half_written(run: Path, step: int) -> list[str]:
     """What a kill inside a checkpoint write can leave: a ``.tmp`` folder (killed while writing) and a
     final-named folder without COMPLETE (killed while an old one was being deleted). Both are newer than
@@ -151,21 +169,21 @@ def test_kill_9_during_train_rm_then_resume_ends_as_an_uninterrupted_run(tmp_pat
     s = seed()
     rng = random.Random(s)
     steps = 8
-    kill_step, delay = rng.randint(2, steps - 3), rng.uniform(0.0, 0.3)
+    kill_step, delay = rng.randint(2, steps - 3), rng.uniform(0.0, 0.55)
     why = f"REWARDLAB_FAULT_SEED={s}: kill after step {kill_step} (+{delay:.3f}s)"
     args = ["train", "rm", "configs/rm/tiny.yaml", f"data.train={DATA}", "train.batch_size=4",
             f"train.max_steps={steps}", "train.save_every=1", "train.eval_every=3"]  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     env = env_for(tmp_path)
     a = start([*args, f"output_dir={straight}"], env, tmp_path / "straight.log")
-    b = start(
-        [*args, f"output_dir={killed}"], {**env, "FAULT_TEST_SLEEP_AFTER_LOG": "0.25"}, tmp_path / "k.log"
-    )
+    slow = {"FAULT_TEST_SLEEP_AFTER_LOG": "0.25", "FAULT_TEST_SLEEP_IN_COMMIT": "0.3"}
+    b = start([*args, f"output_dir={killed}"], {**env, **slow}, tmp_path / "k.log")
     last_logged = kill_after_step(b, killed, kill_step, delay, why)
     from rewardlab.runs import latest_checkpoint
 
     resume_at = int(latest_checkpoint(killed).name.split("-")[1])
-    why += f"; killed after step {last_logged} was logged; newest complete checkpoint: step {resume_at}"
+    why += f"; killed after step {last_logged} was logged, {kill_phase(killed)}; resume from step {resume_at}"
+    print(why)
     assert not (killed / "metrics.json").exists(), why
     planted = plant_half_written(killed, resume_at + 1)
     log = finish(start([*args, f"output_dir={killed}", "train.resume=true"], env, tmp_path / "resume.log"),
@@ -192,7 +210,7 @@ def test_kill_9_during_train_ppo_then_resume_ends_as_an_uninterrupted_run(tmp_pa
     s = seed()
     rng = random.Random(s)
     steps = 6
-    kill_step, delay = rng.randint(2, steps - 2), rng.uniform(0.0, 0.4)
+    kill_step, delay = rng.randint(2, steps - 2), rng.uniform(0.0, 0.6)
     why = f"REWARDLAB_FAULT_SEED={s}: kill after step {kill_step} (+{delay:.3f}s)"
     rm = untrained_rm("rm-tiny", "offline:tiny-rm")
     args = ["train", "ppo", "configs/ppo/tiny.yaml", f"data.train={DATA}", "model.name_or_path=offline:tiny-llama",
@@ -202,14 +220,14 @@ def test_kill_9_during_train_ppo_then_resume_ends_as_an_uninterrupted_run(tmp_pa
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     env = env_for(tmp_path)
     a = start([*args, f"output_dir={straight}"], env, tmp_path / "straight.log")
-    b = start(
-        [*args, f"output_dir={killed}"], {**env, "FAULT_TEST_SLEEP_AFTER_LOG": "0.3"}, tmp_path / "k.log"
-    )
+    slow = {"FAULT_TEST_SLEEP_AFTER_LOG": "0.3", "FAULT_TEST_SLEEP_IN_COMMIT": "0.3"}
+    b = start([*args, f"output_dir={killed}"], {**env, **slow}, tmp_path / "k.log")
     last_logged = kill_after_step(b, killed, kill_step, delay, why)
     from rewardlab.runs import latest_checkpoint
 
     resume_at = int(latest_checkpoint(killed).name.split("-")[1])
-    why += f"; killed after step {last_logged} was logged; newest complete checkpoint: step {resume_at}"
+    why += f"; killed after step {last_logged} was logged, {kill_phase(killed)}; resume from step {resume_at}"
+    print(why)
     planted = plant_half_written(killed, resume_at + 1)
     log = finish(start([*args, f"output_dir={killed}", "train.resume=true"], env, tmp_path / "resume.log"),
                  tmp_path / "resume.log")  # fmt: skip
