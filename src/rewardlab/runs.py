@@ -173,6 +173,7 @@ WRITE_ERRNOS = {
     errno.EPERM: "Operation not permitted",
     errno.EROFS: "Read-only file system",
     errno.ENOTDIR: "Not a directory",
+    errno.EISDIR: "Is a directory",
 }
 
 
