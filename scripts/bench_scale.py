@@ -3,10 +3,11 @@
     .venv/bin/python scripts/bench_scale.py                        # 100k and 1M judgments
     .venv/bin/python scripts/bench_scale.py --sizes 100000 --keep /tmp/scale   # keep the folders
 
-Every stage is the real CLI in a fresh process (`rewardlab simulate|data export|data import|raters
-aggregate|train rm`), so its seconds, CPU seconds and peak RSS are its own (os.wait4 on the child). The
-campaign is configs/simulate/campaign.yaml scaled up: overlap 3 (a third as many prompts as judgments),
-~500 judgments per rater, the same rater mix and gold rate. The RM trains for a capped number of steps
+Every stage runs in a fresh process, so its seconds, CPU seconds and peak RSS are its own (os.wait4 on the
+child); all but the first are the real CLI (`rewardlab data export|data import|raters aggregate|train rm`).
+The campaign comes from scripts/bench_raters.py's generator (pairwise, overlap 3, ~500 judgments per rater:
+70% careful, 20% random clickers, 10% position-biased; 2% gold), because `rewardlab simulate` draws distinct
+prompts from six task families that hold ~30k of them, fewer than the 333k a 1M-judgment campaign needs. The RM trains for a capped number of steps
 (--rm-steps) and evaluates on a capped held-out split (--rm-eval-groups), so its row shows how the
 data-dependent parts (reading, tokenizing, batching) grow, not how long an epoch takes.
 
@@ -30,13 +31,13 @@ CLI = [sys.executable, "-m", "rewardlab.cli"]
 
 
 def run_stage(args: list[str], log: Path) -> dict:
-    """Run one CLI stage as a child process; return wall seconds, CPU seconds, peak RSS and its --json."""
+    """Run one stage as a child process (the CLI, or the generator when ``args[0]`` is ``-c``); return wall
+    seconds, CPU seconds, peak RSS and its --json."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [*CLI, *args], stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True
-        )
+        cmd = [sys.executable, *args] if args[0] == "-c" else [*CLI, *args]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, text=True)
         out = proc.stdout.read() if proc.stdout else ""
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -52,18 +53,19 @@ def run_stage(args: list[str], log: Path) -> dict:
 
 
 def stages(size: int, work: Path, rm_steps: int, rm_eval_groups: int) -> list[tuple[str, list[str]]]:
-    prompts = size // 3
-    raters = max(20, size // 500)
     sim, export, ds, agg = work / "sim", work / "export.jsonl", work / "ds", work / "agg"
+    generate = (
+        f"import sys; sys.path.insert(0, 'scripts'); from pathlib import Path; "
+        f"from bench_raters import generate; generate({size}, Path({str(sim)!r}))"
+    )
     return [
-        ("simulate", ["simulate", "configs/simulate/campaign.yaml", f"prompts={prompts}", f"raters={raters}",
-                      f"out={sim}", "--json"]),
+        ("simulate", ["-c", generate]),
         ("export", ["data", "export", str(sim), "--to", "canonical", "--out", str(export)]),
         ("import", ["data", "import", str(export), "--out", str(ds), "--json"]),
         ("aggregate", ["raters", "aggregate", str(ds), "--out", str(agg), "--json"]),
         ("train rm", ["train", "rm", "configs/rm/tiny.yaml", f"data.train={agg}", f"output_dir={work / 'rm'}",
                       f"train.max_steps={rm_steps}", f"data.eval_fraction={rm_eval_groups / (size / 3):.6f}",
-                      "tracking.backend=none", "--json"]),
+                      "heads=[overall]", "tracking.backend=none", "--json"]),
     ]  # fmt: skip
 
 
