@@ -105,6 +105,8 @@ class DataStageConfig(Strict):
     out: str = "data/imported"
     quarantine: str | None = None
     strict: bool = False
+    pseudonymize: bool = False  # as `data import --pseudonymize` (see RatersConfig.pseudonymize)
+    salt_file: str | None = None
 
 
 class RaterProfileMix(Strict):
