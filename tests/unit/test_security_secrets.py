@@ -121,3 +121,29 @@ def test_pseudonymize_record_rewrites_ids_inside_fields_and_hash():
         out["hash"] == content_hash(out) != rec["hash"]
     )  # an unsalted hash of the raw id would confirm guesses
     assert "ann.lee" not in json.dumps(out)
+
+
+def test_dataset_copy_matches_record_rule(tmp_path):
+    """The columnar dataset rewrite does exactly what pseudonymize_record does, chat prompts and aggregated
+    ``raters`` lists included."""
+    from rewardlab.data.dataset import iter_records, load_dataset, write_dataset
+    from rewardlab.data.schema import content_hash
+
+    recs = [
+        {"id": "a-bo@x.example", "prompt": [{"role": "user", "content": "hi"}], "responses": ["x", "y"],
+         "ranks": [1, 2], "rater": "bo@x.example", "meta": {"who": "bo@x.example"}, "source": "f.jsonl:1"},
+        {"id": "agg-1", "prompt": "q", "responses": ["x", "y"], "ranks": [2, 1], "rater": None,
+         "raters": ["bo@x.example", 'al "q" 7'], "meta": None, "source": None, "weight": 0.5},
+        {"id": "g-1", "prompt": "q", "responses": ["x", "y"], "ranks": [1, 2], "rater": None, "gold": True},
+    ]  # fmt: skip
+    for rec in recs:
+        rec["hash"] = content_hash(rec)
+    write_dataset(recs, tmp_path / "raw")
+    pz = pseudonym.Pseudonymizer(b"k" * 20)
+    meta = pseudonym.pseudonymize_dataset(tmp_path / "raw", tmp_path / "out", pz)
+    assert meta["pseudonymized"] is True and meta["records"] == 3
+    expected = [pseudonym.pseudonymize_record(r, pz) for r in iter_records(load_dataset(tmp_path / "raw"))]
+    got = list(iter_records(load_dataset(tmp_path / "out")))
+    assert got == expected
+    assert got[1]["raters"] == [pz("bo@x.example"), pz('al "q" 7')] and got[2]["rater"] is None
+    assert "bo@x.example" not in json.dumps(got)

@@ -176,23 +176,91 @@ def is_pseudonymized(dataset: str | Path) -> bool:
     return is_dataset_dir(dataset) and bool(dataset_meta(dataset).get(META_KEY))
 
 
-def pseudonymize_dataset(src: str | Path, out: str | Path, pz: Pseudonymizer) -> dict[str, Any]:
-    """Write a copy of dataset ``src`` into ``out`` with every rater id replaced; the metadata is kept, with
-    rater ids inside it replaced too, and flagged ``pseudonymized: true``."""
-    from rewardlab.data.dataset import dataset_meta, iter_records, load_dataset, write_dataset
+def pseudonymize_dataset(
+    src: str | Path, out: str | Path, pz: Pseudonymizer, chunk: int = 50_000
+) -> dict[str, Any]:
+    """Write a copy of dataset ``src`` into ``out`` with every rater id replaced, exactly as
+    ``pseudonymize_record`` does per record; the metadata is kept, with rater ids inside it replaced too, and
+    flagged ``pseudonymized: true``.
 
-    ds = load_dataset(src)
-    raters = ds.data.table.column("rater").unique().to_pylist()
-    for name in raters:  # map all first, so scrub() below knows every id of the dataset
+    Works on the stored Arrow rows in chunks (no full decode/encode of every record): the ``rater`` column
+    is mapped through its dictionary, and only strings that contain a rater id are rewritten.
+    """
+    import pyarrow as pa
+
+    from rewardlab.data.dataset import ARROW_SCHEMA, DatasetWriter, dataset_meta, load_dataset
+
+    table = load_dataset(src).data.table.select(ARROW_SCHEMA.names).cast(ARROW_SCHEMA)
+    for name in table.column("rater").unique().to_pylist():  # map all first, so scrub() knows every id
         pz(name)
-    for names in ds.data.table.column("raters").to_pylist():
+    for names in table.column("raters").to_pylist():
         for name in names or []:
             pz(name)
     meta = dataset_meta(src)
     extra = {k: v for k, v in meta.items() if k not in ("format_version", "records", "fingerprint")}
     extra = pz.scrub_json(extra)
     extra[META_KEY] = True
-    return write_dataset((pseudonymize_record(r, pz) for r in iter_records(ds)), out, extra_meta=extra)
+    writer = DatasetWriter(out, extra_meta=extra)
+    try:
+        for start in range(0, table.num_rows, chunk):
+            part = table.slice(start, chunk)
+            writer.add_batch(pa.record_batch(_pseudonymized_columns(part, pz), schema=ARROW_SCHEMA))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+def _pseudonymized_columns(part: Any, pz: Pseudonymizer) -> list[Any]:
+    """The ARROW_SCHEMA columns of a table slice with rater ids replaced and ``hash`` recomputed."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rewardlab.data.dataset import ARROW_SCHEMA
+    from rewardlab.data.schema import content_hash
+
+    rater = part.column("rater").combine_chunks()
+    encoded = pc.dictionary_encode(rater)
+    mapped = pa.array([pz(v) for v in encoded.dictionary.to_pylist()], pa.string())
+    new_rater = mapped.take(encoded.indices)
+    cols = {name: part.column(name).to_pylist() for name in ("id", "source", "meta", "raters", "hash")}
+    raters = cols["raters"]
+    rows = rater.to_pylist()
+    need = [i for i, (r, rs) in enumerate(zip(rows, raters)) if r or rs]
+    extra = {
+        name: part.column(name).to_pylist() for name in ("prompt", "chat", "responses", "ranks", "strength")
+    }
+    new_raters = [None if rs is None else [pz(r) if r else r for r in rs] for rs in raters]
+    for i in need:
+        names = [n for n in [rows[i], *(raters[i] or [])] if n]
+        cols["id"][i] = _own_scrub(pz, names, cols["id"][i])
+        cols["source"][i] = _own_scrub(pz, names, cols["source"][i])
+        meta = cols["meta"][i]
+        if meta and any(_json_inner(n) in meta for n in names):
+            cols["meta"][i] = json.dumps(
+                json.loads(_own_scrub(pz, names, json.dumps(json.loads(meta), ensure_ascii=False))),
+                ensure_ascii=False,
+                default=str,
+            )
+        prompt = json.loads(extra["prompt"][i]) if extra["chat"][i] else extra["prompt"][i]
+        rec = {"prompt": prompt, "responses": extra["responses"][i], "ranks": extra["ranks"][i],
+               "rater": pz(rows[i]), "strength": extra["strength"][i]}  # fmt: skip
+        cols["hash"][i] = content_hash(rec)
+    cols["raters"] = new_raters
+    out = []
+    for field in ARROW_SCHEMA:
+        if field.name == "rater":
+            out.append(new_rater)
+        elif field.name in cols:
+            out.append(pa.array(cols[field.name], type=field.type))
+        else:
+            out.append(part.column(field.name).combine_chunks())
+    return out
+
+
+def _json_inner(name: str) -> str:
+    """How ``name`` appears inside a JSON string (escapes for quotes, backslashes, control characters)."""
+    return json.dumps(name, ensure_ascii=False)[1:-1]
 
 
 def scrub_quarantine(src: str | Path, out: str | Path, pz: Pseudonymizer) -> int:
