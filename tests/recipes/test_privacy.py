@@ -163,3 +163,15 @@ def test_different_salt_gives_different_pseudonyms(cli, raw_export, tmp_path, mo
     monkeypatch.setenv("REWARDLAB_PSEUDONYM_SALT", "short")
     res = cli("data", "import", export, "--out", tmp_path / "weak", "--pseudonymize")
     assert res.exit_code == 2 and "REWARDLAB_PSEUDONYM_SALT is too short" in res.stderr
+
+
+def test_real_ids_in_exclude_list_need_pseudonymize_on_a_pseudonymized_dataset(
+    cli, raw_export, tmp_path, monkeypatch
+):
+    export, raw_ids = raw_export
+    monkeypatch.setenv("REWARDLAB_PSEUDONYM_SALT", SALT)
+    assert cli("data", "import", export, "--out", tmp_path / "d", "--pseudonymize").exit_code == 0
+    res = cli("raters", "aggregate", tmp_path / "d", "--out", tmp_path / "a", f"exclude_list=[{raw_ids[0]}]")
+    assert res.exit_code == 2 and "set pseudonymize=true" in res.stderr, res
+    assert raw_ids[0] not in res.stderr
+    assert not (tmp_path / "a").exists()

@@ -292,6 +292,12 @@ def raters_input(
     pseudonymized copy in a temporary folder (deleted afterwards) and the config with a pseudonymized
     ``exclude_list``. A dataset that is already pseudonymized is read as is."""
     if not getattr(cfg, "pseudonymize", False):
+        real = [n for n in getattr(cfg, "exclude_list", []) if not PSEUDONYM.match(str(n))]
+        if real and is_pseudonymized(dataset):
+            raise UserError(
+                f"{dataset} holds pseudonymized rater ids, so the {len(real)} real id(s) in exclude_list "
+                "match nothing: set pseudonymize=true (same salt) to map them, or list pseudonyms"
+            )
         yield Path(dataset), cfg
         return
     pz = from_config(cfg, outputs)
