@@ -39,6 +39,7 @@ bench: install
 	$(PY) scripts/bench_raters.py
 	$(PY) scripts/bench_rm.py
 	$(PY) scripts/bench_policy.py
+	$(PY) scripts/bench_scale.py
 
 quickstart: install
 	$(VENV)/bin/rewardlab pipeline configs/pipeline/quickstart.yaml

@@ -41,7 +41,10 @@ class LoraConfig(Strict):
 class ModelConfig(Strict):
     name_or_path: str = "offline:tiny-llama"
     lora: LoraConfig | None = None
-    trust_remote_code: bool = False
+    trust_remote_code: bool = False  # run Python shipped in a model folder (auto_map); also the run's RM/ref
+    allow_pickle: bool = (
+        False  # load pickle weights (pytorch_model.bin, *.pt): can run code; safetensors only
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
@@ -102,6 +105,8 @@ class DataStageConfig(Strict):
     out: str = "data/imported"
     quarantine: str | None = None
     strict: bool = False
+    pseudonymize: bool = False  # as `data import --pseudonymize` (see RatersConfig.pseudonymize)
+    salt_file: str | None = None
 
 
 class RaterProfileMix(Strict):
@@ -154,6 +159,10 @@ class RatersConfig(Strict):
     method: Literal["majority", "noisy-bt", "dawid-skene", "none"] = "dawid-skene"
     tie_margin: float = Field(0.05, ge=0, le=0.5)  # consensus tie when |p - 0.5| <= tie_margin
     noisy_bt: NoisyBTOptions = NoisyBTOptions()
+    # Replace rater ids with r-<HMAC-SHA256 prefix> in every output. The salt comes from the environment
+    # (REWARDLAB_PSEUDONYM_SALT) or salt_file (default ~/.config/rewardlab/pseudonym-salt, made on first use).
+    pseudonymize: bool = False
+    salt_file: str | None = None
 
 
 # ---------------------------------------------------------------- reward model
@@ -300,6 +309,8 @@ class SampleConfig(Strict):
     batch_name: str | None = None  # id prefix and meta.batch of the items; default: the run folder name
     seed: int = 0
     tracking: TrackingConfig = TrackingConfig()
+    allow_pickle: bool = False  # policy / reward models with pickle weights (safetensors only by default)
+    trust_remote_code: bool = False  # run Python shipped in the policy / RM folders
 
 
 class PipelineEvalOptions(Strict):

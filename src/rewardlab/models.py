@@ -113,6 +113,101 @@ def _model_folder(path: Path) -> Path:
     return path
 
 
+# Weight files that are Python pickles: loading one can run arbitrary code, so a folder whose weights exist
+# only in these forms is refused unless the config allows it. (HF Trainer's training_args.bin is not
+# weights and transformers never loads it with the model.)
+PICKLE_WEIGHTS = ("pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+ALLOW_PICKLE_KEY = "set model.allow_pickle=true"
+TRUST_CODE_KEY = "set model.trust_remote_code=true"
+
+
+def check_weights(path: str, source: str, allow_pickle: bool = False, hint: str = ALLOW_PICKLE_KEY) -> None:
+    """Refuse a local model folder whose weights are pickle files only (no safetensors).
+
+    Hub ids that are not downloaded yet are covered by loading with ``use_safetensors=True`` (see
+    ``load_kwargs``), which makes transformers refuse a repository without safetensors weights.
+    """
+    folder = Path(path)
+    if allow_pickle or not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted({f.name for pattern in PICKLE_WEIGHTS for f in folder.glob(pattern)})
+    if pickled:
+        raise UserError(
+            f"{source}: model weights are pickle files ({', '.join(pickled[:3])}) in {folder}, which can run "
+            f"code when loaded; convert them to safetensors or {hint} if you trust this folder"
+        )
+
+
+def check_remote_code(
+    path: str, source: str, trust_remote_code: bool = False, hint: str = TRUST_CODE_KEY
+) -> None:
+    """Refuse a local folder that can only load by running its own Python (``auto_map`` to a custom class).
+
+    transformers would refuse too (we always pass ``trust_remote_code`` explicitly), but its message does
+    not name our config key. A folder whose ``auto_map`` points at a class transformers ships natively
+    loads with the native class, as transformers does, and runs no code from the folder.
+    """
+    if trust_remote_code:
+        return
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    for name in ("config.json", "tokenizer_config.json"):
+        file = folder / name
+        try:
+            data = json.loads(file.read_text()) if file.is_file() else {}
+        except (OSError, ValueError):
+            continue
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        if not auto_map:
+            continue
+        native = (
+            data.get("model_type") in CONFIG_MAPPING_NAMES
+            if name == "config.json"
+            else _native_tokenizer(data.get("tokenizer_class"))
+        )
+        if not native:
+            raise UserError(
+                f"{source}: {name} in {folder} asks to run custom code (auto_map: "
+                f"{', '.join(sorted(auto_map))[:80]}); rewardlab never runs a model folder's code unless you "
+                f"{hint}"
+            )
+
+
+def _native_tokenizer(name: object) -> bool:
+    import transformers
+
+    return isinstance(name, str) and hasattr(transformers, name)
+
+
+def check_model_source(
+    path: str, source: str, allow_pickle: bool = False, trust_remote_code: bool = False, where: str = "model"
+) -> None:
+    """Both checks, with hints naming the config section (``where``: model, sample, or a CLI flag)."""
+    if where.startswith("--"):
+        pickle_hint, code_hint = "pass --allow-pickle", "pass --trust-remote-code"
+    elif where == "sample":  # the sample config has the keys at its top level
+        pickle_hint, code_hint = "set allow_pickle=true", "set trust_remote_code=true"
+    else:
+        pickle_hint, code_hint = f"set {where}.allow_pickle=true", f"set {where}.trust_remote_code=true"
+    check_remote_code(path, source, trust_remote_code, code_hint)
+    check_weights(path, source, allow_pickle, pickle_hint)
+
+
+def load_kwargs(allow_pickle: bool = False) -> dict[str, Any]:
+    """``from_pretrained`` keywords: safetensors only unless pickle weights are allowed (then either)."""
+    return {"use_safetensors": True} if not allow_pickle else {}
+
+
+def _remote_code_error(source: str, err: Exception, hint: str = TRUST_CODE_KEY) -> UserError | None:
+    """transformers' own refusal of custom code, reworded to name our config key."""
+    if "trust_remote_code" in str(err):
+        return UserError(f"{source}: the model needs its own code to load; {hint} if you trust it")
+    return None
+
+
 def _resolve_offline(name: str) -> str:
     source = name.split(":", 1)[1]
     if source in ("tiny-llama", "tiny-rm"):
@@ -420,10 +515,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve(name_or_path)
+    check_remote_code(path, name_or_path, trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:
-        raise UserError(f"cannot load tokenizer from {name_or_path}: {err}".splitlines()[0]) from None
+        raise _remote_code_error(name_or_path, err) or UserError(
+            f"cannot load tokenizer from {name_or_path}: {err}".splitlines()[0]
+        ) from None
     if tokenizer.model_max_length > 1_000_000:  # "unset" (GGUF and some hub tokenizers): use the model's
         tokenizer.model_max_length = _max_positions(path) or tokenizer.model_max_length
     return complete_tokenizer(tokenizer)
@@ -522,19 +620,27 @@ def build_policy(
     dtype: str = "float32",
     lora: dict | None = None,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> Any:
-    """A causal LM with pad/eos wired to its tokenizer; wrapped with LoRA when `lora` is given."""
+    """A causal LM with pad/eos wired to its tokenizer; wrapped with LoRA when `lora` is given.
+
+    Safetensors weights only and no code from the folder unless `allow_pickle` / `trust_remote_code`.
+    """
     from transformers import AutoModelForCausalLM
 
     path = resolve(name_or_path)
+    check_model_source(path, name_or_path, allow_pickle, trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     _refuse_reward_model_as_policy(path, name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+            path,
+            dtype=_torch_dtype(dtype),
+            trust_remote_code=trust_remote_code,
+            **load_kwargs(allow_pickle),
         )
     except (OSError, ValueError) as err:
-        raise _load_error(name_or_path, err) from None
+        raise _remote_code_error(name_or_path, err) or _load_error(name_or_path, err) from None
     _sync_special_tokens(model, tokenizer)
     if lora is not None:
         model = apply_lora(model, task_type="CAUSAL_LM", **_lora_kwargs(lora))
@@ -550,9 +656,13 @@ def _refuse_reward_model_as_policy(path: str, source: str) -> None:
             raise UserError(f"{source} is a reward model ({architectures[0]}), not a policy")
 
 
-def build_reference(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+def build_reference(
+    name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False, allow_pickle: bool = False
+) -> Any:
     """A frozen copy of the policy in eval mode (KL anchor for DPO/PPO)."""
-    model = build_policy(name_or_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = build_policy(
+        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
+    )
     model.eval()
     model.requires_grad_(False)
     return model
@@ -565,6 +675,7 @@ def build_reward_model(
     lora: dict | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> Any:
     """A sequence-classification model with one regression output per reward head.
 
@@ -574,11 +685,12 @@ def build_reward_model(
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = resolve(name_or_path)
+    check_model_source(path, name_or_path, allow_pickle, trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise _load_error(name_or_path, err) from None
+        raise _remote_code_error(name_or_path, err) or _load_error(name_or_path, err) from None
     names = _head_names(config, num_heads, head_names, name_or_path)
     fresh_heads = not is_reward_model_config(config)
     try:
@@ -592,12 +704,12 @@ def build_reward_model(
                 label2id={n: i for i, n in enumerate(names)},
                 problem_type="regression",
                 dtype=_torch_dtype(dtype),
-                use_safetensors=True,
                 trust_remote_code=trust_remote_code,
                 output_loading_info=True,
+                **load_kwargs(allow_pickle),
             )
     except (OSError, ValueError) as err:
-        raise _load_error(name_or_path, err) from None
+        raise _remote_code_error(name_or_path, err) or _load_error(name_or_path, err) from None
     head = score_head_name(model)
     missing = sorted(k for k in info["missing_keys"] if not k.startswith(head + "."))
     if fresh_heads and missing:

@@ -21,8 +21,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from rewardlab.config import fingerprint, to_yaml
+import yaml
+
+from rewardlab.config import fingerprint
 from rewardlab.errors import UserError
+from rewardlab.redact import redact, redact_argv
 
 PACKAGES = (
     "rewardlab",
@@ -65,10 +68,14 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
 
 def prepare_run(cfg, extra_manifest: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> Path:
-    """Create the run folder, write the resolved config.yaml and manifest.json; return the folder."""
+    """Create the run folder, write the resolved config.yaml and manifest.json; return the folder.
+
+    Secrets never land here: secret-named config values and the values of secret environment variables are
+    masked as *** in config.yaml, manifest.json and the recorded command line (rewardlab/redact.py).
+    """
     out = Path(run_dir or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    (out / "config.yaml").write_text(yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False))
     update_manifest(
         out,
         {
@@ -78,7 +85,7 @@ def prepare_run(cfg, extra_manifest: dict[str, Any] | None = None, run_dir: str 
             "git_sha": git_sha(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
-            "command": " ".join(sys.argv),
+            "command": " ".join(redact_argv(sys.argv)),
             **(extra_manifest or {}),
         },
     )
@@ -88,7 +95,7 @@ def prepare_run(cfg, extra_manifest: dict[str, Any] | None = None, run_dir: str 
 def update_manifest(run_dir: str | Path, fields: dict[str, Any]) -> dict[str, Any]:
     path = Path(run_dir) / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() else {}
-    manifest.update(fields)
+    manifest.update(redact(fields))
     write_json_atomic(path, manifest)
     return manifest
 

@@ -209,19 +209,36 @@ class RewardScorer:
 
     @classmethod
     def from_path(
-        cls, model_dir: str | Path, device: str = "cpu", max_length: int | None = None
+        cls,
+        model_dir: str | Path,
+        device: str = "cpu",
+        max_length: int | None = None,
+        allow_pickle: bool = False,
+        trust_remote_code: bool = False,
+        where: str = "model",
     ) -> RewardScorer:
-        """Load a saved RM (a run folder or its model/ folder); safetensors only, no remote code."""
+        """Load a saved RM (a run folder or its model/ folder).
+
+        Safetensors only and no code from the folder unless the caller's config allows it; ``where`` names
+        that config section (or CLI flag) in the refusal message.
+        """
         import torch
         from transformers import AutoModelForSequenceClassification
 
         from rewardlab import models
 
         folder = resolve_model_dir(model_dir)
-        tokenizer = models.load_tokenizer(str(folder))
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), use_safetensors=True, dtype=torch.float32
-        )
+        models.check_model_source(str(folder), str(model_dir), allow_pickle, trust_remote_code, where)
+        tokenizer = models.load_tokenizer(str(folder), trust_remote_code=trust_remote_code)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(folder),
+                dtype=torch.float32,
+                trust_remote_code=trust_remote_code,
+                **models.load_kwargs(allow_pickle),
+            )
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot load reward model {model_dir}: {str(err).splitlines()[0]}") from None
         model.to(device)
         model.eval()
         saved = getattr(model.config, "rewardlab_max_length", None)

@@ -61,19 +61,28 @@ class Tracker:
     def _start_wandb(self, config, project, entity, group, tags, name) -> None:
         import wandb
 
+        from rewardlab.redact import redact, redact_argv
+
         mode = os.environ.get("WANDB_MODE") or ("online" if wandb_has_key() else "offline")
-        self.wandb_run = wandb.init(
-            project=project,
-            entity=entity,
-            group=group,
-            tags=tags,
-            name=name or self.run_dir.name,
-            config=config,
-            dir=str(self.run_dir),
-            mode=mode,
-            reinit="finish_previous",
-            settings=wandb.Settings(silent=True, init_timeout=60),
-        )
+        # wandb records sys.argv in the run metadata (offline .wandb file and the web UI): give it the
+        # redacted command line while it starts, as manifest.json gets. The config payload is redacted too.
+        argv = sys.argv
+        sys.argv = redact_argv(argv)
+        try:
+            self.wandb_run = wandb.init(
+                project=project,
+                entity=entity,
+                group=group,
+                tags=redact(tags),
+                name=redact(name or self.run_dir.name),
+                config=redact(config),
+                dir=str(self.run_dir),
+                mode=mode,
+                reinit="finish_previous",
+                settings=wandb.Settings(silent=True, init_timeout=60),
+            )
+        finally:
+            sys.argv = argv
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         row = {k: _clean(v) for k, v in metrics.items()}

@@ -13,6 +13,11 @@ import typer
 from rewardlab.commands.apps import data_app, emit_json, fail, handle_errors
 from rewardlab.errors import UserError
 
+PSEUDO_HELP = (
+    "Replace rater ids with salted-hash pseudonyms (r-<hex>) in the dataset, quarantine and report; the salt "
+    "comes from $REWARDLAB_PSEUDONYM_SALT or --salt-file."
+)
+SALT_HELP = "The salt file (default ~/.config/rewardlab/pseudonym-salt, created on first use)."
 FORMAT_HELP = (
     "auto|canonical|trl|hh-rlhf|shp|ultrafeedback|helpsteer2|label-studio|argilla|toloka|arena "
     "(auto: from the extension and the first record's keys)"
@@ -112,18 +117,22 @@ def import_(
     strict: bool = typer.Option(False, help="Exit 2 and write no dataset when any record is invalid."),
     workers: int = typer.Option(None, help="Parser processes for large JSONL files (default: up to 2)."),
     max_line_bytes: int = typer.Option(None, help="Reject longer lines as line_too_long (default 4 MiB)."),
+    pseudonymize: bool = typer.Option(False, "--pseudonymize", help=PSEUDO_HELP),
+    salt_file: str = typer.Option(None, "--salt-file", help=SALT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
 ) -> None:
     """Import rating exports into a canonical dataset folder; bad records go to the quarantine file."""
     from rewardlab.data import importing
+    from rewardlab.raters import pseudonym
 
     kwargs: dict[str, Any] = {"workers": workers}
     if max_line_bytes:
         kwargs["max_line_bytes"] = max_line_bytes
     with _progress(_total_bytes(path), "importing") as progress:
-        report = importing.import_paths(
-            path, out, fmt=fmt, quarantine=quarantine, strict=strict, progress=progress, **kwargs
-        )
+        run = pseudonym.import_paths if pseudonymize else importing.import_paths
+        if pseudonymize:
+            kwargs["salt_file"] = salt_file
+        report = run(path, out, fmt=fmt, quarantine=quarantine, strict=strict, progress=progress, **kwargs)
     written = not (strict and report.invalid)
     _print_report(report, as_json, {"out": out if written else None})
     if not written:
@@ -140,12 +149,17 @@ def stats(
     dataset: str = typer.Argument(..., help="A dataset folder."),
     eval_fraction: float = typer.Option(0.1, help="Eval share of the prompt-grouped split that is audited."),
     seed: int = typer.Option(0, help="Seed of the audited split."),
+    pseudonymize: bool = typer.Option(False, "--pseudonymize", help=PSEUDO_HELP),
+    salt_file: str = typer.Option(None, "--salt-file", help=SALT_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the audit as one JSON object."),
 ) -> None:
     """Counts and audits: K histogram, ties, gold, duplicates, contradictions, position and length bias."""
     from rewardlab.data.stats import compute_stats, format_stats
+    from rewardlab.raters import pseudonym
 
     result = compute_stats(_load(dataset), eval_fraction=eval_fraction, seed=seed)
+    if pseudonymize and not pseudonym.is_pseudonymized(dataset):
+        result = pseudonym.pseudonymize_stats(result, pseudonym.from_config(salt_file))
     if as_json:
         emit_json(result)
     else:

@@ -24,17 +24,19 @@ def _say(message: str) -> None:
     print(f"raters: {message}", file=sys.stderr, flush=True)
 
 
-def build_report(dataset: str, cfg: Any) -> dict[str, Any]:
+def build_report(dataset: str, cfg: Any, outputs: tuple[str, ...] = ()) -> dict[str, Any]:
     """Read a dataset folder and return the report dict (the `--json` object)."""
-    from rewardlab.raters import quality
+    from rewardlab.raters import pseudonym, quality
     from rewardlab.raters.table import from_dataset
 
     start = time.perf_counter()
-    j = from_dataset(dataset)
-    _say(
-        f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons ({time.perf_counter() - start:.1f} s)"
-    )
-    report = quality.build_report(j, cfg)
+    # raters.pseudonymize: measure a pseudonymized copy, so no raw id reaches the report, HTML or stdout.
+    with pseudonym.raters_input(dataset, cfg, outputs) as (source, cfg):
+        j = from_dataset(source)
+        _say(
+            f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons ({time.perf_counter() - start:.1f} s)"
+        )
+        report = quality.build_report(j, cfg)
     report["dataset"] = str(dataset)
     _say(f"measured {len(report['raters'])} raters ({time.perf_counter() - start:.1f} s)")
     return report
@@ -51,7 +53,7 @@ def report(
 ) -> None:
     """Per-rater agreement, gold accuracy, position bias, speed and reliability, with flags and reasons."""
     cfg = _config(config, overrides)
-    rep = build_report(dataset, cfg)
+    rep = build_report(dataset, cfg, (html,) if html else ())
     if html:
         from rewardlab.raters.report_html import render_report_html
 

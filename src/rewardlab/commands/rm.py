@@ -31,6 +31,9 @@ HEADLINE = (
     "truncated_response_records",
 )
 
+PICKLE_HELP = "Load a model folder whose weights are pickle files (can run code; default: safetensors only)."
+CODE_HELP = "Run Python code shipped in the model folder (auto_map); off by default."
+
 
 def _quiet_transformers() -> None:
     """Model-load reports and progress bars of transformers would bury our one-line summaries."""
@@ -110,6 +113,8 @@ def eval_rm(
     out: str = typer.Option(
         None, "--out", help="Where to write the metrics JSON (default RUN/evals/<data>.json)."
     ),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=CODE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """Pairwise accuracy (by strength, K, rater agreement, head), ties, calibration, agreement ceiling."""
@@ -120,7 +125,9 @@ def eval_rm(
 
     folder = resolve_model_dir(run_dir)
     records, meta = _read_eval_records(data)
-    scorer = RewardScorer.from_path(folder)
+    scorer = RewardScorer.from_path(
+        folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="--"
+    )
     metrics = evaluate_scorer(scorer, records, batch_size=batch_size, progress=True)
     metrics.update({"data": data, "data_fingerprint": meta.get("fingerprint"), "model": str(folder)})
     target = Path(out) if out else None
@@ -180,6 +187,8 @@ def score(
     input: str = typer.Option(..., "--input", help="JSONL: prompt + response, or prompt + responses."),
     output: str = typer.Option(..., "--output", help="JSONL: the same lines with a `rewards` dict per head."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=CODE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON object."),
 ) -> None:
     """Score prompt/response pairs with a reward model (every head), in the RM's own chat format."""
@@ -187,7 +196,9 @@ def score(
     _quiet_transformers()
     from rewardlab.scoring import RewardScorer
 
-    scorer = RewardScorer.from_path(run_dir)
+    scorer = RewardScorer.from_path(
+        run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="--"
+    )
     prompts, responses, owner = [], [], []
     for n, row in enumerate(rows):
         for resp in row["responses"] if "responses" in row else [row["response"]]:

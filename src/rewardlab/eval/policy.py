@@ -146,9 +146,13 @@ def evaluate_run(
     limit = max_new_tokens or int((cfg.get("ppo") or {}).get("max_new_tokens") or 48)
     max_prompt = int((cfg.get("data") or {}).get("max_length") or 512)
 
-    tokenizer = models.load_tokenizer(str(run / "model"))
-    policy = models.build_reference(str(run / "model"))  # frozen, eval mode
-    reference = models.build_reference(reference_name)
+    # The run's own config decides whether its base/reference and RM may be pickle files or run code.
+    model_cfg = cfg.get("model") or {}
+    allow_pickle = bool(model_cfg.get("allow_pickle", False))
+    trust = bool(model_cfg.get("trust_remote_code", False))
+    tokenizer = models.load_tokenizer(str(run / "model"), trust_remote_code=trust)
+    policy = models.build_reference(str(run / "model"), trust_remote_code=trust)  # frozen, eval mode
+    reference = models.build_reference(reference_name, trust_remote_code=trust, allow_pickle=allow_pickle)
     texts_prompts = [item["prompt"] for item in items]
     policy_texts, policy_batches, policy_lengths = sample(
         policy, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt
@@ -164,7 +168,7 @@ def evaluate_run(
     if rm_path:
         from rewardlab.scoring import RewardScorer
 
-        scorer = RewardScorer.from_path(rm_path)
+        scorer = RewardScorer.from_path(rm_path, allow_pickle=allow_pickle, trust_remote_code=trust)
         rm_policy = scorer.score(texts_prompts, policy_texts)[:, 0].tolist()
         rm_ref = scorer.score(texts_prompts, ref_texts)[:, 0].tolist()
     truth_policy = [truth(item["meta"], t) for item, t in zip(items, policy_texts, strict=True)]

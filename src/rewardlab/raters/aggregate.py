@@ -318,18 +318,38 @@ def aggregate_dataset(
     """``raters aggregate``: report, exclude, merge, and write the output dataset plus its side files.
 
     ``report``: a ``quality.build_report`` result for this dataset and config, to skip computing it again.
+    With ``cfg.pseudonymize`` the merge reads a pseudonymized copy of ``path`` (raters/pseudonym.py), so the
+    output dataset, its side files and the summary hold pseudonyms only.
     """
+    from rewardlab.errors import UserError
+    from rewardlab.raters.pseudonym import raters_input
+
+    if Path(out).resolve() == Path(path).resolve():
+        raise UserError(f"--out {out}: must differ from the input dataset")
+    with raters_input(path, cfg, outputs=[out]) as (source, cfg):
+        return _aggregate_dataset(source, out, cfg, method, log, report, shown=str(path))
+
+
+def _aggregate_dataset(
+    path: Path,
+    out: str | Path,
+    cfg: Any,
+    method: str | None,
+    log: Any,
+    report: dict[str, Any] | None,
+    shown: str,
+) -> dict[str, Any]:
+    """``aggregate_dataset`` on the dataset to read (``shown``: the path the user gave, for the outputs)."""
     from rewardlab.data.dataset import DatasetWriter, load_dataset
     from rewardlab.data.schema import to_json
     from rewardlab.errors import UserError
     from rewardlab.raters import quality
+    from rewardlab.raters.pseudonym import is_pseudonymized
     from rewardlab.raters.table import from_dataset
 
     method = method or cfg.method
     if method not in METHODS:
         raise UserError(f"--method: unknown method '{method}' (one of {', '.join(METHODS)})")
-    if Path(out).resolve() == Path(path).resolve():
-        raise UserError(f"--out {out}: must differ from the input dataset")
     log = log or (lambda message: None)
     j = from_dataset(path)
     log(f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons")
@@ -341,7 +361,9 @@ def aggregate_dataset(
     keep_judgment = ~np.isin(j.j_rater, excluded_idx)
     ds = load_dataset(path)
     out_dir = Path(out)
-    extra = {"aggregated_from": str(path), "method": method, "excluded_raters": sorted(excluded)}
+    extra = {"aggregated_from": shown, "method": method, "excluded_raters": sorted(excluded)}
+    if getattr(cfg, "pseudonymize", False) or is_pseudonymized(path):
+        extra["pseudonymized"] = True
     writer = DatasetWriter(out_dir, extra_meta=extra)
     written = 0
     if method == "none":
@@ -371,7 +393,7 @@ def aggregate_dataset(
     writer.close()
     n_excl = _write_side_files(ds, j, keep_judgment, excluded, out_dir, to_json)
     if report is not None:
-        report["dataset"] = str(path)
+        report["dataset"] = shown
         (out_dir / "rater_report.json").write_text(
             json.dumps(report, indent=1, default=str), encoding="utf-8"
         )

@@ -122,6 +122,10 @@ def run(cfg: Any) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     train_records, eval_records, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    for source in {cfg.model.name_or_path, cfg.ref_model or cfg.model.name_or_path}:
+        models.check_model_source(
+            models.resolve(source), source, cfg.model.allow_pickle, cfg.model.trust_remote_code
+        )
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     train_rows, counts = build_pairs(train_records, cfg.dpo.pairs, cfg.dpo.soft_labels)
     eval_rows, eval_counts = build_pairs(eval_records, cfg.dpo.pairs, "none")
@@ -151,12 +155,16 @@ def run(cfg: Any) -> dict[str, Any]:
         dtype=cfg.model.dtype,
         lora=pc.lora_dict(cfg),
         trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
     )
     # Without LoRA and without precomputed log-probs TRL needs a reference in memory: build it the same way.
     ref_model = None
     if cfg.ref_model or (cfg.model.lora is None and not cfg.dpo.precompute_ref_log_probs):
         ref_model = models.build_reference(
-            reference, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+            reference,
+            dtype=cfg.model.dtype,
+            trust_remote_code=cfg.model.trust_remote_code,
+            allow_pickle=cfg.model.allow_pickle,
         )
     weights = [r["sample_weight"] for r in train_rows]
     uniform = max(weights) - min(weights) < 1e-12

@@ -80,8 +80,14 @@ def run(cfg: Any) -> dict[str, Any]:
         dtype=cfg.model.dtype,
         lora=pc.lora_dict(cfg),
         trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
     )
-    scorer = RewardScorer.from_path(cfg.online.reward_model, device=pc.device_name())
+    scorer = RewardScorer.from_path(
+        cfg.online.reward_model,
+        device=pc.device_name(),
+        allow_pickle=cfg.model.allow_pickle,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
     config_cls, trainer_cls = trainer_classes(cfg.stage)
     args = config_cls(
         **pc.trainer_kwargs(cfg, run_dir, has_eval=False),

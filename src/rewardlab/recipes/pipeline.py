@@ -333,11 +333,16 @@ def run_simulate(cfg: Any, run_dir: Path, ctx: Context) -> dict[str, Any]:
 def run_data(cfg: Any, run_dir: Path, ctx: Context) -> dict[str, Any]:
     from rewardlab import runs
     from rewardlab.data.importing import import_paths
+    from rewardlab.raters import pseudonym
 
     if not cfg.inputs:
         raise UserError("pipeline stage 'data': 'inputs' lists no files to import")
     runs.prepare_run(cfg, {"pipeline": ctx.cfg.name}, run_dir=run_dir)
-    report = import_paths(cfg.inputs, cfg.out, fmt=cfg.format, quarantine=cfg.quarantine, strict=cfg.strict)
+    kwargs = {"fmt": cfg.format, "quarantine": cfg.quarantine, "strict": cfg.strict}
+    if cfg.pseudonymize:
+        report = pseudonym.import_paths(cfg.inputs, cfg.out, salt_file=cfg.salt_file, **kwargs)
+    else:
+        report = import_paths(cfg.inputs, cfg.out, **kwargs)
     metrics = {k: v for k, v in report.to_json().items() if k != "files"}
     runs.write_metrics(run_dir, metrics)
     if not (Path(cfg.out) / "rewardlab.json").is_file():
@@ -350,16 +355,20 @@ def run_raters(cfg: Any, run_dir: Path, ctx: Context) -> dict[str, Any]:
     from rewardlab import runs
     from rewardlab.raters import quality
     from rewardlab.raters.aggregate import aggregate_dataset
+    from rewardlab.raters.pseudonym import raters_input
     from rewardlab.raters.table import from_dataset
     from rewardlab.tracking import open_tracker
 
-    source = ctx.source.data
-    runs.prepare_run(cfg, {"pipeline": ctx.cfg.name, "dataset": str(source)}, run_dir=run_dir)
-    tracker = open_tracker(_tracking_cfg(ctx, "raters"), run_dir, cfg.model_dump(mode="json"))
-    report = quality.build_report(from_dataset(source), cfg)
-    (run_dir / "rater_report.json").write_text(json.dumps(report, indent=1, default=str))
-    _rater_html(report, run_dir)
-    summary = aggregate_dataset(source, run_dir / "data", cfg, report=report)  # the report is not recomputed
+    shown = ctx.source.data
+    # raters.pseudonymize: report and merge a pseudonymized copy; no raw id reaches this stage's outputs.
+    with raters_input(shown, cfg, outputs=[run_dir]) as (source, cfg):
+        runs.prepare_run(cfg, {"pipeline": ctx.cfg.name, "dataset": str(shown)}, run_dir=run_dir)
+        tracker = open_tracker(_tracking_cfg(ctx, "raters"), run_dir, cfg.model_dump(mode="json"))
+        report = quality.build_report(from_dataset(source), cfg)
+        report["dataset"] = str(shown)
+        (run_dir / "rater_report.json").write_text(json.dumps(report, indent=1, default=str))
+        _rater_html(report, run_dir)
+        summary = aggregate_dataset(source, run_dir / "data", cfg, report=report)  # report not recomputed
     tracker.log_table("rater_stats", report["raters"])
     metrics = {
         "alpha": report.get("alpha"),
@@ -524,8 +533,10 @@ def _without_refs(raw: dict[str, Any]) -> dict[str, Any]:
 def run(cfg: Any, echo: Callable[[str], None] = print, force: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run (or skip) every stage; returns the summary also written to ``<root>/summary.json``."""
     from rewardlab import runs
+    from rewardlab.raters.pseudonym import pipeline_config
 
     validate_plan(cfg)
+    cfg = pipeline_config(cfg)  # raters.pseudonymize: no real rater id in any config.yaml
     root = Path(cfg.output_dir) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
     runs.prepare_run(

@@ -68,7 +68,13 @@ def same_vocab(a: Any, b: Any) -> bool:
 
 
 def build_value_model(
-    policy_path: str, rm_path: str, value_path: str | None, policy_tok: Any, log: list[str]
+    policy_path: str,
+    rm_path: str,
+    value_path: str | None,
+    policy_tok: Any,
+    log: list[str],
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
 ) -> tuple[Any, str]:
     """The value model and where it came from: ``ppo.value_model``, else the RM, else the policy backbone."""
     import torch
@@ -76,7 +82,7 @@ def build_value_model(
     from transformers.utils import logging as hf_logging
 
     source = value_path or rm_path
-    tok = models.load_tokenizer(source)
+    tok = models.load_tokenizer(source, trust_remote_code=trust_remote_code)
     if not same_vocab(policy_tok, tok):
         if value_path:
             raise UserError(f"ppo.value_model {value_path} does not share the policy's tokenizer")
@@ -87,9 +93,11 @@ def build_value_model(
         source = policy_path
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized head" notices are expected here
+    path = models.resolve(source)
+    models.check_model_source(path, source, allow_pickle, trust_remote_code)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            models.resolve(source), use_safetensors=True, dtype=torch.float32
+            path, dtype=torch.float32, trust_remote_code=trust_remote_code, **models.load_kwargs(allow_pickle)
         )
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -371,6 +379,8 @@ def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
         _load_into(policy, _load_folder_weights(folder / "policy", load_file), folder / "policy")
     value = ctx.accelerator.unwrap_model(ctx.value).inner
     _load_into(value, _load_folder_weights(folder / "value", load_file), folder / "value")
+    # Our own optimizer/scheduler/RNG state, read with torch's safe unpickler (weights_only=True: tensors and
+    # plain containers only, never arbitrary objects); the weights above are safetensors.
     state = torch.load(folder / "trainer_state.pt", weights_only=True)
     ctx.optimizer.load_state_dict(state["optimizer"])
     ctx.scheduler.load_state_dict(state["scheduler"])
@@ -458,13 +468,28 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         dtype=cfg.model.dtype,
         lora=pc.lora_dict(cfg),
         trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
     )
     reference = models.build_reference(
-        cfg.model.name_or_path, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code
+        cfg.model.name_or_path,
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
     )
-    scorer = RewardScorer.from_path(o.reward_model, device=str(accelerator.device))
+    scorer = RewardScorer.from_path(
+        o.reward_model,
+        device=str(accelerator.device),
+        allow_pickle=cfg.model.allow_pickle,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
     value, value_source = build_value_model(
-        cfg.model.name_or_path, o.reward_model, o.value_model, tokenizer, log
+        cfg.model.name_or_path,
+        o.reward_model,
+        o.value_model,
+        tokenizer,
+        log,
+        allow_pickle=cfg.model.allow_pickle,
+        trust_remote_code=cfg.model.trust_remote_code,
     )
     for model in (policy, reference, value):
         disable_dropout(model)

@@ -396,6 +396,9 @@ def load_checkpoint(
     bad = [k for k in weights if k in unexpected]
     if bad:
         raise UserError(f"{ckpt}: checkpoint weights do not fit the model (e.g. {bad[0]})")
+    # Optimizer, scheduler and RNG state are our own files, read with torch's safe unpickler
+    # (weights_only=True: tensors and plain containers only, no arbitrary objects), so they need no
+    # model.allow_pickle; model weights themselves are safetensors.
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
@@ -557,6 +560,12 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     say(f"data: {len(train_recs)} train / {len(eval_recs)} eval records")
 
     # 2. encoding: every response once, prompts cut from the left when too long (nothing dropped)
+    models.check_model_source(
+        models.resolve(cfg.model.name_or_path),
+        cfg.model.name_or_path,
+        cfg.model.allow_pickle,
+        cfg.model.trust_remote_code,
+    )
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     ids, trunc = encode_records(tokenizer, train_recs, cfg.data.max_length)
     if trunc["truncated_prompt_records"] or trunc["truncated_response_records"]:
@@ -579,6 +588,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         lora=lora,
         dtype=cfg.model.dtype,
         trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
     )
     if cfg.disable_dropout:
         for module in model.modules():

@@ -305,9 +305,14 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
     from rewardlab.recipes import policy_common as pc
 
     source = policy_path(cfg.policy)
-    tokenizer = models.load_tokenizer(source)
+    models.check_model_source(
+        models.resolve(source), source, cfg.allow_pickle, cfg.trust_remote_code, where="sample"
+    )
+    tokenizer = models.load_tokenizer(source, trust_remote_code=cfg.trust_remote_code)
     tokenizer.padding_side = "left"
-    model = models.build_policy(source)
+    model = models.build_policy(
+        source, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle
+    )
     model.eval()
     gen = pc.generation_config(
         tokenizer, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p
@@ -326,7 +331,12 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
     return out
 
 
-def score_groups(groups: list[Group], reward_models: list[str]) -> list[str]:
+def score_groups(
+    groups: list[Group],
+    reward_models: list[str],
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> list[str]:
     """Fill ``overall`` (each RM's overall head) and ``heads`` (all heads of the first RM); return head names."""
     from rewardlab.scoring import RewardScorer
 
@@ -336,7 +346,9 @@ def score_groups(groups: list[Group], reward_models: list[str]) -> list[str]:
     flat_responses = [r for g in groups for r in g.responses]
     columns, head_names = [], []
     for n, path in enumerate(reward_models):
-        scorer = RewardScorer.from_path(path)
+        scorer = RewardScorer.from_path(
+            path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="sample"
+        )
         scores = scorer.score(flat_prompts, flat_responses)
         col = scorer.heads.index("overall") if "overall" in scorer.heads else 0
         columns.append(scores[:, col])
@@ -421,7 +433,7 @@ def run(cfg: Any) -> dict[str, Any]:
         dropped_dup += dup
         groups.append(Group(p["prompt"], p["meta"], distinct))
     usable = [g for g in groups if len(g.responses) >= 2]
-    head_names = score_groups(usable, list(cfg.reward_models))
+    head_names = score_groups(usable, list(cfg.reward_models), cfg.allow_pickle, cfg.trust_remote_code)
     unit = "group" if cfg.template == "ranker" else "pair"
     items = candidate_items(usable, unit)
     if not items:

@@ -66,6 +66,7 @@ def run(cfg: Any) -> dict[str, Any]:
         dtype=cfg.model.dtype,
         lora=pc.lora_dict(cfg),
         trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
     )
     eval_ds = to_conversations(eval_demos) if eval_demos else None
     args = SFTConfig(
