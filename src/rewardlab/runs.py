@@ -262,11 +262,12 @@ def stop_on_nonfinite(stage: str, what: str, value: float, step: int, last_check
 
 
 def first_nonfinite_weight(named_parameters: Any) -> str | None:
-    """The name of the first trainable parameter holding nan/inf, else None: checked before every save so
-    no checkpoint or model is written from diverged weights (e.g. an lr so high the update overflows)."""
+    """The name of the first parameter holding nan/inf, else None: checked before every save so no
+    checkpoint or model is written from diverged weights (e.g. an lr so high the update overflows). All
+    parameters, not only trainable ones: a merged LoRA model has none left that require grad."""
     import torch
 
     for name, param in named_parameters:
-        if param.requires_grad and not bool(torch.isfinite(param).all()):
+        if not bool(torch.isfinite(param).all()):
             return name
     return None
