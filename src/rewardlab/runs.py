@@ -158,15 +158,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def trim_metrics_log(run_dir: str | Path, step: int) -> None:
-    """On resume: drop metrics.jsonl rows after the checkpoint's step (the resumed run logs them again)."""
+    """On resume: drop metrics.jsonl rows after the checkpoint's step (the resumed run logs them again),
+    and a row torn by the kill (half a line of JSON)."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            keep.append(line)
     path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -47,9 +47,10 @@ def test_commit_replaces_a_stale_folder_and_keeps_the_newest_two(tmp_path):
     assert json.loads((tmp_path / "checkpoints" / "step-00000002" / "state.json").read_text()) == {"step": 2}
 
 
-def test_trim_metrics_log_drops_rows_after_the_checkpoint(tmp_path):
+def test_trim_metrics_log_drops_rows_after_the_checkpoint_and_a_torn_row(tmp_path):
     rows = [{"step": s, "loss": s / 10} for s in (1, 2, 3, 4)] + [{"note": "no step"}]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torn = '{"step": 5, "loss": 0.'  # the kill landed inside a write
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + torn)
     runs.trim_metrics_log(tmp_path, 2)
     kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("step") for r in kept] == [1, 2, None]
