@@ -61,8 +61,12 @@ def test_trl_resume_takes_the_newest_complete_checkpoint(tmp_path):
     ckpt(tmp_path, "checkpoint-10", True)  # numeric order, not text order
     ckpt(tmp_path, "checkpoint-12", False)  # HF was still writing it when the run was killed
     assert pc.latest_trainer_checkpoint(tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-10")
+    rows = "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 13))
+    (tmp_path / "metrics.jsonl").write_text(rows)  # steps 11 and 12 were logged before the kill
     cfg = SimpleNamespace(train=SimpleNamespace(resume=True))
     assert pc.resume_from(cfg, tmp_path) == str(tmp_path / "checkpoints" / "checkpoint-10")
+    logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 11))
     assert pc.resume_from(SimpleNamespace(train=SimpleNamespace(resume=False)), tmp_path) is None
     with pytest.raises(UserError, match="holds no complete checkpoint"):
         pc.resume_from(cfg, tmp_path / "fresh")

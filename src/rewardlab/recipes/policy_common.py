@@ -262,11 +262,14 @@ def latest_trainer_checkpoint(run_dir: Path) -> str | None:
 
 
 def resume_from(cfg: Any, run_dir: Path) -> str | None:
-    """``train.resume=true``: the checkpoint to continue from (an error when there is none).
+    """``train.resume=true``: the checkpoint to continue from (an error when there is none); the rows
+    metrics.jsonl got after it (logged before the kill) are dropped, as the resumed run logs them again.
 
     Called first by every TRL recipe, so it also probes that the run folder is writable: a full or
     read-only disk fails here in a second, before data or models load, not at the first checkpoint.
     """
+    import os
+
     from rewardlab import runs
 
     runs.check_writable(run_dir)
@@ -275,6 +278,8 @@ def resume_from(cfg: Any, run_dir: Path) -> str | None:
     ckpt = latest_trainer_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"train.resume=true but {run_dir}/checkpoints holds no complete checkpoint")
+    if int(os.environ.get("RANK", "0")) == 0:
+        runs.trim_metrics_log(run_dir, int(ckpt.rsplit("-", 1)[1]))
     return ckpt
 
 
