@@ -399,3 +399,30 @@ def full_model(accelerator: Any, model: Any, rebuild: Any) -> Any:
     if missing and hasattr(plain, "tie_weights"):
         plain.tie_weights()
     return plain.to(accelerator.device)
+
+
+def check_launch(accelerator: Any) -> None:
+    """Catch launches that silently run something else than asked.
+
+    - ``accelerate launch`` started N processes (WORLD_SIZE) but they did not form one group: each would
+      train alone and all would write the same run folder.
+    - An FSDP config on CPU: accelerate 1.x runs FSDP only on GPU-like devices and falls back to DDP there.
+    """
+    import os
+    import sys
+
+    from accelerate.utils import DistributedType
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise UserError(
+            f"accelerate launch started {launched} processes but they run as {accelerator.num_processes}: "
+            "on CPU set ACCELERATE_USE_CPU=true (see README 'Scaling out')"
+        )
+    fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_asked and accelerator.distributed_type != DistributedType.FSDP and accelerator.is_main_process:
+        print(
+            f"warning: FSDP was requested but accelerate runs {accelerator.distributed_type.value} on "
+            f"{accelerator.device.type} (FSDP needs GPUs): every process holds the whole model",
+            file=sys.stderr,
+        )

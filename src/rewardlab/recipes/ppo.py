@@ -463,6 +463,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
 
     o = cfg.ppo
     accelerator = Accelerator(gradient_accumulation_steps=cfg.train.grad_accum, cpu=pc.device_name() == "cpu")
+    pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed + accelerator.process_index)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)

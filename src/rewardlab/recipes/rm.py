@@ -588,8 +588,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     from rewardlab.tracking import open_tracker
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=pc.device_name() == "cpu")  # gloo on CPU even without ACCELERATE_USE_CPU
     main = accelerator.is_main_process
+    pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed)
     say = (lambda msg: print(msg, file=sys.stderr)) if main else (lambda msg: None)
