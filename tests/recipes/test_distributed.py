@@ -46,6 +46,7 @@ def assert_metrics_match(one: dict, two: dict, keys: list[str], tol: float = MET
     for key in keys:
         assert one[key] is not None, key
         assert two[key] == pytest.approx(one[key], abs=tol), key
+    print("max |metric difference|:", max(abs(two[k] - one[k]) for k in keys))  # shown with -s
 
 
 def max_output_difference(a: Path, b: Path, kind: str) -> tuple[float, float]:
@@ -60,7 +61,9 @@ def max_output_difference(a: Path, b: Path, kind: str) -> tuple[float, float]:
         model = cls.from_pretrained(path).eval()
         with torch.no_grad():
             outs.append(model(**tok(texts, return_tensors="pt", padding=True)).logits)
-    return float((outs[0] - outs[1]).abs().max()), float(outs[0].abs().max())
+    diff = float((outs[0] - outs[1]).abs().max())
+    print(f"max |logit difference| {kind}: {diff:.2e}")  # shown with -s
+    return diff, float(outs[0].abs().max())
 
 
 # ---------------------------------------------------------------- configs
