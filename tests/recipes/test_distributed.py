@@ -34,9 +34,9 @@ LAUNCH_2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
 
 
-def launch(cmd: list[str]) -> subprocess.CompletedProcess:
+def launch(cmd: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [str(c) for c in cmd], env=ENV, capture_output=True, text=True, timeout=600, cwd=ROOT
+        [str(c) for c in cmd], env=env or ENV, capture_output=True, text=True, timeout=600, cwd=ROOT
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return done
@@ -150,13 +150,16 @@ def rm_one_process(tmp_path_factory, small_data):
 
 
 def test_rm_two_processes_match_one(rm_one_process, small_data, tmp_path, cli):
-    """2 x 4 through the shipped configs/accelerate/cpu-2proc.yaml, and 1 x 4 x 2 accumulation steps: the
-    same global batches, so the same metrics and model (length-grouped batches, soft labels, ties, 4 heads)."""
+    """2 x 4 through `rewardlab train rm ... --launcher configs/accelerate/cpu-2proc.yaml` (which sets
+    ACCELERATE_USE_CPU itself on a machine without GPU), and 1 x 4 x 2 accumulation steps: the same global
+    batches, so the same metrics and model (length-grouped batches, soft labels, ties, 4 heads)."""
     one = json.loads((rm_one_process / "metrics.json").read_text())
     two_dir = tmp_path / "two"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE / "cpu-2proc.yaml",
-           "-m", "rewardlab.cli", *rm_args(small_data, two_dir, 4, "train.save_every=2")]  # fmt: skip
-    done = launch(cmd)
+    cmd = [sys.executable, "-m", "rewardlab.cli", *rm_args(small_data, two_dir, 4, "train.save_every=2"),
+           "--launcher", ACCELERATE / "cpu-2proc.yaml", "--json"]  # fmt: skip
+    done = launch(cmd, env={k: v for k, v in ENV.items() if k != "ACCELERATE_USE_CPU"})
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1 and json.loads(lines[0])["steps"] == 3, done.stdout
     assert "batch 4 groups x 1 accum x 2 proc" in done.stderr
     two = json.loads((two_dir / "metrics.json").read_text())
     assert_metrics_match(one, two, RM_KEYS)
@@ -336,3 +339,11 @@ def test_sharded_models_are_saved_from_the_gathered_state_dict():
         else:
             assert got is None
     assert calls == ["wrapped", "wrapped"]
+
+
+def test_launcher_refuses_a_missing_or_foreign_config(cli, tmp_path):
+    rm_cfg = str(ROOT / "configs/rm/tiny.yaml")
+    res = cli("train", "rm", rm_cfg, "--launcher", tmp_path / "nope.yaml")
+    assert res.exit_code == 2 and "--launcher" in res.stderr and "no such file" in res.stderr
+    res = cli("train", "dpo", str(ROOT / "configs/dpo/tiny.yaml"), "--launcher", rm_cfg)  # not accelerate's
+    assert res.exit_code == 2 and "not an accelerate config" in res.stderr
