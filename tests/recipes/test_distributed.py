@@ -347,3 +347,24 @@ def test_launcher_refuses_a_missing_or_foreign_config(cli, tmp_path):
     assert res.exit_code == 2 and "--launcher" in res.stderr and "no such file" in res.stderr
     res = cli("train", "dpo", str(ROOT / "configs/dpo/tiny.yaml"), "--launcher", rm_cfg)  # not accelerate's
     assert res.exit_code == 2 and "not an accelerate config" in res.stderr
+
+
+@pytest.mark.parametrize("stage", ["rm", "ppo"])
+def test_own_loops_refuse_what_they_cannot_do_sharded(stage):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from rewardlab import config as cfglib
+    from rewardlab.errors import UserError
+    from rewardlab.recipes import ppo, rm
+
+    check = {"rm": rm.check_distributed, "ppo": ppo.check_distributed}[stage]
+    path = ROOT / f"configs/{stage}/tiny.yaml"
+    plain, saving = cfglib.load(path, []), cfglib.load(path, ["train.save_every=2"])
+    with pytest.raises(UserError, match="DeepSpeed"):
+        check(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), plain)
+    with pytest.raises(UserError, match="train.save_every: not supported under FSDP"):
+        check(SimpleNamespace(distributed_type=DistributedType.FSDP), saving)
+    check(SimpleNamespace(distributed_type=DistributedType.FSDP), plain)  # training and the final save: fine
+    check(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), saving)

@@ -420,10 +420,16 @@ class Context:
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
-    """Checkpoints save the main process's optimizer state only: refuse them where that is a shard."""
+    """DeepSpeed would take over the accumulation and optimizer step this loop does itself; under FSDP the
+    checkpoints would hold the main process's optimizer shard only. Refuse both."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            "DeepSpeed: the PPO loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
+            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
+        )
+    if accelerator.distributed_type == DistributedType.FSDP:
         for key in ("save_every", "resume"):
             if getattr(cfg.train, key):
                 raise UserError(

@@ -562,12 +562,17 @@ def save_model(
 
 
 def check_distributed(accelerator: Any, cfg: RMConfig) -> None:
-    """Refuse what this loop cannot do correctly when the optimizer state (FSDP, DeepSpeed) or the model
-    (FSDP, ZeRO-3) is split over processes: its checkpoints hold the main process's optimizer state only,
-    and mid-run evaluation runs the model on the main process alone."""
+    """Refuse what this loop cannot do correctly. DeepSpeed: it would take over accumulation and the
+    optimizer step this loop does itself. FSDP: checkpoints hold the main process's optimizer state only
+    (a shard), and mid-run evaluation runs the model on the main process alone."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            "DeepSpeed: the RM loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
+            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
+        )
+    if accelerator.distributed_type != DistributedType.FSDP:
         return
     for key in ("save_every", "eval_every", "resume"):
         if getattr(cfg.train, key):
