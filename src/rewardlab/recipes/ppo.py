@@ -16,7 +16,9 @@ trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation
 
 The value model is a sequence-classification model read token by token. It starts from the RM when the
 RM shares the policy's tokenizer (the usual recipe); otherwise from the policy's own backbone with a new
-head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process.
+head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
+x B prompts train like 1 x N*B: each prompt is sampled from its own seed (its place in the prompt stream),
+advantages are whitened and losses averaged over the tokens of all processes (README "Scaling out").
 """
 
 from __future__ import annotations
@@ -224,8 +226,8 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     policy = ctx.accelerator.unwrap_model(ctx.policy)
     policy.eval()
     started = time.perf_counter()
-    o_seed = ctx.cfg.train.seed
-    sampler = pc.seeded_sampling([sample_seed(o_seed, p) for p in positions], o.temperature, o.top_k, o.top_p)
+    seeds = [sample_seed(ctx.cfg.train.seed, p) for p in positions]
+    sampler = pc.seeded_sampling(seeds, o.temperature, o.top_k, o.top_p)
     response = pc.generate(
         policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
         logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),

@@ -200,9 +200,11 @@ def check_heads(groups: list[Group], cfg: RMConfig) -> None:
 def epoch_batches(
     lengths: list[int], batch_size: int, seed: int, epoch: int, by_length: bool, bucket: int
 ) -> list[list[int]]:
-    """Micro-batches of group indices for one epoch, a pure function of (seed, epoch): resuming only needs
-    the step number. Length grouping: shuffle, sort by length inside buckets of batch_size * bucket,
-    cut into batches, shuffle the batches (so lengths do not drift through the epoch)."""
+    """Batches of group indices for one epoch, a pure function of (seed, epoch): resuming only needs the
+    step number. The recipe passes the global batch (batch_size x processes x grad_accum), so the batches
+    do not depend on the process layout; ``step_batches`` shares each out. Length grouping: shuffle, sort
+    by length inside buckets of batch_size * bucket, cut into batches, shuffle the batches (so lengths do
+    not drift through the epoch)."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
