@@ -120,32 +120,39 @@ def encode_conversations(
     results: list[tuple[list[int], bool, bool] | None] = [None] * len(texts)
     special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
     for flag in (True, False):
-        idx = [i for i, f in enumerate(flags) if f is flag]
-        if not idx:
-            continue
-        enc = tokenizer(
-            [texts[i] for i in idx],
-            add_special_tokens=flag,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-            truncation=False,
-        )
-        for row, i in enumerate(idx):
-            results[i] = _truncate(
-                list(enc["input_ids"][row]),
-                enc["offset_mapping"][row],
-                [
-                    int(m or t in special_ids)
-                    for m, t in zip(enc["special_tokens_mask"][row], enc["input_ids"][row])
-                ],
-                bounds[i],
-                max_length,
-            )
+        every = [i for i, f in enumerate(flags) if f is flag]
+        # In chunks: the tokenizer's batch output (offsets, masks) dwarfs the ids it yields.
+        for idx in (every[s : s + 4096] for s in range(0, len(every), 4096)):
+            _encode_chunk(tokenizer, texts, bounds, idx, flag, max_length, special_ids, results)
     for ids, cut_p, cut_r in results:  # type: ignore[misc]
         out.ids.append(ids)
         out.prompt_truncated.append(cut_p)
         out.response_truncated.append(cut_r)
     return out
+
+
+def _encode_chunk(
+    tokenizer: Any,
+    texts: list[str],
+    bounds: list[int],
+    idx: list[int],
+    flag: bool,
+    max_length: int,
+    special_ids: set[int],
+    results: list,
+) -> None:
+    """Tokenize ``texts[idx]`` with one special-token rule and store each truncated result in ``results``."""
+    enc = tokenizer(
+        [texts[i] for i in idx],
+        add_special_tokens=flag,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        truncation=False,
+    )
+    for row, i in enumerate(idx):
+        ids = enc["input_ids"][row]
+        special = [int(m or t in special_ids) for m, t in zip(enc["special_tokens_mask"][row], ids)]
+        results[i] = _truncate(list(ids), enc["offset_mapping"][row], special, bounds[i], max_length)
 
 
 def pad_batch(sequences: Sequence[list[int]], pad_id: int):

@@ -8,7 +8,16 @@ import pytest
 from rewardlab.config import RMConfig
 from rewardlab.data.schema import normalize
 from rewardlab.errors import UserError
-from rewardlab.recipes.rm import Group, build_groups, collate, epoch_batches, step_batches, tie_models
+from rewardlab.recipes.rm import (
+    Group,
+    build_groups,
+    collate,
+    epoch_batches,
+    head_scales,
+    head_weight_totals,
+    step_batches,
+    tie_models,
+)
 
 
 def test_epoch_batches_cover_every_group_once_and_are_seeded():
@@ -33,12 +42,40 @@ def test_length_grouping_cuts_padding():
     assert _padding(lengths, grouped) < 0.5 * _padding(lengths, plain)
 
 
-def test_step_batches_split_processes_and_wrap_around():
-    batches = [[0], [1], [2], [3], [4]]
-    # 2 processes x 2 accumulation steps = 4 micro-batches per optimizer step
-    assert step_batches(batches, 0, world=2, rank=0, accum=2) == [[0], [1]]
-    assert step_batches(batches, 0, world=2, rank=1, accum=2) == [[2], [3]]
-    assert step_batches(batches, 1, world=2, rank=0, accum=2) == [[4], [0]]  # wraps: lockstep for DDP
+def test_step_batches_share_one_global_batch_between_processes():
+    global_batch = [7, 3, 9, 1, 4, 8, 2, 6]
+    # 2 processes x 2 accumulation steps = 4 micro-batches per optimizer step, cut in order
+    assert step_batches(global_batch, world=2, rank=0, accum=2) == [[7, 3], [9, 1]]
+    assert step_batches(global_batch, world=2, rank=1, accum=2) == [[4, 8], [2, 6]]
+    assert step_batches(global_batch, world=1, rank=0, accum=1) == [global_batch]
+    # a short last batch: shares differ by at most one group, and may be empty (the loop pads those)
+    assert step_batches([5, 0, 2], world=2, rank=0, accum=2) == [[5], [0]]
+    assert step_batches([5, 0, 2], world=2, rank=1, accum=2) == [[2], []]
+
+
+def test_head_scales_make_split_losses_average_to_the_global_loss():
+    """Weighted per-group losses split unevenly over 3 micro-batches average back to the global weighted
+    mean, per head, including a head some groups have no pairs for."""
+    rng = np.random.default_rng(0)
+    pair = np.array([[0, 1, 0, 1.0, 0.0]])
+    none = np.zeros((0, 5))
+    groups = [Group([[1], [2]], [1, 2], float(w), [pair, pair if i % 3 else none]) for i, w in
+              enumerate(rng.uniform(0.2, 3.0, size=7))]  # fmt: skip
+    losses = rng.normal(size=(7, 2))  # per group, per head
+    totals = head_weight_totals(groups)
+    for h in range(2):
+        has = [i for i, g in enumerate(groups) if len(g.pairs[h])]
+        want = sum(groups[i].weight * losses[i, h] for i in has) / sum(groups[i].weight for i in has)
+        got = 0.0
+        for part in ([0, 1, 2], [3, 4], [5, 6]):
+            mine = [i for i in part if i in has]
+            local = (
+                sum(groups[i].weight * losses[i, h] for i in mine) / sum(groups[i].weight for i in mine)
+                if mine
+                else 0.0
+            )
+            got += local * head_scales([groups[i] for i in part], totals, 3)[h] / 3
+        assert got == pytest.approx(want, rel=1e-12)
 
 
 def test_collate_flattens_groups_and_shifts_pairs():

@@ -11,6 +11,7 @@ import typer
 
 from rewardlab import config as cfglib
 from rewardlab.commands.apps import emit_json, eval_app, handle_errors, train_app
+from rewardlab.commands.launcher import LAUNCHER_OPT, relaunch
 
 CONFIG_ARG = typer.Argument(..., help="A YAML config file (see configs/<stage>/).")
 OVERRIDES_ARG = typer.Argument(
@@ -34,8 +35,12 @@ def _report(stage: str, metrics: dict[str, Any], output_dir: str, as_json: bool)
     typer.echo(f"run folder: {output_dir}")
 
 
-def _train(stage: str, config: str, overrides: list[str] | None, as_json: bool) -> None:
+def _train(
+    stage: str, config: str, overrides: list[str] | None, as_json: bool, launcher: str | None = None
+) -> None:
     cfg = cfglib.load(config, overrides or [], stage=stage)
+    if launcher:
+        relaunch(launcher, stage, config, overrides, as_json)
     # Libraries print to stdout (transformers' log dicts, wandb notices): keep stdout for our report.
     with contextlib.redirect_stdout(sys.stderr):
         if stage == "sft":
@@ -53,46 +58,61 @@ def _train(stage: str, config: str, overrides: list[str] | None, as_json: bool) 
 @train_app.command("sft")
 @handle_errors
 def train_sft(
-    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """Supervised fine-tuning on demonstrations (TRL SFTTrainer): the starting policy."""
-    _train("sft", config, overrides, as_json)
+    _train("sft", config, overrides, as_json, launcher)
 
 
 @train_app.command("dpo")
 @handle_errors
 def train_dpo(
-    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """Direct preference optimization on the dataset's ranked pairs (TRL DPOTrainer)."""
-    _train("dpo", config, overrides, as_json)
+    _train("dpo", config, overrides, as_json, launcher)
 
 
 @train_app.command("ppo")
 @handle_errors
 def train_ppo(
-    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """PPO against a trained reward model (rewardlab's own recipe)."""
-    _train("ppo", config, overrides, as_json)
+    _train("ppo", config, overrides, as_json, launcher)
 
 
 @train_app.command("grpo")
 @handle_errors
 def train_grpo(
-    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """GRPO against a trained reward model (TRL GRPOTrainer)."""
-    _train("grpo", config, overrides, as_json)
+    _train("grpo", config, overrides, as_json, launcher)
 
 
 @train_app.command("rloo")
 @handle_errors
 def train_rloo(
-    config: str = CONFIG_ARG, overrides: list[str] = OVERRIDES_ARG, as_json: bool = JSON_OPT
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """RLOO against a trained reward model (TRL RLOOTrainer)."""
-    _train("rloo", config, overrides, as_json)
+    _train("rloo", config, overrides, as_json, launcher)
 
 
 @eval_app.command("policy")

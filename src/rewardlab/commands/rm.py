@@ -12,6 +12,7 @@ import typer
 
 from rewardlab import config as cfglib
 from rewardlab.commands.apps import app, emit_json, eval_app, handle_errors, train_app
+from rewardlab.commands.launcher import LAUNCHER_OPT, relaunch
 from rewardlab.errors import UserError
 
 # The headline metrics printed as a table (all of them go to metrics.json and --json).
@@ -76,9 +77,12 @@ def train_rm(
     config: str = typer.Argument(..., help="A YAML config file (see configs/rm/)."),
     overrides: list[str] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=20."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as one JSON object."),
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """Train a reward model from rankings (K-wise, ties, margins, soft labels, rubric heads)."""
     cfg = cfglib.load(config, overrides or [], stage="rm")
+    if launcher:
+        relaunch(launcher, "rm", config, overrides, as_json)
     _quiet_transformers()
     from rewardlab.recipes import rm as recipe
 

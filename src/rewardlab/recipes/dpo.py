@@ -19,6 +19,7 @@ Soft labels and weights from rater aggregation (``dpo.soft_labels``):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,29 @@ def weighted_trainer_class() -> type:
     return WeightedDPOTrainer
 
 
-def to_dataset(rows: list[dict]) -> Any:
+def to_dataset(rows: list[dict], folder: Path | None = None) -> Any:
+    """Rows as a ``datasets.Dataset``; with ``folder``, one stored on disk that every process reads.
+
+    Under several processes TRL's reference log-prob precompute writes its result next to the dataset's
+    own files from the main process and reads it back from all: an in-memory dataset would put that file
+    in each process's private temporary folder, which the others cannot open. The main process writes
+    ``folder`` first; the others load it after (``main_process_first``).
+    """
     from datasets import Dataset
 
-    return Dataset.from_list(rows)
+    if folder is None:
+        return Dataset.from_list(rows)
+    import shutil
+
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    state = PartialState()
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+            Dataset.from_list(rows).save_to_disk(str(folder))
+        return load_from_disk(str(folder))
 
 
 def drop_long_prompts(rows: list[dict], tokenizer: Any, limit: int | None) -> tuple[list[dict], int]:
@@ -140,23 +160,31 @@ def run(cfg: Any) -> dict[str, Any]:
     )
     smoothing = label_smoothing(cfg, train_rows)
     reference = cfg.ref_model or cfg.model.name_or_path
-    run_dir = runs.prepare_run(
-        cfg,
-        {
-            "base_model": cfg.model.name_or_path,
-            "reference_model": reference,
-            "data": data_info,
-            "pairs": counts,
-        },
-    )
-    tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
-    model = models.build_policy(
-        cfg.model.name_or_path,
-        dtype=cfg.model.dtype,
-        lora=pc.lora_dict(cfg),
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
+    run_dir = Path(cfg.output_dir)
+    main = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch` only rank 0 writes the run
+    tracker = None
+    if main:
+        runs.prepare_run(
+            cfg,
+            {
+                "base_model": cfg.model.name_or_path,
+                "reference_model": reference,
+                "data": data_info,
+                "pairs": counts,
+            },
+        )
+        tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
+
+    def build_model() -> Any:
+        return models.build_policy(
+            cfg.model.name_or_path,
+            dtype=cfg.model.dtype,
+            lora=pc.lora_dict(cfg),
+            trust_remote_code=cfg.model.trust_remote_code,
+            allow_pickle=cfg.model.allow_pickle,
+        )
+
+    model = build_model()
     # Without LoRA and without precomputed log-probs TRL needs a reference in memory: build it the same way.
     ref_model = None
     if cfg.ref_model or (cfg.model.lora is None and not cfg.dpo.precompute_ref_log_probs):
@@ -169,9 +197,8 @@ def run(cfg: Any) -> dict[str, Any]:
     weights = [r["sample_weight"] for r in train_rows]
     uniform = max(weights) - min(weights) < 1e-12
     trainer_cls = DPOTrainer if uniform else weighted_trainer_class()
-    eval_ds = to_dataset(eval_rows) if eval_rows else None
     args = DPOConfig(
-        **pc.trainer_kwargs(cfg, run_dir, has_eval=eval_ds is not None),
+        **pc.trainer_kwargs(cfg, run_dir, has_eval=bool(eval_rows)),
         beta=cfg.dpo.beta,
         loss_type=list(cfg.dpo.loss_type),
         loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights else None,
@@ -179,11 +206,13 @@ def run(cfg: Any) -> dict[str, Any]:
         precompute_ref_log_probs=cfg.dpo.precompute_ref_log_probs,
         max_length=cfg.data.max_length,
     )
+    shared = run_dir / "cache" if args.world_size > 1 else None  # see to_dataset
+    eval_ds = to_dataset(eval_rows, shared and shared / "eval") if eval_rows else None
     trainer = trainer_cls(
         model=model,
         ref_model=ref_model,
         args=args,
-        train_dataset=to_dataset(train_rows),
+        train_dataset=to_dataset(train_rows, shared and shared / "train"),
         eval_dataset=eval_ds,
         processing_class=tokenizer,
         callbacks=[
@@ -213,8 +242,15 @@ def run(cfg: Any) -> dict[str, Any]:
                 if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
             }
         )
+    final = pc.full_model(trainer.accelerator, trainer.model_wrapped, build_model)  # collective (FSDP/ZeRO-3)
+    if not main:
+        return metrics
+    if shared is not None:
+        import shutil
+
+        shutil.rmtree(shared, ignore_errors=True)
     pc.save_policy(
-        trainer.model,
+        final,
         tokenizer,
         Path(run_dir) / "model",
         {

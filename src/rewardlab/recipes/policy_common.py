@@ -336,13 +336,59 @@ def encode_prompts(tokenizer: Any, prompts: list[Prompt], max_length: int) -> tu
     return input_ids, mask
 
 
-def generate(model: Any, tokenizer: Any, input_ids: Any, attention_mask: Any, gen_config: Any) -> Any:
-    """Response token ids [batch, new_tokens] (KV cache on; everything after the first EOS is padding)."""
+def generate(
+    model: Any, tokenizer: Any, input_ids: Any, attention_mask: Any, gen_config: Any, **kwargs: Any
+) -> Any:
+    """Response token ids [batch, new_tokens] (KV cache on; everything after the first EOS is padding).
+    ``kwargs`` go to ``model.generate`` (``logits_processor``, ``synced_gpus``)."""
     import torch
 
     with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_config)
+        out = model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_config, **kwargs
+        )
     return out[:, input_ids.shape[1] :]
+
+
+def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
+    """A logits processor that samples each row from its own generator (Gumbel-max), for greedy ``generate``.
+
+    ``generate(do_sample=True)`` draws every row's token from one global RNG, so a prompt's answer depends on
+    which other prompts share its batch and process. Here row i adds Gumbel noise from a generator seeded
+    with ``seeds[i]`` to its warped logits (temperature, then top-k, top-p: the same distribution as
+    sampling), and greedy decoding takes the argmax: an exact sample that depends only on the prompt and its
+    seed. Seeded from the prompt's global position, rollouts are the same on 1 process or N.
+    """
+    import torch
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers = []
+    if temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+    if top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+
+    class PerRowGumbel(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
+
+        def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204 - HF signature
+            scores = scores.float()
+            for warp in warpers:
+                scores = warp(input_ids, scores)
+            u = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators])
+            gumbel = -torch.log(-torch.log(u.clamp(min=1e-20)))
+            return scores + gumbel.to(scores.device)
+
+    return LogitsProcessorList([PerRowGumbel()])
 
 
 def decode_responses(tokenizer: Any, response_ids: Any, eos_token_id: int) -> list[str]:
@@ -370,3 +416,65 @@ def save_policy(model: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any])
     lines += [f"- {k}: {v}" for k, v in card.items()]
     (out_dir / "README.md").write_text("\n".join(lines) + "\n")
     return out_dir
+
+
+# ---------------------------------------------------------------- distributed
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """FSDP or DeepSpeed ZeRO-3: no process holds the whole model, so reading or saving it is collective."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.state.deepspeed_plugin.zero_stage == 3
+    return False
+
+
+def full_model(accelerator: Any, model: Any, rebuild: Any) -> Any:
+    """The whole trained model as a plain module on the main process (None elsewhere). Call on EVERY process.
+
+    DDP and one process: the unwrapped model itself. FSDP / ZeRO-3: ``accelerator.get_state_dict`` gathers
+    the full weights (a collective), and the main process loads them into a fresh copy from ``rebuild()``
+    (the same builder call as at the start), so saving, LoRA merging and evaluation see ordinary tensors.
+    """
+    if not is_sharded(accelerator):
+        return accelerator.unwrap_model(model) if accelerator.is_main_process else None
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return None
+    plain = rebuild()
+    missing, unexpected = plain.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if "lm_head" not in k]:
+        raise RuntimeError(f"gathered state dict does not fit the model: {unexpected[:3]} {missing[:3]}")
+    if missing and hasattr(plain, "tie_weights"):
+        plain.tie_weights()
+    return plain.to(accelerator.device)
+
+
+def check_launch(accelerator: Any) -> None:
+    """Catch launches that silently run something else than asked.
+
+    - ``accelerate launch`` started N processes (WORLD_SIZE) but they did not form one group: each would
+      train alone and all would write the same run folder.
+    - An FSDP config on CPU: accelerate 1.x runs FSDP only on GPU-like devices and falls back to DDP there.
+    """
+    import os
+    import sys
+
+    from accelerate.utils import DistributedType
+
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        raise UserError(
+            f"accelerate launch started {launched} processes but they run as {accelerator.num_processes}: "
+            "on CPU set ACCELERATE_USE_CPU=true (see README 'Scaling out')"
+        )
+    fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_asked and accelerator.distributed_type != DistributedType.FSDP and accelerator.is_main_process:
+        print(
+            f"warning: FSDP was requested but accelerate runs {accelerator.distributed_type.value} on "
+            f"{accelerator.device.type} (FSDP needs GPUs): every process holds the whole model",
+            file=sys.stderr,
+        )

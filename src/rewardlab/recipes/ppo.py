@@ -16,7 +16,9 @@ trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation
 
 The value model is a sequence-classification model read token by token. It starts from the RM when the
 RM shares the policy's tokenizer (the usual recipe); otherwise from the policy's own backbone with a new
-head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process.
+head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
+x B prompts train like 1 x N*B: each prompt is sampled from its own seed (its place in the prompt stream),
+advantages are whitened and losses averaged over the tokens of all processes (README "Scaling out").
 """
 
 from __future__ import annotations
@@ -197,8 +199,33 @@ def chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def rollout(ctx: Any, prompts: list[Any], kl_coef: float) -> Rollout:
-    """Generate, score and shape rewards for one batch of prompts (see the module doc, steps 1-4)."""
+def sample_seed(seed: int, position: int) -> int:
+    """The sampling seed of the prompt at ``position`` in the run's stream of prompts (step x global batch +
+    index): one per prompt and step, whatever the number of processes."""
+    return (seed * 1_000_003 + position) * 2_654_435_761 % 2**63
+
+
+def global_whiten(accelerator: Any, x: Any, mask: Any, shift_mean: bool = True, eps: float = 1e-8) -> Any:
+    """``ppo_math.whiten`` with the mean and (unbiased) variance taken over every process's tokens, so
+    advantages do not depend on how the global batch is split. One process: exactly ``pm.whiten``."""
+    import torch
+
+    if accelerator.num_processes == 1:
+        return pm.whiten(x, mask, shift_mean=shift_mean, eps=eps)
+    sums = torch.stack([(x * mask).sum().double(), mask.sum().double()])
+    total, n = accelerator.reduce(sums, reduction="sum").tolist()
+    mean = total / max(n, 1.0)
+    sq = accelerator.reduce((((x.double() - mean) ** 2) * mask).sum().reshape(1), reduction="sum").item()
+    var = sq / max(n, 1.0) * (n / (n - 1) if n > 1 else 1.0)
+    out = (x - mean) * (1.0 / math.sqrt(var + eps))
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) -> Rollout:
+    """Generate, score and shape rewards for one batch of prompts (see the module doc, steps 1-4).
+    ``positions``: each prompt's place in the run's prompt stream, which seeds its sampling."""
     import torch
 
     o = ctx.cfg.ppo
@@ -208,7 +235,12 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float) -> Rollout:
     policy = ctx.accelerator.unwrap_model(ctx.policy)
     policy.eval()
     started = time.perf_counter()
-    response = pc.generate(policy, ctx.tokenizer, query, query_mask, ctx.gen_config)
+    seeds = [sample_seed(ctx.cfg.train.seed, p) for p in positions]
+    sampler = pc.seeded_sampling(seeds, o.temperature, o.top_k, o.top_p)
+    response = pc.generate(
+        policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
+        logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
+    )  # fmt: skip
     gen_seconds = time.perf_counter() - started
     mask, has_eos, last_index = pm.response_mask(response, ctx.tokenizer.eos_token_id)
     response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
@@ -232,10 +264,10 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float) -> Rollout:
     kl = pm.kl_per_token(logprobs, ref_logprobs, o.kl_estimator) * mask
     rewards, _ = pm.shape_rewards(scores, kl, mask, last_index, kl_coef)
     if o.batch_whiten_rewards:
-        rewards = pm.whiten(rewards, mask, shift_mean=False)
+        rewards = global_whiten(ctx.accelerator, rewards, mask, shift_mean=False)
     advantages, returns = pm.gae(rewards, values, mask, o.gamma, o.lam)
     if o.whiten_advantages:
-        advantages = pm.whiten(advantages, mask)
+        advantages = global_whiten(ctx.accelerator, advantages, mask)
     return Rollout(
         query_response=query_response, attention_mask=attention_mask, context=context, mask=mask,
         logprobs=logprobs, ref_logprobs=ref_logprobs, values=values * mask, advantages=advantages,
@@ -256,7 +288,8 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     ctx.policy.train()
     ctx.value.train()
     n = batch.mask.shape[0]
-    micro = o.mini_batch_size // ctx.cfg.train.grad_accum
+    accum = ctx.cfg.train.grad_accum
+    micro = o.mini_batch_size // accum
     stats: dict[str, list[float]] = {}
     generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
     window_loss = torch.zeros(1, device=batch.mask.device)  # loss summed since the last optimizer step
@@ -264,6 +297,15 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, micro):
             idx = order[start : start + micro].to(batch.mask.device)
+            if start % o.mini_batch_size == 0:  # a new minibatch: its real tokens over all processes
+                mb = order[start : start + o.mini_batch_size].to(batch.mask.device)
+                mb_tokens = accelerator.reduce(
+                    batch.mask[mb].sum().reshape(1).float(), reduction="sum"
+                ).item()
+            # losses are token means over this micro-batch; rescale them to its share of the global
+            # minibatch's token mean, so DDP's average over processes and the accumulation's average over
+            # micro-batches give the same gradient on 1 process or N
+            share = float(batch.mask[idx].sum()) * accelerator.num_processes * accum / max(mb_tokens, 1.0)
             with accelerator.accumulate(ctx.policy, ctx.value):
                 qr, am, mask = batch.query_response[idx], batch.attention_mask[idx], batch.mask[idx]
                 logp, entropy = policy_logprobs(
@@ -276,7 +318,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
                 vf_loss, vf_stats = pm.value_loss(
                     vpred, batch.values[idx], batch.returns[idx], mask, o.cliprange_value
                 )
-                loss = pg_loss + o.vf_coef * vf_loss
+                loss = (pg_loss + o.vf_coef * vf_loss) * share
                 accelerator.backward(loss)
                 window_loss += loss.detach().float()
                 grad_norm = None
@@ -439,6 +481,25 @@ class Context:
     step: int = 0
 
 
+def check_distributed(accelerator: Any, cfg: Any) -> None:
+    """DeepSpeed would take over the accumulation and optimizer step this loop does itself; under FSDP the
+    checkpoints would hold the main process's optimizer shard only. Refuse both."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            "DeepSpeed: the PPO loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
+            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
+        )
+    if accelerator.distributed_type == DistributedType.FSDP:
+        for key in ("save_every", "resume"):
+            if getattr(cfg.train, key):
+                raise UserError(
+                    f"train.{key}: not supported under {accelerator.distributed_type.value} yet (PPO checkpoints "
+                    "assume DDP); run it under DDP (configs/accelerate/ddp.yaml) or unset it"
+                )
+
+
 def check_batch_sizes(cfg: Any) -> None:
     o, t = cfg.ppo, cfg.train
     if o.rollout_batch_size % o.mini_batch_size:
@@ -451,6 +512,16 @@ def check_batch_sizes(cfg: Any) -> None:
         )
 
 
+def build_policy(cfg: Any) -> Any:
+    return models.build_policy(
+        cfg.model.name_or_path,
+        dtype=cfg.model.dtype,
+        lora=pc.lora_dict(cfg),
+        trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
+    )
+
+
 def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     import torch
     from accelerate import Accelerator
@@ -461,15 +532,11 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
 
     o = cfg.ppo
     accelerator = Accelerator(gradient_accumulation_steps=cfg.train.grad_accum, cpu=pc.device_name() == "cpu")
+    pc.check_launch(accelerator)
+    check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed + accelerator.process_index)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    policy = models.build_policy(
-        cfg.model.name_or_path,
-        dtype=cfg.model.dtype,
-        lora=pc.lora_dict(cfg),
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
+    policy = build_policy(cfg)
     reference = models.build_reference(
         cfg.model.name_or_path,
         dtype=cfg.model.dtype,
@@ -517,7 +584,8 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         kl_ctl = pm.AdaptiveKLController(o.kl_coef, o.kl_target, o.kl_horizon)
     else:
         kl_ctl = pm.FixedKLController(o.kl_coef)
-    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, True, o.temperature, o.top_k, o.top_p)
+    # greedy over seeded Gumbel noise = sampling at temperature/top-k/top-p (pc.seeded_sampling)
+    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False)
     return Context(
         cfg,
         run_dir,
@@ -537,14 +605,19 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     )
 
 
+def prompt_positions(step: int, size: int, rank: int, world: int) -> list[int]:
+    """This process's places in the run's prompt stream at one step: the global batch of ``size * world``
+    prompts is cut in consecutive blocks of ``size``, one per process (so 1 x 8 and 2 x 4 agree)."""
+    start = step * size * world + rank * size
+    return list(range(start, start + size))
+
+
 def prompt_batch(prompts: list[dict], step: int, size: int, rank: int, world: int, seed: int) -> list[dict]:
     """The prompts of one rollout step: a seeded shuffle per pass over the prompts, sharded by process."""
     import random
 
-    per_step = size * world
-    start = step * per_step + rank * size
     out = []
-    for pos in range(start, start + size):
+    for pos in prompt_positions(step, size, rank, world):
         epoch, offset = divmod(pos, len(prompts))
         order = list(range(len(prompts)))
         random.Random(seed * 7919 + epoch).shuffle(order)
@@ -641,7 +714,10 @@ def run(cfg: Any) -> dict[str, Any]:
             ctx.accelerator.num_processes,
             cfg.train.seed,
         )
-        batch = rollout(ctx, batch_prompts, ctx.kl_ctl.value)
+        positions = prompt_positions(
+            ctx.step, cfg.ppo.rollout_batch_size, ctx.accelerator.process_index, ctx.accelerator.num_processes
+        )
+        batch = rollout(ctx, batch_prompts, ctx.kl_ctl.value, positions)
         check_finite_rewards(ctx, batch)
         update = ppo_update(ctx, batch)
         stats = step_stats(ctx, batch, update, time.perf_counter() - started)
@@ -663,10 +739,11 @@ def run(cfg: Any) -> dict[str, Any]:
     metrics = summary(history, ctx)
     ctx.accelerator.wait_for_everyone()
     check_weights(ctx)
+    final = pc.full_model(ctx.accelerator, ctx.policy, lambda: build_policy(cfg))  # collective (FSDP/ZeRO-3)
     if main:
         with runs.writing(run_dir / "model"):
             pc.save_policy(
-                ctx.accelerator.unwrap_model(ctx.policy),
+                final,
                 ctx.tokenizer,
                 run_dir / "model",
                 {

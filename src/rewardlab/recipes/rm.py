@@ -34,6 +34,7 @@ from rewardlab.config import RMConfig, fingerprint
 from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
 from rewardlab.errors import UserError
 from rewardlab.eval.rm import evaluate_rewards, head_pairs, score_records
+from rewardlab.recipes import policy_common as pc
 from rewardlab.scoring import RewardScorer, encode_conversations, pad_batch
 
 # ---------------------------------------------------------------- 1. data
@@ -98,7 +99,7 @@ def load_records(cfg: RMConfig) -> tuple[list[dict], list[dict], dict[str, Any]]
 class Group:
     """One training element: a prompt's K encoded responses and the pairs each head learns from."""
 
-    ids: list[list[int]]
+    ids: list[np.ndarray]  # int32 token ids per response
     ranks: list[int]
     weight: float
     pairs: list[np.ndarray]  # per head: [P, 5] rows of (better, worse, tie, p, margin)
@@ -109,36 +110,41 @@ class Group:
 
 
 def encode_records(
-    tokenizer: Any, records: list[dict], max_length: int
-) -> tuple[list[list[list[int]]], dict]:
-    """Token ids per record and response; counts records whose prompt or response was truncated."""
+    tokenizer: Any, records: list[dict], max_length: int, chunk: int = 4096
+) -> tuple[list[list[np.ndarray]], dict]:
+    """Token ids per record and response (int32 arrays); counts records whose prompt or response was
+    truncated. Encodes ``chunk`` records at a time and keeps only compact arrays: a fast tokenizer's batch
+    output (offsets, masks, Python ints) is ~50x larger than the ids, which at 1M judgments was most of the
+    recipe's 6.9 GB peak RSS (scripts/bench_scale.py)."""
     from rewardlab import models
 
-    prompts, responses, prefixes, owner = [], [], [], []
-    cache: dict[int, str] = {}
-    for n, rec in enumerate(records):
-        key = id(rec["prompt"])
-        if key not in cache:
-            cache[key] = models.format_prompt(tokenizer, rec["prompt"])
-        for resp in rec["responses"]:
-            prompts.append(rec["prompt"])
-            responses.append(resp)
-            prefixes.append(cache[key])
-            owner.append(n)
-    enc = encode_conversations(tokenizer, prompts, responses, max_length, prompt_prefixes=prefixes)
-    per_record: list[list[list[int]]] = [[] for _ in records]
+    per_record: list[list[np.ndarray]] = [[] for _ in records]
     cut_prompt, cut_response = set(), set()
-    for i, n in enumerate(owner):
-        per_record[n].append(enc.ids[i])
-        if enc.prompt_truncated[i]:
-            cut_prompt.add(n)
-        if enc.response_truncated[i]:
-            cut_response.add(n)
+    cache: dict[int, str] = {}
+    for start in range(0, len(records), chunk):
+        prompts, responses, prefixes, owner = [], [], [], []
+        for n in range(start, min(start + chunk, len(records))):
+            rec = records[n]
+            key = id(rec["prompt"])
+            if key not in cache:
+                cache[key] = models.format_prompt(tokenizer, rec["prompt"])
+            for resp in rec["responses"]:
+                prompts.append(rec["prompt"])
+                responses.append(resp)
+                prefixes.append(cache[key])
+                owner.append(n)
+        enc = encode_conversations(tokenizer, prompts, responses, max_length, prompt_prefixes=prefixes)
+        for i, n in enumerate(owner):
+            per_record[n].append(np.asarray(enc.ids[i], dtype=np.int32))
+            if enc.prompt_truncated[i]:
+                cut_prompt.add(n)
+            if enc.response_truncated[i]:
+                cut_response.add(n)
     counts = {"truncated_prompt_records": len(cut_prompt), "truncated_response_records": len(cut_response)}
     return per_record, counts
 
 
-def build_groups(records: list[dict], ids: list[list[list[int]]], cfg: RMConfig) -> list[Group]:
+def build_groups(records: list[dict], ids: list[list[np.ndarray]], cfg: RMConfig) -> list[Group]:
     """Attach each record's labels: pairs per head with soft label, tie flag and margin; the weight."""
     margins = cfg.loss.margin
     groups = []
@@ -200,9 +206,11 @@ def check_heads(groups: list[Group], cfg: RMConfig) -> None:
 def epoch_batches(
     lengths: list[int], batch_size: int, seed: int, epoch: int, by_length: bool, bucket: int
 ) -> list[list[int]]:
-    """Micro-batches of group indices for one epoch, a pure function of (seed, epoch): resuming only needs
-    the step number. Length grouping: shuffle, sort by length inside buckets of batch_size * bucket,
-    cut into batches, shuffle the batches (so lengths do not drift through the epoch)."""
+    """Batches of group indices for one epoch, a pure function of (seed, epoch): resuming only needs the
+    step number. The recipe passes the global batch (batch_size x processes x grad_accum), so the batches
+    do not depend on the process layout; ``step_batches`` shares each out. Length grouping: shuffle, sort
+    by length inside buckets of batch_size * bucket, cut into batches, shuffle the batches (so lengths do
+    not drift through the epoch)."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
@@ -219,14 +227,33 @@ def epoch_batches(
     return batches
 
 
-def step_batches(
-    batches: list[list[int]], step_in_epoch: int, world: int, rank: int, accum: int
-) -> list[list[int]]:
-    """The ``accum`` micro-batches this process runs for one optimizer step. The epoch's list wraps around
-    so every process gets the same number of micro-batches (DDP needs them in lockstep)."""
-    per_step = world * accum
-    start = step_in_epoch * per_step + rank * accum
-    return [batches[(start + a) % len(batches)] for a in range(accum)]
+def step_batches(global_batch: list[int], world: int, rank: int, accum: int) -> list[list[int]]:
+    """The ``accum`` micro-batches this process runs for one optimizer step: its share of the step's global
+    batch (``epoch_batches`` cut with batch_size x world x accum). The global batches are the same for any
+    process layout, so 1 process x 8 and 2 processes x 4 train on the same groups at every step. A share can
+    be empty at the end of an epoch (fewer groups than micro-batches); the loop then runs a zero-weight
+    forward so DDP stays in lockstep."""
+    parts = np.array_split(np.asarray(global_batch, dtype=np.int64), world * accum)
+    return [[int(i) for i in parts[rank * accum + a]] for a in range(accum)]
+
+
+def head_weight_totals(groups: list[Group]) -> np.ndarray:
+    """Per head: the summed record weight of the groups that have pairs for that head (what a head's
+    weighted group average divides by)."""
+    out = np.zeros(len(groups[0].pairs) if groups else 0)
+    for g in groups:
+        for h, rows in enumerate(g.pairs):
+            if len(rows):
+                out[h] += g.weight
+    return out
+
+
+def head_scales(micro: list[Group], step_totals: np.ndarray, n_micro: int) -> list[float]:
+    """Factors that turn a micro-batch's per-head weighted average into its share of the whole step's
+    weighted average: DDP and accumulation then average ``n_micro`` of them into exactly the loss of the
+    global batch, whatever the process layout (unequal micro-batch sizes or weights included)."""
+    local = head_weight_totals(micro)
+    return [float(local[h] * n_micro / t) if t > 0 else 0.0 for h, t in enumerate(step_totals)]
 
 
 @dataclass
@@ -277,9 +304,12 @@ def collate(groups: list[Group], pad_id: int) -> Batch:
 
 
 def batch_loss(
-    logits: Any, batch: Batch, cfg: RMConfig, ties: list[str | None]
+    logits: Any, batch: Batch, cfg: RMConfig, ties: list[str | None], scales: list[float] | None = None
 ) -> tuple[Any, dict[str, float]]:
-    """Head 0's ranking loss + head_weight * mean of the rubric heads' losses + reward centering."""
+    """Head 0's ranking loss + head_weight * mean of the rubric heads' losses + reward centering.
+
+    ``scales`` (per head, from ``head_scales``) re-weight each head's loss to its share of the step's
+    global batch, so the gradient does not depend on how the batch was split over processes."""
     import torch
 
     from rewardlab import losses
@@ -312,7 +342,7 @@ def batch_loss(
                 tie_param=cfg.loss.tie_param,
             )
         parts[f"loss_{head}"] = float(loss_h.detach())
-        head_losses.append(loss_h)
+        head_losses.append(loss_h if scales is None else loss_h * scales[h])
     total = head_losses[0]
     if len(head_losses) > 1:
         total = total + cfg.loss.head_weight * torch.stack(head_losses[1:]).mean()
@@ -537,6 +567,27 @@ def save_model(
 # ---------------------------------------------------------------- the recipe
 
 
+def check_distributed(accelerator: Any, cfg: RMConfig) -> None:
+    """Refuse what this loop cannot do correctly. DeepSpeed: it would take over accumulation and the
+    optimizer step this loop does itself. FSDP: checkpoints hold the main process's optimizer state only
+    (a shard), and mid-run evaluation runs the model on the main process alone."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            "DeepSpeed: the RM loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
+            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
+        )
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return
+    for key in ("save_every", "eval_every", "resume"):
+        if getattr(cfg.train, key):
+            raise UserError(
+                f"train.{key}: not supported under {accelerator.distributed_type.value} yet (checkpoints and "
+                "mid-run eval assume DDP); run it under DDP (configs/accelerate/ddp.yaml) or unset it"
+            )
+
+
 def run(cfg: RMConfig) -> dict[str, Any]:
     """Train, evaluate and save a reward model; returns the final metrics (also in metrics.json)."""
     import torch
@@ -548,8 +599,10 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     from rewardlab.tracking import open_tracker
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=pc.device_name() == "cpu")  # gloo on CPU even without ACCELERATE_USE_CPU
     main = accelerator.is_main_process
+    pc.check_launch(accelerator)
+    check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed)
     say = (lambda msg: print(msg, file=sys.stderr)) if main else (lambda msg: None)
     # a full or read-only disk fails here, before any model loads, not at the first checkpoint
@@ -581,19 +634,24 @@ def run(cfg: RMConfig) -> dict[str, Any]:
 
     # 4. model, optimizer, schedule
     lora = cfg.model.lora.model_dump() if cfg.model.lora else None
-    model = models.build_reward_model(
-        cfg.model.name_or_path,
-        num_heads=len(cfg.heads),
-        head_names=list(cfg.heads),
-        lora=lora,
-        dtype=cfg.model.dtype,
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
-    if cfg.disable_dropout:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+
+    def build_model() -> Any:
+        built = models.build_reward_model(
+            cfg.model.name_or_path,
+            num_heads=len(cfg.heads),
+            head_names=list(cfg.heads),
+            lora=lora,
+            dtype=cfg.model.dtype,
+            trust_remote_code=cfg.model.trust_remote_code,
+            allow_pickle=cfg.model.allow_pickle,
+        )
+        if cfg.disable_dropout:
+            for module in built.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+        return built
+
+    model = build_model()
     model.to(accelerator.device)
     pad_id = int(
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
@@ -602,8 +660,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
     lengths = [g.length for g in groups]
-    n_micro = math.ceil(len(groups) / cfg.train.batch_size)
-    steps_per_epoch = max(1, math.ceil(n_micro / (world * accum)))
+    global_batch = cfg.train.batch_size * world * accum  # groups per optimizer step, over all processes
+    steps_per_epoch = max(1, math.ceil(len(groups) / global_batch))
     total_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
     if cfg.train.max_steps is not None:
         total_steps = min(total_steps, cfg.train.max_steps)
@@ -627,7 +685,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         say(f"resumed from {ckpt} at step {start_step}")
     elif cfg.train.resume:
         say(f"resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-    model = accelerator.prepare(model)
+    # The optimizer goes through prepare with the model: FSDP re-creates the parameters it shards and
+    # must point the optimizer at the new ones. The scheduler stays out (a prepared one steps per process).
+    model, optimizer = accelerator.prepare(model, optimizer)
     tracker = None
     if main:
         runs.prepare_run(
@@ -679,36 +739,42 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             epoch_cache = {
                 epoch: epoch_batches(
                     lengths,
-                    cfg.train.batch_size,
+                    global_batch,
                     cfg.train.seed,
                     epoch,
                     cfg.group_by_length,
                     cfg.length_bucket,
                 )
             }
-        micro = step_batches(epoch_cache[epoch], in_epoch, world, rank, accum)
+        step_groups = epoch_cache[epoch][in_epoch]
+        step_totals = head_weight_totals([groups[i] for i in step_groups])
+        micro = step_batches(step_groups, world, rank, accum)
         sums: dict[str, float] = {}
         for a, idx in enumerate(micro):
-            batch = collate([groups[i] for i in idx], pad_id)
+            # an empty share (end of epoch) still runs one forward, at zero weight, to keep DDP in step
+            scales = head_scales([groups[i] for i in idx], step_totals, world * accum) if idx else None
+            batch = collate([groups[i] for i in idx or step_groups[:1]], pad_id)
             sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
             with sync, accelerator.autocast():  # mixed precision when accelerate is configured for it
                 logits = model(
                     input_ids=batch.input_ids.to(accelerator.device),
                     attention_mask=batch.attention_mask.to(accelerator.device),
                 ).logits.float()
-                loss, parts = batch_loss(logits, batch, cfg, ties)
+                loss, parts = batch_loss(logits, batch, cfg, ties, scales or [0.0] * len(cfg.heads))
                 accelerator.backward(loss / accum)
             parts["loss"] = float(loss.detach())
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
-            totals["groups"] += batch.n_groups * world
             totals["sequences"] += int(batch.input_ids.shape[0]) * world
             totals["tokens"] += batch.tokens * world
             totals["padded"] += batch.padded * world
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        totals["groups"] += len(step_groups)
+        grad_norm = accelerator.clip_grad_norm_(
+            [p for p in model.parameters() if p.requires_grad], cfg.train.max_grad_norm
+        )
         done = step + 1
-        # The mean loss over processes is nan/inf if any process's is, and the gradients are already
-        # all-reduced: every process takes the same decision here, so all of them stop (no hang).
+        # The mean loss over processes is nan/inf if any process's is, and the gradient norm is global:
+        # every process takes the same decision here, so all of them stop (no hang), before the step.
         reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
         last_ckpt = functools.partial(runs.latest_checkpoint, run_dir)  # looked up only on failure
         runs.stop_on_nonfinite("rm", "loss", float(reduced.item()), done, last_ckpt)
@@ -741,8 +807,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
 
     # 7. statistics, final eval, save (main process only; the others wait)
     metrics: dict[str, Any] = {}
+    final = pc.full_model(accelerator, model, build_model)  # a collective under FSDP / ZeRO-3
     if main:
-        final = accelerator.unwrap_model(model)
         if cfg.model.lora:
             final = final.merge_and_unload()  # a plain HF model: no peft needed to load it
         final.eval()
