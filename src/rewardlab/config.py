@@ -57,7 +57,9 @@ class DataConfig(Strict):
 
 
 class TrainConfig(Strict):
-    lr: float = Field(1.0e-5, gt=0)
+    lr: float = Field(
+        1.0e-5, gt=0, le=1.0e38, allow_inf_nan=False
+    )  # float32 schedulers overflow above ~3.4e38
     epochs: float = Field(1, gt=0)
     max_steps: int | None = None
     batch_size: int = Field(8, ge=1)

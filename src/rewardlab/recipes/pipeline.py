@@ -295,9 +295,15 @@ def is_complete(stage: str, run_dir: Path, fp: str) -> bool:
 def prepare_stage_dir(stage: str, cfg: Any, run_dir: Path, fp: str, fresh: bool = False) -> str:
     """Start or resume: 'resume' when an interrupted run of the same config left checkpoints, else 'run'
     (the folder is cleared first when it holds the work of another config, or when ``fresh``)."""
+    from rewardlab import runs
+    from rewardlab.recipes import policy_common as pc
+
     started = read_json(run_dir / STARTED)
     same = not fresh and started is not None and started.get("fingerprint") == fp
-    has_ckpt = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    # Only a COMPLETE checkpoint counts: a lone half-written .tmp folder would make resume fail.
+    has_ckpt = (
+        runs.latest_checkpoint(run_dir) is not None or pc.latest_trainer_checkpoint(run_dir) is not None
+    )
     if same and stage in TRAIN_STAGES and has_ckpt:
         cfg.train.resume = True
         (run_dir / MARKER).unlink(missing_ok=True)
