@@ -175,16 +175,7 @@ def run(cfg: Any) -> dict[str, Any]:
         )
         tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
 
-    def build_model() -> Any:
-        return models.build_policy(
-            cfg.model.name_or_path,
-            dtype=cfg.model.dtype,
-            lora=pc.lora_dict(cfg),
-            trust_remote_code=cfg.model.trust_remote_code,
-            allow_pickle=cfg.model.allow_pickle,
-        )
-
-    model = build_model()
+    model = pc.build_policy(cfg)
     # Without LoRA and without precomputed log-probs TRL needs a reference in memory: build it the same way.
     ref_model = None
     if cfg.ref_model or (cfg.model.lora is None and not cfg.dpo.precompute_ref_log_probs):
@@ -242,7 +233,9 @@ def run(cfg: Any) -> dict[str, Any]:
                 if k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins")
             }
         )
-    final = pc.full_model(trainer.accelerator, trainer.model_wrapped, build_model)  # collective (FSDP/ZeRO-3)
+    final = pc.full_model(
+        trainer.accelerator, trainer.model_wrapped, lambda: pc.build_policy(cfg)
+    )  # collective (FSDP/ZeRO-3)
     if not main:
         return metrics
     if shared is not None:

@@ -75,13 +75,7 @@ def run(cfg: Any) -> dict[str, Any]:
     )
     tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    model = models.build_policy(
-        cfg.model.name_or_path,
-        dtype=cfg.model.dtype,
-        lora=pc.lora_dict(cfg),
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
+    model = pc.build_policy(cfg)
     scorer = RewardScorer.from_path(
         cfg.online.reward_model,
         device=pc.device_name(),

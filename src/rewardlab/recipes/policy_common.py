@@ -287,6 +287,20 @@ def lora_dict(cfg: Any) -> dict | None:
     return cfg.model.lora.model_dump() if cfg.model.lora is not None else None
 
 
+def build_policy(cfg: Any) -> Any:
+    """The trainable policy of a stage config (LoRA when set); also the rebuild ``full_model`` needs for
+    gathering a sharded model, so every stage builds it the same way."""
+    from rewardlab import models
+
+    return models.build_policy(
+        cfg.model.name_or_path,
+        dtype=cfg.model.dtype,
+        lora=lora_dict(cfg),
+        trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
+    )
+
+
 # ---------------------------------------------------------------- generation
 
 

@@ -512,16 +512,6 @@ def check_batch_sizes(cfg: Any) -> None:
         )
 
 
-def build_policy(cfg: Any) -> Any:
-    return models.build_policy(
-        cfg.model.name_or_path,
-        dtype=cfg.model.dtype,
-        lora=pc.lora_dict(cfg),
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
-
-
 def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     import torch
     from accelerate import Accelerator
@@ -536,7 +526,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed + accelerator.process_index)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    policy = build_policy(cfg)
+    policy = pc.build_policy(cfg)
     reference = models.build_reference(
         cfg.model.name_or_path,
         dtype=cfg.model.dtype,
@@ -739,7 +729,9 @@ def run(cfg: Any) -> dict[str, Any]:
     metrics = summary(history, ctx)
     ctx.accelerator.wait_for_everyone()
     check_weights(ctx)
-    final = pc.full_model(ctx.accelerator, ctx.policy, lambda: build_policy(cfg))  # collective (FSDP/ZeRO-3)
+    final = pc.full_model(
+        ctx.accelerator, ctx.policy, lambda: pc.build_policy(cfg)
+    )  # collective (FSDP/ZeRO-3)
     if main:
         with runs.writing(run_dir / "model"):
             pc.save_policy(

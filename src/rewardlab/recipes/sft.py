@@ -61,13 +61,7 @@ def run(cfg: Any) -> dict[str, Any]:
     )
     tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    model = models.build_policy(
-        cfg.model.name_or_path,
-        dtype=cfg.model.dtype,
-        lora=pc.lora_dict(cfg),
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
+    model = pc.build_policy(cfg)
     eval_ds = to_conversations(eval_demos) if eval_demos else None
     args = SFTConfig(
         **pc.trainer_kwargs(cfg, run_dir, has_eval=eval_ds is not None),
