@@ -171,7 +171,13 @@ def _raw(raw: Any) -> dict[str, Any]:
     return {"raw_prefix": raw[:200], "raw_chars": len(raw)}
 
 
+# Line breaks as str.splitlines() sees them: a detail quotes user values (a status, an id) and is shown
+# on the CLI's one error line, so they are escaped there.
+_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
 def _entry(item: Item, reason: str, detail: str) -> dict[str, Any]:
+    detail = str(detail).translate(_BREAKS)
     return {"source": item.source, "line": item.line, "reason": reason, "detail": detail, **_raw(item.raw)}
 
 
@@ -545,6 +551,11 @@ def read_csv(
             yield Item(source, start, dict(zip(header, row)), None, "", joined)
 
 
+def _one_line(exc: BaseException) -> str:
+    """pyarrow's messages span lines; the CLI contract is one line."""
+    return " ".join(str(exc).split())[:300]
+
+
 def read_parquet(path: Path, source: str | None = None) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
@@ -552,9 +563,18 @@ def read_parquet(path: Path, source: str | None = None) -> Iterator[Item]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file
-        raise UserError(f"{path}: unreadable: not a Parquet file ({exc})") from None
+        raise UserError(f"{path}: unreadable: not a Parquet file ({_one_line(exc)})") from None
     n = 0
-    for batch in pf.iter_batches(batch_size=10_000):
+    batches = pf.iter_batches(batch_size=10_000)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - a corrupt page: the file cannot be read past row n
+            raise UserError(
+                f"{path}: unreadable: Parquet data is corrupt after row {n} ({_one_line(exc)})"
+            ) from None
+        if batch is None:
+            return
         for row in batch.to_pylist():
             n += 1
             yield Item(source, n, row, None, "", None)

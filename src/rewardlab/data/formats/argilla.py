@@ -127,6 +127,11 @@ def _flattened(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]
     for key, value in (("", rankings), (".users", users), (".status", statuses)):
         if not isinstance(value, list):
             raise RowError("wrong_type", f"field '{question}.responses{key}' must be a list")
+        if len(value) != len(rankings):  # zip() would drop the rankings past the shorter list
+            raise RowError(
+                "length_mismatch",
+                f"field '{question}.responses{key}' has {len(value)} entries for {len(rankings)} rankings",
+            )
     if not rankings:
         return [(None, "unlabeled", f"record {obj.get('id')} has no '{question}' response")]
     out: list[tuple[dict | None, str | None, str]] = []

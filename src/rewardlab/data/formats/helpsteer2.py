@@ -61,7 +61,9 @@ def convert(items: Iterable[Item]) -> Iterator[Item]:
 
 
 def _group(prompt: str, rows: list[Item]) -> Item:
+    """One record of a prompt's rows. A rejected group keeps every row and its line in the quarantine."""
     first = rows[0]
+    raw = {"lines": [r.line for r in rows], "rows": [r.record for r in rows]}
     try:
         ratings = {a: [_rating(r.record, a) for r in rows] for a in ATTRIBUTES}
     except RowError as exc:
@@ -69,19 +71,17 @@ def _group(prompt: str, rows: list[Item]) -> Item:
             record=None,
             reason=exc.reason,
             detail=f"attribute ratings must be finite numbers ({exc.detail})",
-            raw=[r.record for r in rows],
+            raw=raw,
         )
     except ROW_ERRORS as exc:
-        return first._replace(
-            record=None, reason="unreadable_row", detail=unreadable(exc), raw=[r.record for r in rows]
-        )
+        return first._replace(record=None, reason="unreadable_row", detail=unreadable(exc), raw=raw)
     helpful = ratings["helpfulness"]
     if any(h is None for h in helpful):
         return first._replace(
             record=None,
             reason="missing_field",
             detail="a row has no 'helpfulness' rating",
-            raw=[r.record for r in rows],
+            raw=raw,
         )
     rec = {
         "prompt": prompt,
@@ -90,4 +90,4 @@ def _group(prompt: str, rows: list[Item]) -> Item:
         "scores": {a: v for a, v in ratings.items() if any(x is not None for x in v)},
         "meta": {"rows": [r.line for r in rows]},
     }
-    return first._replace(record=rec, raw=[r.record for r in rows])
+    return first._replace(record=rec, raw=raw)
