@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from rewardlab.errors import UserError
 
@@ -330,6 +330,16 @@ class PipelineConfig(Strict):
     eval: PipelineEvalOptions = PipelineEvalOptions()
     report_include: list[str] = []  # extra run folders for the report (e.g. an active-learning curve)
     tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("simulate", "data", "raters", "rm", "sft", "dpo", "ppo", "sample", "rate")
+    @classmethod
+    def _base_is_a_path(cls, value: Any, info: ValidationInfo) -> Any:
+        """A section's ``base`` names the YAML file it extends: anything else fails here with its key path
+        (the pipeline would otherwise crash opening it)."""
+        if isinstance(value, dict) and value.get("base") is not None and not isinstance(value["base"], str):
+            kind = type(value["base"]).__name__
+            raise ValueError(f"'{info.field_name}.base' must be the path of a YAML file, got {kind}")
+        return value
 
 
 SCHEMAS: dict[str, type[BaseModel]] = {
