@@ -278,13 +278,15 @@ def jsonl_lines(data: bytes) -> set[int]:
     return out
 
 
-def check_import(path: Path, fmt: str = "auto", rows_at: set[int] | None = None) -> Result:
+def check_import(
+    path: Path, fmt: str = "auto", rows_at: set[int] | None = None, max_line_bytes: int = MAX_LINE
+) -> Result:
     """Import ``path`` and assert the guarantee. ``rows_at``: the lines (or element positions) that hold a
     row: each must show up as an accepted record's source or a quarantine entry's line."""
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         out, qpath = Path(tmp) / "ds", Path(tmp) / "q.jsonl"
         try:
-            report = importing.run([path], fmt=fmt, out=out, quarantine=qpath, max_line_bytes=MAX_LINE)
+            report = importing.run([path], fmt=fmt, out=out, quarantine=qpath, max_line_bytes=max_line_bytes)
         except UserError as exc:
             msg = str(exc)
             assert msg and "\n" not in msg, f"a UserError must be one line: {msg!r}"
