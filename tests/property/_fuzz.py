@@ -189,6 +189,8 @@ def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
     for name in names:
         values = [{str(k): v for k, v in row.items()}.get(name) for row in rows]
         try:
+            if any(_depth(v) > 32 for v in values):  # pyarrow builds one nested type per level: slow, huge
+                raise ValueError("too deep for a typed column")
             array = pa.array(values)
             if pa.types.is_null(array.type) and values:
                 array = pa.array(values, type=pa.string())
@@ -206,6 +208,16 @@ def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
         buf = io.BytesIO()
         pq.write_table(pa.table(columns), buf)
     return buf.getvalue()
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d)
+            stack += [(c, d + 1) for c in (node.values() if isinstance(node, dict) else node)]
+    return deepest
 
 
 # ------------------------------------------------------------------------------------------------ bytes
