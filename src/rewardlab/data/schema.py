@@ -218,7 +218,7 @@ def _label(value: Any, field: str) -> str:
     """An id-like field (id, rater): a string or a plain number, kept as its string."""
     if isinstance(value, str):
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**18:
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, float) and math.isfinite(value):
         return str(value)
