@@ -248,7 +248,7 @@ def mutate_bytes(draw: Any, data: bytes) -> bytes:
             data = b"\n".join(lines)
         elif op == "long":
             i = draw(st.integers(0, len(lines)))
-            lines.insert(i, b'{"prompt": "' + b"z" * draw(st.integers(5000, 20000)) + b'"}')
+            lines.insert(i, b'{"prompt": "' + b"z" * draw(st.integers(MAX_LINE, 3 * MAX_LINE)) + b'"}')
             data = b"\n".join(lines)
         elif op == "blank":
             data = data[:at] + draw(st.sampled_from([b"\n", b"\n\n", b" \t\n", b"\r\n"])) + data[at:]
@@ -268,7 +268,9 @@ def mutate_bytes(draw: Any, data: bytes) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ checks
 
-MAX_LINE = 4096  # a small max_line_bytes so "extremely long lines" stay cheap to make
+# A small max_line_bytes so "extremely long lines" stay cheap to make, yet above the ~6 KB of JSON that
+# nests 1000 levels (past the JSON parsers' depth limits), so deep rows reach the importers.
+MAX_LINE = 16_384
 
 
 @dataclass

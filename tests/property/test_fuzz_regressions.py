@@ -25,6 +25,13 @@ CASES = {
     # name: (file name, bytes, format, {reason: count} expected in the quarantine, accepted)
     "rank_beyond_int32": ("a.jsonl", jl({**V, "ranks": [1, 10**12]}, V), "auto", {"invalid_rank": 1}, 1),
     "meta_nested_990_deep": ("a.jsonl", jl({**V, "meta": nested(990)}, V), "auto", {"wrong_type": 1}, 1),
+    "rank_nested_1000_deep": (
+        "a.jsonl",
+        jl({**V, "ranks": [nested(1000), 1]}),
+        "auto",
+        {"invalid_rank": 1},
+        0,
+    ),
     "json_nested_100k_deep": ("a.json", b"[" * 100_000 + b"]" * 100_000, "canonical", {"invalid_json": 1}, 0),
     "surrogate_escape_in_json": (
         "a.json",

@@ -624,7 +624,7 @@ def validate_items(items: Iterable[Item], fmt: str) -> Iterator[tuple[Item, dict
                 exc.detail,
             )
             continue
-        except (TypeError, ValueError, AttributeError) as exc:  # a value normalize cannot even inspect
+        except formats.ROW_ERRORS as exc:  # a value normalize cannot even inspect
             yield (
                 item._replace(raw=item.raw if item.raw is not None else item.record),
                 None,

@@ -127,7 +127,8 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
             or not isinstance(r, (int, float))
             or (isinstance(r, float) and not r.is_integer())
         ):
-            _fail("invalid_rank", f"field 'ranks[{n}]' must be an integer >= 1, got {json.dumps(r)}", "ranks")
+            got = json.dumps(r) if isinstance(r, (int, float, str)) else type(r).__name__
+            _fail("invalid_rank", f"field 'ranks[{n}]' must be an integer >= 1, got {got}", "ranks")
         if not 1 <= r <= len(responses):
             # ranks of K responses fit in 1..K whatever the ties (dense or competition ranking); a rank
             # outside is a typo or a stray column, and a huge one would not even fit the int32 store
