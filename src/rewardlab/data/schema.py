@@ -158,7 +158,8 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
         "source": source,
     }
     if obj.get("rater") is not None:
-        rec["rater"] = _label(obj["rater"], "rater")
+        rater = obj["rater"]
+        rec["rater"] = rater if type(rater) is str else _label(rater, "rater")
     if obj.get("strength") is not None:
         s = obj["strength"]
         if not isinstance(s, str) and not _finite(s):
@@ -229,6 +230,8 @@ def _label(value: Any, field: str) -> str:
 
 def _too_deep(value: Any, limit: int = MAX_META_DEPTH) -> bool:
     """True when ``value`` nests lists/objects more than ``limit`` levels (iterative: no recursion)."""
+    if not any(isinstance(v, (dict, list)) for v in value.values()):  # the usual flat meta: done
+        return False
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
