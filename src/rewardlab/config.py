@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from rewardlab.errors import UserError
 
@@ -344,6 +344,16 @@ class PipelineConfig(Strict):
     report_include: list[str] = []  # extra run folders for the report (e.g. an active-learning curve)
     tracking: TrackingConfig = TrackingConfig()
 
+    @field_validator("simulate", "data", "raters", "rm", "sft", "dpo", "ppo", "sample", "rate")
+    @classmethod
+    def _base_is_a_path(cls, value: Any, info: ValidationInfo) -> Any:
+        """A section's ``base`` names the YAML file it extends: anything else fails here with its key path
+        (the pipeline would otherwise crash opening it)."""
+        if isinstance(value, dict) and value.get("base") is not None and not isinstance(value["base"], str):
+            kind = type(value["base"]).__name__
+            raise ValueError(f"'{info.field_name}.base' must be the path of a YAML file, got {kind}")
+        return value
+
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "data": DataStageConfig,
@@ -370,9 +380,15 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+            raise ConfigError(f"override '{key}': the value {raw!r} is not valid YAML ({problem})") from None
         node = out
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override '{item}': the key '{key}' has an empty part (use a.b.c=value)")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -406,18 +422,43 @@ def _fields_at(schema: type[BaseModel], path: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _format_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
+def _key_path(loc: tuple, raw: Any, kind: str) -> list[str]:
+    """The user's key path of a pydantic error location.
+
+    pydantic puts union-branch tags ('LoraConfig', 'list[str]', '[key]', ...) among the keys of ``loc``.
+    Walking the input alongside tells them apart exactly: a part is the user's key only when the input at
+    that point holds it, so a key a user happens to spell 'Foo' or 'list' is reported, never dropped.
+    """
+    path: list[str] = []
+    node = raw
+    for n, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif kind == "missing" and n == len(loc) - 1:
+            node = None  # a required key the user left out: not in the input, still its path
+        else:
+            continue
+        path.append(str(part))
+    return path
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value, default=str)
+    except (ValueError, TypeError, RecursionError):  # e.g. a YAML alias that contains itself
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _format_error(
+    err: ValidationError, schema: type[BaseModel], source: str, raw: dict[str, Any] | None = None
+) -> str:
     first = err.errors()[0]
-    # pydantic adds union-branch names (e.g. 'LoraConfig', 'list[str]') into loc; keep only field names
-    clean: list[str] = []
-    for part in first["loc"]:
-        if isinstance(part, str) and part[:1].isupper() and "[" not in part:
-            continue
-        if isinstance(part, str) and ("[" in part or part in ("list", "str", "dict", "none")):
-            continue
-        clean.append(str(part))
-    dotted = ".".join(clean)
-    if first["type"] == "extra_forbidden":
+    clean = _key_path(tuple(first["loc"]), raw or {}, first["type"])
+    dotted = ".".join(clean) or "<top level>"
+    if first["type"] == "extra_forbidden" and clean:
         options = _fields_at(schema, tuple(clean[:-1]))
         hint = difflib.get_close_matches(clean[-1], options, n=1)
         msg = f"{source}: unknown key '{dotted}'"
@@ -426,11 +467,8 @@ def _format_error(err: ValidationError, schema: type[BaseModel], source: str) ->
         elif options:
             msg += f" (valid keys here: {', '.join(options)})"
         return msg
-    got = first.get("input")
-    got_s = json.dumps(got, default=str)
-    if len(got_s) > 60:
-        got_s = got_s[:57] + "..."
-    return f"{source}: {dotted}: {first['msg']} (got {got_s})"
+    msg = " ".join(str(first["msg"]).split())  # one line, whatever a validator wrote
+    return f"{source}: {dotted}: {msg} (got {_short(first.get('input'))})"
 
 
 def infer_stage(path: str | Path | None, raw: dict[str, Any]) -> str:
@@ -484,10 +522,28 @@ def load(
     source = str(path) if path is not None else "<overrides>"
     if over:
         source += " (with overrides)" if path is not None else ""
+    cycle = _alias_cycle(raw)
+    if cycle is not None:
+        raise ConfigError(f"{source}: {'.'.join(cycle) or '<top level>'}: a YAML alias contains itself")
     try:
         return schema.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err, schema, source)) from None
+        raise ConfigError(_format_error(err, schema, source, raw)) from None
+
+
+def _alias_cycle(raw: Any) -> list[str] | None:
+    """The key path of a value that contains itself (``a: &x [*x]``), which nothing downstream can print."""
+    stack: list[tuple[Any, list[str], frozenset[int]]] = [(raw, [], frozenset())]
+    while stack:
+        node, path, above = stack.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        if id(node) in above:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, child in items:
+            stack.append((child, [*path, str(key)], above | {id(node)}))
+    return None
 
 
 def to_yaml(cfg: BaseModel) -> str:

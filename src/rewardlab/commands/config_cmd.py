@@ -18,8 +18,16 @@ def show(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the resolved config as one JSON object."),
 ) -> None:
-    """Print the resolved config: code defaults < YAML file < overrides, validated."""
+    """Print the resolved config: code defaults < YAML file < overrides, validated.
+
+    A pipeline config is checked as `rewardlab pipeline` checks it before any work: each stage's own
+    section against that stage's schema, so a bad key in `rm:` fails here, not an hour into the run.
+    """
     cfg = cfglib.load(config, overrides or [], stage=stage)
+    if cfg.stage == "pipeline":
+        from rewardlab.recipes.pipeline import validate_plan
+
+        validate_plan(cfg)
     if as_json:
         emit_json(cfg.model_dump(mode="json"))
     else:

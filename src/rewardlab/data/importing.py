@@ -50,6 +50,7 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 # The quarantine keeps the raw row when it is at most this long; longer rows keep a prefix.
 MAX_RAW_CHARS = 16_384
 CHUNK_BYTES = 8 * 1024 * 1024
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark Windows editors put at the start of a file
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 EXTENSIONS = {
     ".jsonl": "jsonl",
@@ -109,7 +110,12 @@ class Report:
 
 
 class Quarantine:
-    """The quarantine JSONL: one line per rejected or skipped item (source, line, reason, detail, raw)."""
+    """The quarantine JSONL: one line per rejected or skipped item (source, line, reason, detail, raw).
+
+    Every entry is written, whatever its raw value holds: text that cannot be UTF-8 (a lone surrogate from
+    a ``\\ud800`` JSON escape) is written ASCII-escaped, and a value too deep to serialize keeps its repr
+    prefix, so the file always has exactly one line per quarantined item.
+    """
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
@@ -120,11 +126,30 @@ class Quarantine:
 
     def write(self, entry: dict[str, Any]) -> None:
         if self.file is not None:
-            self.file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+            self.file.write(_entry_line(entry) + "\n")
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _entry_line(entry: dict[str, Any]) -> str:
+    try:
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        line.encode("utf-8")
+        return line
+    except UnicodeEncodeError:
+        return json.dumps(entry, ensure_ascii=True, default=str)
+    except (RecursionError, ValueError, TypeError):
+        raw = {k: v for k, v in entry.items() if k not in ("raw", "raw_prefix", "raw_chars")}
+        return json.dumps({**raw, **_raw(_safe_repr(entry.get("raw")))}, ensure_ascii=True, default=str)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:MAX_RAW_CHARS]
+    except (RecursionError, ValueError):  # deeper than repr can go: keep what it was
+        return f"<{type(value).__name__} nested too deeply to print>"
 
 
 def _raw(raw: Any) -> dict[str, Any]:
@@ -135,8 +160,8 @@ def _raw(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, str):
         try:
             text = json.dumps(raw, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            text = repr(raw)
+        except (TypeError, ValueError, RecursionError):
+            text = _safe_repr(raw)
         if len(text) <= MAX_RAW_CHARS:
             return {"raw": raw}
         raw = text
@@ -146,7 +171,13 @@ def _raw(raw: Any) -> dict[str, Any]:
     return {"raw_prefix": raw[:200], "raw_chars": len(raw)}
 
 
+# Line breaks as str.splitlines() sees them: a detail quotes user values (a status, an id) and is shown
+# on the CLI's one error line, so they are escaped there.
+_BREAKS = {c: repr(chr(c))[1:-1] for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
 def _entry(item: Item, reason: str, detail: str) -> dict[str, Any]:
+    detail = str(detail).translate(_BREAKS)
     return {"source": item.source, "line": item.line, "reason": reason, "detail": detail, **_raw(item.raw)}
 
 
@@ -196,6 +227,8 @@ def _sniff(path: Path) -> bytes:
             if not block:
                 return b""
             stripped = block.lstrip()
+            if stripped.startswith(BOM):
+                stripped = stripped[len(BOM) :].lstrip()
             if stripped:
                 return stripped[:1]
 
@@ -214,7 +247,9 @@ def container_of(path: Path) -> str:
     first = _sniff(path)
     if not first:
         raise UserError(f"{path}: empty_file: the file holds no records")
-    if kind in ("json", "jsonl") or first in (b"[", b"{"):
+    if kind == "jsonl":  # a .jsonl file is lines whatever its first line holds ('[1, 2]' is one bad line)
+        return "jsonl"
+    if kind == "json" or first in (b"[", b"{"):
         if first == b"[":
             return "json"
         return "jsonl" if kind != "json" or _first_line_is_object(path) else "json"
@@ -223,7 +258,9 @@ def container_of(path: Path) -> str:
 
 def _first_line_is_object(path: Path) -> bool:
     with path.open("rb") as f:
-        for line in f:
+        for n, line in enumerate(f):
+            if n == 0:
+                line = line.removeprefix(BOM)
             if line.strip():
                 try:
                     return isinstance(_loads(line), dict)
@@ -239,6 +276,8 @@ def _first_rows(path: Path, container: str, limit: int = 50) -> Iterator[Any]:
             for n, line in enumerate(f):
                 if n >= limit:
                     break
+                if n == 0:
+                    line = line.removeprefix(BOM)
                 if line.strip():
                     try:
                         yield _loads(line)
@@ -275,12 +314,14 @@ def prepare_input(path: Path, fmt: str = "auto") -> Input:
         raise UserError(
             f"{path}: unknown_format: no readable record to detect the format from (use --format)"
         )
-    first = rows[0]
-    if not isinstance(first, dict):
-        raise UserError(f"{path}: unknown_format: records must be JSON objects, got {type(first).__name__}")
-    detected = formats.detect(first)
+    # The first row some format recognizes decides: one broken or foreign first row (a stray list, a
+    # record with a dropped field) is quarantined with the rest instead of failing the whole file.
+    objects = [row for row in rows if isinstance(row, dict)]
+    if not objects:
+        raise UserError(f"{path}: unknown_format: records must be JSON objects, got {type(rows[0]).__name__}")
+    detected = next((f for f in map(formats.detect, objects) if f is not None), None)
     if detected is None:
-        keys = ", ".join(sorted(map(str, first))[:12])
+        keys = ", ".join(sorted(map(str, objects[0]))[:12])
         raise UserError(f"{path}: unknown_format: no known format has the keys [{keys}] (use --format)")
     return Input(path, container, detected, size)
 
@@ -370,6 +411,8 @@ def read_jsonl(
                 break
             line_no += 1
             pos += len(raw)
+            if line_no == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
             if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
                 total = len(raw)
                 while True:
@@ -397,18 +440,20 @@ def read_jsonl(
 def read_json(path: Path, source: str | None = None) -> Iterator[Item]:
     """A JSON document: a list of rows (Label Studio, Argilla), or one object (a list under data/records/tasks)."""
     source = source or str(path)
-    blob = path.read_bytes()
-    bad_utf8 = False
+    blob = path.read_bytes().removeprefix(BOM)
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError:
-        text, bad_utf8 = blob.decode("utf-8", "surrogateescape"), True
+        text = blob.decode("utf-8", "surrogateescape")
     try:
         doc = json.loads(text)
     except ValueError as exc:
         line = getattr(exc, "lineno", 1)
         reason = "truncated_json" if getattr(exc, "pos", 0) >= len(text.rstrip()) else "invalid_json"
         yield Item(source, line, None, reason, f"the JSON document does not parse: {exc}", text[:200])
+        return
+    except RecursionError:
+        yield Item(source, 1, None, "invalid_json", "the JSON document nests too deeply to read", text[:200])
         return
     if isinstance(doc, dict):
         rows = next(
@@ -420,19 +465,23 @@ def read_json(path: Path, source: str | None = None) -> Iterator[Item]:
         yield Item(source, 1, None, "not_an_object", "the JSON document is neither a list nor an object", doc)
         return
     for n, row in enumerate(rows, start=1):
-        if bad_utf8:
-            try:
-                json.dumps(row, ensure_ascii=False).encode("utf-8")
-            except UnicodeEncodeError:
-                yield Item(
-                    source,
-                    n,
-                    None,
-                    "invalid_utf8",
-                    "the element holds bytes that are not valid UTF-8",
-                    json.dumps(row, ensure_ascii=True),
-                )
-                continue
+        # Bad bytes (decoded with surrogateescape) and "\\ud800" escapes both leave lone surrogates that
+        # no UTF-8 store can hold: the element is quarantined, the others go on.
+        try:
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            yield Item(
+                source,
+                n,
+                None,
+                "invalid_utf8",
+                "the element holds text that is not valid UTF-8 (bad bytes or a lone \\ud800-\\udfff escape)",
+                json.dumps(row, ensure_ascii=True),
+            )
+            continue
+        except RecursionError:
+            yield Item(source, n, None, "invalid_json", "the element nests too deeply to read", None)
+            continue
         yield Item(source, n, row, None, "", None)
 
 
@@ -459,6 +508,9 @@ def read_csv(
             start, prev = prev + 1, reader.line_num
             if header is None:
                 header = [h.strip().lstrip("\ufeff") for h in row]
+                dup = next((h for h in header if header.count(h) > 1), None)
+                if dup is not None:  # dict(zip(header, row)) would keep only the last of the columns
+                    raise UserError(f"{path}:{start}: the header names column {dup!r} twice")
                 continue
             if not row or all(not c.strip() for c in row):
                 continue
@@ -499,6 +551,11 @@ def read_csv(
             yield Item(source, start, dict(zip(header, row)), None, "", joined)
 
 
+def _one_line(exc: BaseException) -> str:
+    """pyarrow's messages span lines; the CLI contract is one line."""
+    return " ".join(str(exc).split())[:300]
+
+
 def read_parquet(path: Path, source: str | None = None) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
@@ -506,9 +563,18 @@ def read_parquet(path: Path, source: str | None = None) -> Iterator[Item]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # noqa: BLE001 - any pyarrow failure means an unreadable file
-        raise UserError(f"{path}: unreadable: not a Parquet file ({exc})") from None
+        raise UserError(f"{path}: unreadable: not a Parquet file ({_one_line(exc)})") from None
     n = 0
-    for batch in pf.iter_batches(batch_size=10_000):
+    batches = pf.iter_batches(batch_size=10_000)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - a corrupt page: the file cannot be read past row n
+            raise UserError(
+                f"{path}: unreadable: Parquet data is corrupt after row {n} ({_one_line(exc)})"
+            ) from None
+        if batch is None:
+            return
         for row in batch.to_pylist():
             n += 1
             yield Item(source, n, row, None, "", None)
@@ -558,7 +624,7 @@ def validate_items(items: Iterable[Item], fmt: str) -> Iterator[tuple[Item, dict
                 exc.detail,
             )
             continue
-        except (TypeError, ValueError, AttributeError) as exc:  # a value normalize cannot even inspect
+        except formats.ROW_ERRORS as exc:  # a value normalize cannot even inspect
             yield (
                 item._replace(raw=item.raw if item.raw is not None else item.record),
                 None,

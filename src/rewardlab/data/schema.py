@@ -99,7 +99,8 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
         if isinstance(item, dict):
             if response_ids is None:
                 response_ids = [""] * n
-            response_ids.append(str(item.get("id", n)))
+            rid = item.get("id")
+            response_ids.append(str(n) if rid is None else _label(rid, f"responses[{n}].id"))
             item = item.get("text")
         elif response_ids is not None:
             response_ids.append(str(n))
@@ -126,9 +127,16 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
             or not isinstance(r, (int, float))
             or (isinstance(r, float) and not r.is_integer())
         ):
-            _fail("invalid_rank", f"field 'ranks[{n}]' must be an integer >= 1, got {json.dumps(r)}", "ranks")
-        if r < 1:
-            _fail("invalid_rank", f"field 'ranks[{n}]' must be >= 1, got {r}", "ranks")
+            got = json.dumps(r) if isinstance(r, (int, float, str)) else type(r).__name__
+            _fail("invalid_rank", f"field 'ranks[{n}]' must be an integer >= 1, got {got}", "ranks")
+        if not 1 <= r <= len(responses):
+            # ranks of K responses fit in 1..K whatever the ties (dense or competition ranking); a rank
+            # outside is a typo or a stray column, and a huge one would not even fit the int32 store
+            _fail(
+                "invalid_rank",
+                f"field 'ranks[{n}]' must be between 1 and {len(responses)} (the number of responses), got {r}",
+                "ranks",
+            )
         clean_ranks.append(int(r))
 
     rec: dict[str, Any] = {
@@ -150,11 +158,12 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
         "source": source,
     }
     if obj.get("rater") is not None:
-        rec["rater"] = str(obj["rater"])
+        rater = obj["rater"]
+        rec["rater"] = rater if type(rater) is str else _label(rater, "rater")
     if obj.get("strength") is not None:
         s = obj["strength"]
-        if not isinstance(s, (str, int, float)) or isinstance(s, bool):
-            _fail("wrong_type", "field 'strength' must be a label or a number", "strength")
+        if not isinstance(s, str) and not _finite(s):
+            _fail("wrong_type", "field 'strength' must be a label or a finite number", "strength")
         rec["strength"] = str(s)
     if obj.get("scores") is not None:
         rec["scores"] = _scores(obj["scores"], len(responses))
@@ -164,29 +173,75 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
         rec["gold"] = obj["gold"]
     if obj.get("time_s") is not None:
         t = obj["time_s"]
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        if not _finite(t) or t < 0:
             _fail("wrong_type", "field 'time_s' must be a number >= 0", "time_s")
         rec["time_s"] = float(t)
     if obj.get("meta") is not None:
         if not isinstance(obj["meta"], dict):
             _fail("wrong_type", "field 'meta' must be an object", "meta")
+        if _too_deep(obj["meta"]):
+            _fail("wrong_type", f"field 'meta' is nested more than {MAX_META_DEPTH} levels deep", "meta")
         rec["meta"] = obj["meta"]
     if obj.get("soft_pairs") is not None:
         rec["soft_pairs"] = _soft_pairs(obj["soft_pairs"], len(responses))
     if obj.get("weight") is not None:
         w = obj["weight"]
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+        if not _finite(w) or w < 0:
             _fail("wrong_type", "field 'weight' must be a number >= 0", "weight")
         rec["weight"] = float(w)
     if obj.get("raters") is not None:
         if not isinstance(obj["raters"], list):
             _fail("wrong_type", "field 'raters' must be a list", "raters")
-        rec["raters"] = [str(r) for r in obj["raters"]]
+        rec["raters"] = [_label(r, "raters[]") for r in obj["raters"]]
     if obj.get("agreement") is not None:
+        if not _finite(obj["agreement"]):
+            _fail("wrong_type", "field 'agreement' must be a finite number", "agreement")
         rec["agreement"] = float(obj["agreement"])
     rec["hash"] = content_hash(rec)
-    rec["id"] = str(obj["id"]) if obj.get("id") is not None else "c-" + rec["hash"][:12]
+    rec["id"] = _label(obj["id"], "id") if obj.get("id") is not None else "c-" + rec["hash"][:12]
     return rec
+
+
+# Deeper meta is junk (a runaway export), and Python's json module cannot even write ~1000 levels.
+MAX_META_DEPTH = 64
+
+
+def _finite(x: Any) -> bool:
+    """A real number that fits a float (no bool, NaN, inf, or int too large for a float)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def _label(value: Any, field: str) -> str:
+    """An id-like field (id, rater): a string or a plain number, kept as its string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(value)
+    _fail("wrong_type", f"field '{field}' must be a string or a number, got {type(value).__name__}", field)
+    raise AssertionError  # unreachable
+
+
+def _too_deep(value: Any, limit: int = MAX_META_DEPTH) -> bool:
+    """True when ``value`` nests lists/objects more than ``limit`` levels (iterative: no recursion)."""
+    if not any(isinstance(v, (dict, list)) for v in value.values()):  # the usual flat meta: done
+        return False
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _scores(value: Any, k: int) -> dict[str, list[float | None]]:
@@ -200,18 +255,22 @@ def _scores(value: Any, k: int) -> dict[str, list[float | None]]:
             )
         clean = []
         for v in vals:
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-                _fail("wrong_type", f"field 'scores.{name}' must hold numbers", "scores")
+            if v is not None and not _finite(v):
+                _fail("wrong_type", f"field 'scores.{name}' must hold finite numbers or null", "scores")
             clean.append(None if v is None else float(v))
         out[str(name)] = clean
     return out
 
 
 def _soft_pairs(value: Any, k: int) -> list[list[float]]:
+    if not isinstance(value, list):
+        _fail("wrong_type", "field 'soft_pairs' must be a list of [i, j, p] triples", "soft_pairs")
     out = []
     for item in value:
-        if not isinstance(item, (list, tuple)) or len(item) != 3:
-            _fail("wrong_type", "field 'soft_pairs' must hold [i, j, p] triples", "soft_pairs")
+        if not isinstance(item, (list, tuple)) or len(item) != 3 or not all(_finite(x) for x in item):
+            _fail("wrong_type", "field 'soft_pairs' must hold [i, j, p] number triples", "soft_pairs")
+        if not (float(item[0]).is_integer() and float(item[1]).is_integer()):
+            _fail("wrong_type", f"field 'soft_pairs' has a non-integer index in {list(item)}", "soft_pairs")
         i, j, p = int(item[0]), int(item[1]), float(item[2])
         if not (0 <= i < k and 0 <= j < k and i != j and 0.0 <= p <= 1.0):
             _fail("wrong_type", f"field 'soft_pairs' has an invalid triple {list(item)}", "soft_pairs")

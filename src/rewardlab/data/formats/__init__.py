@@ -35,6 +35,11 @@ FORMATS = (
 )
 _MODULES = {name: name.replace("-", "_") for name in FORMATS}
 
+# A converter that meets a value of a shape it does not expect (an object where a list belongs, a list
+# used as a key) raises one of these; the row is quarantined as ``unreadable_row`` and the import goes on.
+# Known shapes get a precise reason where they are read; this is the net under the rest.
+ROW_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError)
+
 # Reasons for rows that are read but skipped by design (a cancelled annotation, a rejected assignment):
 # counted and written to the quarantine file like any rejected row, but they do not make `validate` fail.
 SKIP_REASONS = frozenset({"cancelled", "rejected_assignment", "not_submitted", "unlabeled"})
@@ -91,6 +96,9 @@ def per_row(fn: Callable[[dict[str, Any]], Iterable[tuple[dict | None, str | Non
             except RowError as exc:
                 yield item._replace(record=None, reason=exc.reason, detail=exc.detail, raw=obj)
                 continue
+            except ROW_ERRORS as exc:
+                yield item._replace(record=None, reason="unreadable_row", detail=unreadable(exc), raw=obj)
+                continue
             for rec, reason, detail in outs:
                 if reason is None:
                     yield item._replace(record=rec)
@@ -107,6 +115,24 @@ class RowError(ValueError):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+def unreadable(exc: BaseException) -> str:
+    """The detail of an ``unreadable_row``: what the converter tripped on, in one line."""
+    return f"a value has a shape this format does not allow ({type(exc).__name__}: {str(exc)[:200]})"
+
+
+def number(value: Any, field: str) -> float:
+    """A finite number (int or float, not bool, NaN, inf, nor an int too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RowError("wrong_type", f"field '{field}' must be a number, got {type(value).__name__}")
+    try:
+        out = float(value)
+    except OverflowError:
+        out = float("inf")
+    if out != out or out in (float("inf"), float("-inf")):
+        raise RowError("wrong_type", f"field '{field}' must be a finite number, got {value!r}"[:200])
+    return out
 
 
 def require(obj: dict[str, Any], *keys: str) -> None:

@@ -34,7 +34,7 @@ def _split(conv: Any, field: str) -> tuple[list[dict], str]:
 
 def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
     winner = obj.get("winner")
-    if winner not in WINNERS:
+    if not isinstance(winner, str) or winner not in WINNERS:
         raise RowError("unknown_choice", f"field 'winner' must be one of {sorted(WINNERS)}, got {winner!r}")
     prompt_a, answer_a = _split(obj.get("conversation_a"), "conversation_a")
     prompt_b, answer_b = _split(obj.get("conversation_b"), "conversation_b")

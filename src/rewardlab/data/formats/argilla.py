@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.formats import RowError, per_row, render_chat
+from rewardlab.data.formats import ROW_ERRORS, RowError, per_row, render_chat, unreadable
 
 NAME = "argilla"
 STATEFUL = False
@@ -85,6 +85,8 @@ def _resolve(values: list[str], fields: dict[str, Any]) -> list[str]:
     ]
     names = []
     for value in values:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise RowError("wrong_type", f"ranking value {value!r} is not an option name"[:200])
         if value in fields:
             names.append(value)
             continue
@@ -122,6 +124,14 @@ def _flattened(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]
     rankings = obj.get(f"{question}.responses") or []
     users = obj.get(f"{question}.responses.users") or [None] * len(rankings)
     statuses = obj.get(f"{question}.responses.status") or ["submitted"] * len(rankings)
+    for key, value in (("", rankings), (".users", users), (".status", statuses)):
+        if not isinstance(value, list):
+            raise RowError("wrong_type", f"field '{question}.responses{key}' must be a list")
+        if len(value) != len(rankings):  # zip() would drop the rankings past the shorter list
+            raise RowError(
+                "length_mismatch",
+                f"field '{question}.responses{key}' has {len(value)} entries for {len(rankings)} rankings",
+            )
     if not rankings:
         return [(None, "unlabeled", f"record {obj.get('id')} has no '{question}' response")]
     out: list[tuple[dict | None, str | None, str]] = []
@@ -134,11 +144,14 @@ def _flattened(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]
             if not isinstance(ranking, list):
                 raise RowError("wrong_type", f"'{question}.responses' entries must be lists of option values")
             ranked = [
-                (v["value"], v["rank"]) if isinstance(v, dict) else (v, n + 1) for n, v in enumerate(ranking)
+                (v.get("value"), v.get("rank")) if isinstance(v, dict) else (v, n + 1)
+                for n, v in enumerate(ranking)
             ]
             out.append((_record(fields, ranked, user, obj.get("id"), None), None, ""))
         except RowError as exc:
             out.append((None, exc.reason, exc.detail))
+        except ROW_ERRORS as exc:
+            out.append((None, "unreadable_row", unreadable(exc)))
     return out
 
 
@@ -149,12 +162,17 @@ def _nested(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
     if isinstance(responses, dict):  # v2: {question: [{"value", "user_id"}]}
         questions = [q for q, v in responses.items() if isinstance(v, list) and v]
         for resp in responses.get(_question(questions), []) if questions else []:
+            if not isinstance(resp, dict):
+                raise RowError("wrong_type", "each entry of 'responses' must be an object")
             entries.append((resp.get("user_id"), resp.get("status"), resp.get("value")))
     else:  # v1: [{"user_id", "values": {question: {"value": [...]}}, "status"}]
-        names = {q for resp in responses if isinstance(resp, dict) for q in (resp.get("values") or {})}
+        if not all(isinstance(r, dict) and isinstance(r.get("values") or {}, dict) for r in responses):
+            raise RowError("wrong_type", "each entry of 'responses' must be an object with 'values'")
+        names = {q for resp in responses for q in (resp.get("values") or {})}
         question = _question(sorted(names)) if names else "ranking"
         for resp in responses:
-            value = ((resp.get("values") or {}).get(question) or {}).get("value")
+            answer = (resp.get("values") or {}).get(question) or {}
+            value = answer.get("value") if isinstance(answer, dict) else answer
             entries.append((resp.get("user_id"), resp.get("status"), value))
     if not entries:
         return [(None, "unlabeled", f"record {rid} has no ranking response")]
@@ -177,6 +195,8 @@ def _nested(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
             out.append((_record(fields, ranked, user, rid, obj.get("metadata")), None, ""))
         except RowError as exc:
             out.append((None, exc.reason, exc.detail))
+        except ROW_ERRORS as exc:
+            out.append((None, "unreadable_row", unreadable(exc)))
     return out
 
 

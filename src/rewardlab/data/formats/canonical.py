@@ -48,22 +48,15 @@ def _prepare(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
             if not value.strip():
                 out[key] = None
                 continue
-            try:
-                out[key] = json.loads(value, strict=False)  # spreadsheets keep raw newlines in strings
-            except ValueError:
-                raise RowError(
-                    "invalid_cell_json", f"field '{key}' is not valid JSON: {value[:60]!r}"
-                ) from None
+            out[key] = _cell_json(value, key)
     chat = out.pop("chat", None)
     prompt = out.get("prompt")
     if isinstance(prompt, str) and (chat is True or str(chat).lower() == "true" or prompt.startswith('[{"')):
         try:
-            out["prompt"] = json.loads(prompt)
-        except ValueError:
-            if chat:
-                raise RowError(
-                    "invalid_cell_json", "field 'prompt' is flagged as a chat but is not JSON"
-                ) from None
+            out["prompt"] = _cell_json(prompt, "prompt")
+        except RowError as exc:
+            if chat or exc.reason == "invalid_utf8":
+                raise
     gold = out.get("gold")
     if isinstance(gold, str):
         if gold.strip().lower() in _TRUE:
@@ -83,6 +76,19 @@ def _prepare(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
         if out.get(key) == "":
             out[key] = None
     return [(out, None, "")]
+
+
+def _cell_json(value: str, key: str) -> Any:
+    """A JSON cell's value. JSON escapes can spell lone surrogates ("\\ud800") that no UTF-8 store holds,
+    and a runaway nesting overflows the parser: both are a bad cell, not a crash."""
+    try:
+        parsed = json.loads(value, strict=False)  # spreadsheets keep raw newlines in strings
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError("invalid_utf8", f"field '{key}' holds a lone surrogate escape (not UTF-8)") from None
+    except (ValueError, RecursionError):
+        raise RowError("invalid_cell_json", f"field '{key}' is not valid JSON: {value[:60]!r}") from None
+    return parsed
 
 
 convert = per_row(_prepare)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from rewardlab.data.formats import Item, ranks_from_scores
+from rewardlab.data.formats import ROW_ERRORS, Item, RowError, number, ranks_from_scores, unreadable
 
 NAME = "helpsteer2"
 STATEFUL = True
@@ -24,11 +24,14 @@ def looks_like(keys: set[str], first: dict[str, Any]) -> bool:
 
 def _rating(row: dict[str, Any], key: str) -> float | None:
     value = row.get(key)
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool):
-        raise ValueError(key)
-    return float(value)
+    if isinstance(value, str):  # CSV/TSV cells
+        try:
+            value = float(value)
+        except ValueError:
+            raise RowError("wrong_type", f"field '{key}' must be a number, got {value[:40]!r}") from None
+    return number(value, key)
 
 
 def convert(items: Iterable[Item]) -> Iterator[Item]:
@@ -58,23 +61,27 @@ def convert(items: Iterable[Item]) -> Iterator[Item]:
 
 
 def _group(prompt: str, rows: list[Item]) -> Item:
+    """One record of a prompt's rows. A rejected group keeps every row and its line in the quarantine."""
     first = rows[0]
+    raw = {"lines": [r.line for r in rows], "rows": [r.record for r in rows]}
     try:
         ratings = {a: [_rating(r.record, a) for r in rows] for a in ATTRIBUTES}
-    except (TypeError, ValueError) as exc:
+    except RowError as exc:
         return first._replace(
             record=None,
-            reason="wrong_type",
-            detail=f"attribute ratings must be numbers ({exc})",
-            raw=[r.record for r in rows],
+            reason=exc.reason,
+            detail=f"attribute ratings must be finite numbers ({exc.detail})",
+            raw=raw,
         )
+    except ROW_ERRORS as exc:
+        return first._replace(record=None, reason="unreadable_row", detail=unreadable(exc), raw=raw)
     helpful = ratings["helpfulness"]
     if any(h is None for h in helpful):
         return first._replace(
             record=None,
             reason="missing_field",
             detail="a row has no 'helpfulness' rating",
-            raw=[r.record for r in rows],
+            raw=raw,
         )
     rec = {
         "prompt": prompt,
@@ -83,4 +90,4 @@ def _group(prompt: str, rows: list[Item]) -> Item:
         "scores": {a: v for a, v in ratings.items() if any(x is not None for x in v)},
         "meta": {"rows": [r.line for r in rows]},
     }
-    return first._replace(record=rec, raw=[r.record for r in rows])
+    return first._replace(record=rec, raw=raw)

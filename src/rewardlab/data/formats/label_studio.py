@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.formats import RowError, per_row, render_chat
+from rewardlab.data.formats import ROW_ERRORS, RowError, per_row, render_chat, unreadable
 from rewardlab.errors import UserError
 
 NAME = "label-studio"
@@ -116,7 +116,11 @@ def _order_to_ranks(groups: list[list[Any]], ids: list[str]) -> list[int]:
     rank_of: dict[str, int] = {}
     rank = 1
     for group in groups:
+        if not isinstance(group, list):
+            raise RowError("wrong_type", "a ranking must list item ids (or buckets of ids)")
         for item_id in group:
+            if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+                raise RowError("wrong_type", f"the ranking holds {type(item_id).__name__}, not an item id")
             if str(item_id) not in ids:
                 raise RowError(
                     "unknown_ranking_value",
@@ -131,26 +135,39 @@ def _order_to_ranks(groups: list[list[Any]], ids: list[str]) -> list[int]:
 
 
 def _ranker_groups(result: dict[str, Any]) -> list[list[Any]]:
-    ranking = (result.get("value") or {}).get("ranker")
+    ranking = _value(result).get("ranker")
     if isinstance(ranking, list):
         return [[i] for i in ranking]
     if isinstance(ranking, dict):
+        if not all(isinstance(ids, list) for ids in ranking.values()):
+            raise RowError("wrong_type", "ranker buckets must be lists of item ids")
         if len(ranking) == 1 and next(iter(ranking)) == result.get("from_name"):
             return [[i] for i in next(iter(ranking.values()))]
         return [list(ids) for name, ids in ranking.items() if name != "_" and ids]
     raise RowError("wrong_type", "ranker result value must be a list or an object of lists")
 
 
+def _value(res: dict[str, Any]) -> dict[str, Any]:
+    value = res.get("value") or {}
+    if not isinstance(value, dict):
+        raise RowError("wrong_type", f"result {res.get('id')!r}: 'value' must be an object")
+    return value
+
+
 def _annotation(task: dict[str, Any], ann: dict[str, Any]) -> dict[str, Any]:
     data = task["data"]
     results = ann.get("result") or []
+    if not isinstance(results, list):
+        raise RowError("wrong_type", "'result' must be a list of results")
     by_type: dict[str, list[dict]] = {}
     for res in results:
         if isinstance(res, dict):
-            by_type.setdefault(res.get("type", ""), []).append(res)
+            by_type.setdefault(str(res.get("type", "")), []).append(res)
     tie = strength = None
     for res in by_type.get("choices", []):
-        choices = (res.get("value") or {}).get("choices") or []
+        choices = _value(res).get("choices") or []
+        if not isinstance(choices, list):
+            raise RowError("wrong_type", "a choices result must list its choices")
         if res.get("from_name") == "strength" and choices:
             strength = str(choices[0])
         elif any(_TIE.search(str(c)) for c in choices):
@@ -171,7 +188,7 @@ def _annotation(task: dict[str, Any], ann: dict[str, Any]) -> dict[str, Any]:
         res = (by_type.get("pairwise") or [{}])[0]
         left, right = _pair(data, res.get("to_name"))
         rec["responses"] = [left, right]
-        selected = (res.get("value") or {}).get("selected")
+        selected = _value(res).get("selected")
         if tie and selected:
             raise RowError("conflicting_choice", f"the annotation picks '{selected}' and marks a tie")
         if tie:
@@ -200,18 +217,25 @@ def _task(task: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
     if not isinstance(task.get("data"), dict):
         raise RowError("missing_field", "a Label Studio task needs a 'data' object")
     annotations = task.get("annotations") or []
+    if not isinstance(annotations, list):
+        raise RowError("wrong_type", "'annotations' must be a list")
     if not annotations:
         return [(None, "unlabeled", f"task {task.get('id')} has no annotation")]
     out: list[tuple[dict | None, str | None, str]] = []
-    for ann in annotations:
+    for n, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            out.append((None, "wrong_type", f"task {task.get('id')}, annotations[{n}] is not an object"))
+            continue
         where = f"task {task.get('id')}, annotation {ann.get('id')}"
         if ann.get("was_cancelled"):
             out.append((None, "cancelled", f"{where} was cancelled (skipped)"))
             continue
-        try:
+        try:  # one bad annotation is quarantined on its own; the task's other annotations go on
             out.append((_annotation(task, ann), None, ""))
         except RowError as exc:
             out.append((None, exc.reason, f"{where}: {exc.detail}"))
+        except ROW_ERRORS as exc:
+            out.append((None, "unreadable_row", f"{where}: {unreadable(exc)}"))
     return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rewardlab.data.formats import RowError, per_row, text_of
+from rewardlab.data.formats import RowError, number, per_row, text_of
 
 NAME = "shp"
 STATEFUL = False
@@ -33,24 +33,19 @@ def strength(ratio: float) -> str:
     return STRENGTH_BUCKETS[-1][1]
 
 
-def _number(obj: dict[str, Any], key: str) -> float:
-    value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RowError("wrong_type", f"field '{key}' must be a number, got {value!r}")
-    return float(value)
-
-
 def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
     for key in ("history", "human_ref_A", "human_ref_B", "labels"):
         if obj.get(key) is None:
             raise RowError("missing_field", f"missing required field '{key}'")
     label = obj["labels"]
-    if isinstance(label, bool) or label not in (0, 1):
+    if isinstance(label, bool) or not isinstance(label, (int, float)) or label not in (0, 1):
         raise RowError("unknown_choice", f"field 'labels' must be 0 or 1, got {label!r}")
     ratio = obj.get("score_ratio")
     if ratio is None:
-        a, b = _number(obj, "score_A"), _number(obj, "score_B")
+        a, b = number(obj.get("score_A"), "score_A"), number(obj.get("score_B"), "score_B")
         ratio = max(a, b) / min(a, b) if min(a, b) > 0 else float("inf")
+    else:
+        ratio = number(ratio, "score_ratio")
     rec = {
         "id": f"shp-{obj['post_id']}-{obj.get('c_root_id_A')}-{obj.get('c_root_id_B')}"
         if obj.get("post_id")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from rewardlab.data.formats import Item, RowError
+from rewardlab.data.formats import ROW_ERRORS, Item, RowError, unreadable
 
 NAME = "toloka"
 STATEFUL = True
@@ -75,9 +75,10 @@ def _time(row: dict[str, Any]) -> float | None:
     if not started or not submitted:
         return None
     try:
-        return (datetime.fromisoformat(submitted) - datetime.fromisoformat(started)).total_seconds()
-    except ValueError:
+        seconds = (datetime.fromisoformat(submitted) - datetime.fromisoformat(started)).total_seconds()
+    except (ValueError, TypeError):  # not ISO text, or one stamp has a time zone and the other not
         return None
+    return seconds if seconds >= 0 else None  # a clock skew is no time measurement
 
 
 def convert(items: Iterable[Item]) -> Iterator[Item]:
@@ -87,6 +88,11 @@ def convert(items: Iterable[Item]) -> Iterator[Item]:
             yield item
             continue
         row = item.record
+        if not isinstance(row, dict):
+            yield item._replace(
+                record=None, reason="not_an_object", detail="a row must be a JSON object", raw=row
+            )
+            continue
         try:
             prompt_col, (left_col, right_col), output = _columns(row)
             status = str(row.get("ASSIGNMENT:status") or "").upper()
@@ -99,7 +105,7 @@ def convert(items: Iterable[Item]) -> Iterator[Item]:
             base = {"prompt": prompt, "responses": [row.get(left_col), row.get(right_col)]}
             golden = row.get(f"GOLDEN:{output}")
             if golden not in (None, ""):
-                key = (prompt, *base["responses"], golden)
+                key = repr((prompt, *base["responses"], golden))  # cells of a JSONL row may be lists
                 if key not in seen_gold:
                     seen_gold.add(key)
                     try:
@@ -132,3 +138,5 @@ def convert(items: Iterable[Item]) -> Iterator[Item]:
             yield item._replace(record=rec)
         except RowError as exc:
             yield item._replace(record=None, reason=exc.reason, detail=exc.detail, raw=row)
+        except ROW_ERRORS as exc:
+            yield item._replace(record=None, reason="unreadable_row", detail=unreadable(exc), raw=row)

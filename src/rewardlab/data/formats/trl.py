@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.formats import RowError, per_row
+from rewardlab.data.formats import RowError, number, per_row
 from rewardlab.errors import UserError
 
 NAME = "trl"
@@ -86,8 +86,7 @@ def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
     }
     margin = obj.get("margin")
     if margin is not None:
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)):
-            raise RowError("wrong_type", "field 'margin' must be a number")
+        number(margin, "margin")
         rec["strength"] = margin
     meta = {k: obj[k] for k in _KEEP if obj.get(k) is not None}
     if meta:

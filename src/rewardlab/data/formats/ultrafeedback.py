@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rewardlab.data.formats import RowError, per_row, ranks_from_scores, text_of
+from rewardlab.data.formats import RowError, number, per_row, ranks_from_scores, text_of
 
 NAME = "ultrafeedback"
 STATEFUL = False
@@ -20,15 +20,17 @@ def looks_like(keys: set[str], first: dict[str, Any]) -> bool:
     return "completions" in keys and "instruction" in keys
 
 
-def _rating(value: Any) -> float | None:
+def _rating(value: Any, field: str) -> float | None:
     if isinstance(value, dict):
         value = value.get("Rating")
     if value is None or (isinstance(value, str) and value.strip().upper() in ("N/A", "")):
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise RowError("wrong_type", f"rating {value!r} is not a number") from None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise RowError("wrong_type", f"field '{field}' rating {value[:40]!r} is not a number") from None
+    return number(value, field)
 
 
 def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
@@ -47,9 +49,12 @@ def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
             }
         )
         notes = comp.get("annotations") or {}
+        if not isinstance(notes, dict):
+            raise RowError("wrong_type", f"field 'completions[{n}].annotations' must be an object")
         for aspect in ASPECTS:
-            scores[aspect].append(_rating(notes.get(aspect)))
-        overall.append(comp.get("overall_score"))
+            scores[aspect].append(_rating(notes.get(aspect), f"completions[{n}].annotations.{aspect}"))
+        score = comp.get("overall_score")
+        overall.append(None if score is None else number(score, f"completions[{n}].overall_score"))
     if any(o is None for o in overall):
         overall = []
         for n in range(len(completions)):
@@ -57,10 +62,6 @@ def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
             if not vals:
                 raise RowError("missing_field", f"completions[{n}] has no overall_score and no ratings")
             overall.append(sum(vals) / len(vals))
-    try:
-        overall = [float(o) for o in overall]
-    except (TypeError, ValueError):
-        raise RowError("wrong_type", "field 'overall_score' must be a number") from None
     rec = {
         "prompt": text_of(obj["instruction"], "instruction"),
         "responses": responses,
