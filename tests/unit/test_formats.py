@@ -427,6 +427,20 @@ def test_label_studio_pairwise_and_ranker_exports(tmp_path):
     assert cancelled["line"] == 1 and "annotation 13" in cancelled["detail"]
 
 
+def test_label_studio_ground_truth_strings_are_read_as_flags(tmp_path):
+    """CSV-converted exports carry "false"/"true": bool("false") would have made every annotation gold."""
+    data = {"prompt": "Capital of France?", "answer1": "Paris", "answer2": "Lyon"}
+    anns = [
+        ls_annotation(n, pairwise("left"), user=n, gold=g)
+        for n, g in enumerate(["false", "true", "maybe"], 1)
+    ]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps([{"id": 1, "data": data, "annotations": anns}]))
+    report, recs, rejects = run(tmp_path, path, expect_format="label-studio")
+    assert {r["id"]: r["gold"] for r in recs} == {"ls-1-1": False, "ls-1-2": True}
+    assert report.by_reason == {"wrong_type": 1} and "maybe" in rejects[0]["detail"]
+
+
 # ------------------------------------------------------------------------------------------- Argilla
 
 

@@ -111,6 +111,23 @@ def _rater(completed_by: Any) -> str | None:
     return None if completed_by is None else str(completed_by)
 
 
+def _flag(value: Any) -> bool:
+    """Label Studio's ``ground_truth`` is a JSON bool; CSV-converted exports carry "true"/"false" strings,
+    and ``bool("false")`` would mark every such annotation as gold."""
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no", ""):
+            return False
+        raise RowError("wrong_type", f"ground_truth must be true or false, got {value!r}")
+    if value is None:
+        return False
+    if isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise RowError("wrong_type", f"ground_truth must be true or false, got {value!r}")
+
+
 def _order_to_ranks(groups: list[list[Any]], ids: list[str]) -> list[int]:
     """Ordered groups of item ids (one id per group for a strict order) -> one rank per item."""
     rank_of: dict[str, int] = {}
@@ -201,7 +218,7 @@ def _annotation(task: dict[str, Any], ann: dict[str, Any]) -> dict[str, Any]:
         raise RowError("no_choice", "the annotation has no pairwise, ranker or tie result")
     rec["rater"] = _rater(ann.get("completed_by"))
     rec["strength"] = strength
-    rec["gold"] = bool(ann.get("ground_truth", False))
+    rec["gold"] = _flag(ann.get("ground_truth", False))
     if isinstance(ann.get("lead_time"), (int, float)):
         rec["time_s"] = float(ann["lead_time"])
     meta = dict(data["meta"]) if isinstance(data.get("meta"), dict) else {}
