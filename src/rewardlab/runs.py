@@ -275,3 +275,25 @@ def first_nonfinite_weight(named_parameters: Any) -> str | None:
         if not bool(torch.isfinite(param).all()):
             return name
     return None
+
+
+def clear_stale_checkpoints(run_dir: str | Path) -> int:
+    """Remove an earlier run's checkpoints when a fresh run (``train.resume=false``) starts in its folder.
+
+    Why: rotation keeps the highest steps and resume takes the newest, so an old run's step-100 would
+    outlive this run's step-2 and a later ``resume=true`` would continue the wrong run. Returns how many
+    checkpoint folders were removed (the caller says so on stderr); call on the main process only.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return 0
+    old = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(("step-", "checkpoint-"))]
+    for folder in old:
+        (folder / "COMPLETE").unlink(missing_ok=True)  # never leave a half-deleted folder that looks complete
+        shutil.rmtree(folder, ignore_errors=True)
+    if old:
+        print(
+            f"removed {len(old)} checkpoint folder(s) of an earlier run from {root} (train.resume=false)",
+            file=sys.stderr,
+        )
+    return len(old)

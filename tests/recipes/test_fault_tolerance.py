@@ -278,6 +278,20 @@ def test_rm_stops_at_a_nan_loss_from_a_huge_lr_before_the_optimizer_step(cli, tm
     assert not (run / "model").exists() and not (run / "metrics.json").exists()
 
 
+def test_a_fresh_run_removes_an_earlier_runs_checkpoints(cli, tmp_path):
+    """Without this, rotation would keep the old run's higher steps (and delete this run's), and a later
+    resume=true would continue the old run."""
+    run = tmp_path / "run"
+    old = run / "checkpoints" / "step-00000100"
+    old.mkdir(parents=True)
+    (old / "COMPLETE").write_text("ok\n")
+    res = cli("train", "rm", ROOT / "configs/rm/tiny.yaml", f"data.train={DATA}", f"output_dir={run}",
+              "train.max_steps=2", "train.save_every=1", "train.batch_size=4")  # fmt: skip
+    assert res.exit_code == 0, res
+    assert "removed 1 checkpoint folder(s) of an earlier run" in res.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+
+
 def test_ppo_stops_at_a_nan_reward_and_at_a_nan_loss(cli, tmp_path, monkeypatch):
     from rewardlab.scoring import RewardScorer
 

@@ -274,6 +274,8 @@ def resume_from(cfg: Any, run_dir: Path) -> str | None:
 
     runs.check_writable(run_dir)
     if not cfg.train.resume:
+        if int(os.environ.get("RANK", "0")) == 0:
+            runs.clear_stale_checkpoints(run_dir)
         return None
     ckpt = latest_trainer_checkpoint(run_dir)
     if ckpt is None:

@@ -668,6 +668,7 @@ def run(cfg: Any) -> dict[str, Any]:
     ctx = setup(cfg, run_dir, len(prompts), log)
     main = ctx.accelerator.is_main_process
     if main and resume_from is None:
+        runs.clear_stale_checkpoints(run_dir)
         runs.prepare_run(
             cfg,
             {

@@ -690,6 +690,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     tracker = None
     if main:
+        if not cfg.train.resume:
+            runs.clear_stale_checkpoints(run_dir)
         runs.prepare_run(
             cfg,
             {
