@@ -165,22 +165,23 @@ def rows_without_time(run: Path, timing: set[str]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in drop and not k.startswith("time/")} for r in rows]
 
 
-def test_kill_9_during_train_rm_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+def kill_and_resume(tmp_path: Path, args: list[str], steps: int, last_kill: int, sleep_after_log: str):
+    """Run ``args`` twice side by side: once straight, once SIGKILLed at a seeded random step (slowed down
+    so the kill can land inside a checkpoint write), then resumed over planted half-written checkpoints.
+    Returns (straight run, killed run, why, resume step, resume log)."""
+    from rewardlab.runs import latest_checkpoint
+
     s = seed()
     rng = random.Random(s)
-    steps = 8
-    kill_step, delay = rng.randint(2, steps - 3), rng.uniform(0.0, 0.55)
+    kill_step, delay = rng.randint(2, last_kill), rng.uniform(0.0, 0.55)
     why = f"REWARDLAB_FAULT_SEED={s}: kill after step {kill_step} (+{delay:.3f}s)"
-    args = ["train", "rm", "configs/rm/tiny.yaml", f"data.train={DATA}", "train.batch_size=4",
-            f"train.max_steps={steps}", "train.save_every=1", "train.eval_every=3"]  # fmt: skip
+    args = [*args, f"train.max_steps={steps}", "train.save_every=1"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     env = env_for(tmp_path)
     a = start([*args, f"output_dir={straight}"], env, tmp_path / "straight.log")
-    slow = {"FAULT_TEST_SLEEP_AFTER_LOG": "0.25", "FAULT_TEST_SLEEP_IN_COMMIT": "0.3"}
+    slow = {"FAULT_TEST_SLEEP_AFTER_LOG": sleep_after_log, "FAULT_TEST_SLEEP_IN_COMMIT": "0.3"}
     b = start([*args, f"output_dir={killed}"], {**env, **slow}, tmp_path / "k.log")
     last_logged = kill_after_step(b, killed, kill_step, delay, why)
-    from rewardlab.runs import latest_checkpoint
-
     resume_at = int(latest_checkpoint(killed).name.split("-")[1])
     why += f"; killed after step {last_logged} was logged, {kill_phase(killed)}; resume from step {resume_at}"
     print(why)
@@ -189,8 +190,21 @@ def test_kill_9_during_train_rm_then_resume_ends_as_an_uninterrupted_run(tmp_pat
     log = finish(start([*args, f"output_dir={killed}", "train.resume=true"], env, tmp_path / "resume.log"),
                  tmp_path / "resume.log")  # fmt: skip
     finish(a, tmp_path / "straight.log")
-    assert f"step-{resume_at:08d} at step {resume_at}" in log, why + log[-2000:]
     assert not any(p in log for p in planted), why
+    return straight, killed, why, resume_at, log
+
+
+def test_kill_9_during_train_rm_then_resume_ends_as_an_uninterrupted_run(tmp_path):
+    args = [
+        "train",
+        "rm",
+        "configs/rm/tiny.yaml",
+        f"data.train={DATA}",
+        "train.batch_size=4",
+        "train.eval_every=3",
+    ]
+    straight, killed, why, resume_at, log = kill_and_resume(tmp_path, args, 8, 5, "0.25")
+    assert f"step-{resume_at:08d} at step {resume_at}" in log, why + log[-2000:]
 
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (straight, killed))
     assert mb["resumed_from_step"] == resume_at, why
@@ -207,33 +221,12 @@ def test_kill_9_during_train_rm_then_resume_ends_as_an_uninterrupted_run(tmp_pat
 
 
 def test_kill_9_during_train_ppo_then_resume_ends_as_an_uninterrupted_run(tmp_path):
-    s = seed()
-    rng = random.Random(s)
-    steps = 6
-    kill_step, delay = rng.randint(2, steps - 2), rng.uniform(0.0, 0.6)
-    why = f"REWARDLAB_FAULT_SEED={s}: kill after step {kill_step} (+{delay:.3f}s)"
     rm = untrained_rm("rm-tiny", "offline:tiny-rm")
     args = ["train", "ppo", "configs/ppo/tiny.yaml", f"data.train={DATA}", "model.name_or_path=offline:tiny-llama",
             f"ppo.reward_model={rm}", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=4", "ppo.ppo_epochs=2",
-            "ppo.max_new_tokens=10", f"train.max_steps={steps}", "train.save_every=1", "train.seed=5",
-            "ppo.adaptive_kl=true", "ppo.kl_horizon=50"]  # fmt: skip
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    env = env_for(tmp_path)
-    a = start([*args, f"output_dir={straight}"], env, tmp_path / "straight.log")
-    slow = {"FAULT_TEST_SLEEP_AFTER_LOG": "0.3", "FAULT_TEST_SLEEP_IN_COMMIT": "0.3"}
-    b = start([*args, f"output_dir={killed}"], {**env, **slow}, tmp_path / "k.log")
-    last_logged = kill_after_step(b, killed, kill_step, delay, why)
-    from rewardlab.runs import latest_checkpoint
-
-    resume_at = int(latest_checkpoint(killed).name.split("-")[1])
-    why += f"; killed after step {last_logged} was logged, {kill_phase(killed)}; resume from step {resume_at}"
-    print(why)
-    planted = plant_half_written(killed, resume_at + 1)
-    log = finish(start([*args, f"output_dir={killed}", "train.resume=true"], env, tmp_path / "resume.log"),
-                 tmp_path / "resume.log")  # fmt: skip
-    finish(a, tmp_path / "straight.log")
+            "ppo.max_new_tokens=10", "train.seed=5", "ppo.adaptive_kl=true", "ppo.kl_horizon=50"]  # fmt: skip
+    straight, killed, why, resume_at, log = kill_and_resume(tmp_path, args, 6, 4, "0.3")
     assert f"resumed from step-{resume_at:08d} (step {resume_at})" in log, why + log[-2000:]
-    assert not any(p in log for p in planted), why
 
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (straight, killed))
     assert without(ma, PPO_TIMING) == without(mb, PPO_TIMING), why  # incl. the adaptive KL coefficient
