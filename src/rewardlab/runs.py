@@ -289,8 +289,7 @@ def clear_stale_checkpoints(run_dir: str | Path) -> int:
         return 0
     old = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(("step-", "checkpoint-"))]
     for folder in old:
-        (folder / "COMPLETE").unlink(missing_ok=True)  # never leave a half-deleted folder that looks complete
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_checkpoint(folder)
     if old:
         print(
             f"removed {len(old)} checkpoint folder(s) of an earlier run from {root} (train.resume=false)",

@@ -50,17 +50,10 @@ def handle_errors(fn: Callable) -> Callable:
             raise
         except UserError as exc:
             fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 2)
-        except OSError as exc:
-            message = _disk_error(exc)
-            if message is None:
-                if os.environ.get("REWARDLAB_DEBUG"):
-                    traceback.print_exc()
-                fail(
-                    f"internal error: {type(exc).__name__}: {exc} (set REWARDLAB_DEBUG=1 for the traceback)",
-                    1,
-                )
-            fail(message, 2)
         except Exception as exc:  # noqa: BLE001 - the CLI boundary
+            disk = _disk_error(exc) if isinstance(exc, OSError) else None
+            if disk is not None:
+                fail(disk, 2)
             if os.environ.get("REWARDLAB_DEBUG"):
                 traceback.print_exc()
             fail(f"internal error: {type(exc).__name__}: {exc} (set REWARDLAB_DEBUG=1 for the traceback)", 1)

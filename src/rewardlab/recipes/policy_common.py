@@ -273,14 +273,15 @@ def resume_from(cfg: Any, run_dir: Path) -> str | None:
     from rewardlab import runs
 
     runs.check_writable(run_dir)
+    main = int(os.environ.get("RANK", "0")) == 0  # before accelerate starts: the launcher's global rank
     if not cfg.train.resume:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if main:
             runs.clear_stale_checkpoints(run_dir)
         return None
     ckpt = latest_trainer_checkpoint(run_dir)
     if ckpt is None:
         raise UserError(f"train.resume=true but {run_dir}/checkpoints holds no complete checkpoint")
-    if int(os.environ.get("RANK", "0")) == 0:
+    if main:
         runs.trim_metrics_log(run_dir, int(ckpt.rsplit("-", 1)[1]))
     return ckpt
 
@@ -467,6 +468,28 @@ def full_model(accelerator: Any, model: Any, rebuild: Any) -> Any:
     if missing and hasattr(plain, "tie_weights"):
         plain.tie_weights()
     return plain.to(accelerator.device)
+
+
+def refuse_unsupported_sharding(accelerator: Any, cfg: Any, loop: str, fsdp_keys: tuple[str, ...]) -> None:
+    """For our own training loops (rm, ppo): refuse what they cannot do correctly. DeepSpeed would take over
+    the accumulation and optimizer step the loop does itself; under FSDP their checkpoints would hold the
+    main process's optimizer shard only (and rm's mid-run eval runs the model on the main process alone),
+    so the ``train.<key>`` options in ``fsdp_keys`` are refused there."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise UserError(
+            f"DeepSpeed: the {loop} loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
+            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
+        )
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return
+    for key in fsdp_keys:
+        if getattr(cfg.train, key):
+            raise UserError(
+                f"train.{key}: not supported under {accelerator.distributed_type.value} yet ({loop} checkpoints "
+                "and mid-run eval assume DDP); run it under DDP (configs/accelerate/ddp.yaml) or unset it"
+            )
 
 
 def check_launch(accelerator: Any) -> None:

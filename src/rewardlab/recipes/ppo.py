@@ -482,22 +482,8 @@ class Context:
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
-    """DeepSpeed would take over the accumulation and optimizer step this loop does itself; under FSDP the
-    checkpoints would hold the main process's optimizer shard only. Refuse both."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise UserError(
-            "DeepSpeed: the PPO loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
-            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
-        )
-    if accelerator.distributed_type == DistributedType.FSDP:
-        for key in ("save_every", "resume"):
-            if getattr(cfg.train, key):
-                raise UserError(
-                    f"train.{key}: not supported under {accelerator.distributed_type.value} yet (PPO checkpoints "
-                    "assume DDP); run it under DDP (configs/accelerate/ddp.yaml) or unset it"
-                )
+    """DeepSpeed refused; under FSDP no checkpoints or resume (pc.refuse_unsupported_sharding)."""
+    pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
 
 
 def check_batch_sizes(cfg: Any) -> None:

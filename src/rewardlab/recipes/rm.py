@@ -568,24 +568,8 @@ def save_model(
 
 
 def check_distributed(accelerator: Any, cfg: RMConfig) -> None:
-    """Refuse what this loop cannot do correctly. DeepSpeed: it would take over accumulation and the
-    optimizer step this loop does itself. FSDP: checkpoints hold the main process's optimizer state only
-    (a shard), and mid-run evaluation runs the model on the main process alone."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise UserError(
-            "DeepSpeed: the RM loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
-            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
-        )
-    if accelerator.distributed_type != DistributedType.FSDP:
-        return
-    for key in ("save_every", "eval_every", "resume"):
-        if getattr(cfg.train, key):
-            raise UserError(
-                f"train.{key}: not supported under {accelerator.distributed_type.value} yet (checkpoints and "
-                "mid-run eval assume DDP); run it under DDP (configs/accelerate/ddp.yaml) or unset it"
-            )
+    """DeepSpeed refused; under FSDP no checkpoints, resume or mid-run eval (pc.refuse_unsupported_sharding)."""
+    pc.refuse_unsupported_sharding(accelerator, cfg, "RM", ("save_every", "eval_every", "resume"))
 
 
 def run(cfg: RMConfig) -> dict[str, Any]:
