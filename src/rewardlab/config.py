@@ -153,14 +153,28 @@ class NoisyBTOptions(Strict):
     max_iter: int = Field(300, ge=1)
 
 
+class DS3Options(Strict):
+    """The ``ds3`` aggregation model (rewardlab.raters.ds3; docs/raters.md)."""
+
+    prior_strength: float = Field(4.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
+    temperature: float = Field(0.7, gt=0, le=1)  # posterior tempering (1 = raw EM posterior)
+    tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...
+    tie_votes_min: float = Field(0.5, ge=0, le=1)  # ... and at least this share of the pair's votes are ties
+    use_gold: bool = True  # clamp gold units to their reference label in EM
+    max_iter: int = Field(100, ge=1)
+
+
 class RatersConfig(Strict):
     stage: Literal["raters"] = "raters"
     thresholds: RaterThresholds = RaterThresholds()
-    exclude: Literal["flagged", "none", "listed"] = "flagged"
+    # flagged: drop flagged raters (plus exclude_list); downweight: keep them at flagged_weight (ds3 only)
+    exclude: Literal["flagged", "none", "listed", "downweight"] = "flagged"
     exclude_list: list[str] = []
-    method: Literal["majority", "noisy-bt", "dawid-skene", "none"] = "dawid-skene"
+    flagged_weight: float = Field(0.25, ge=0, le=1)  # vote weight of flagged raters under exclude: downweight
+    method: Literal["ds3", "majority", "noisy-bt", "dawid-skene", "none"] = "ds3"
     tie_margin: float = Field(0.05, ge=0, le=0.5)  # consensus tie when |p - 0.5| <= tie_margin
     noisy_bt: NoisyBTOptions = NoisyBTOptions()
+    ds3: DS3Options = DS3Options()
     # Replace rater ids with r-<HMAC-SHA256 prefix> in every output. The salt comes from the environment
     # (REWARDLAB_PSEUDONYM_SALT) or salt_file (default ~/.config/rewardlab/pseudonym-salt, made on first use).
     pseudonymize: bool = False

@@ -91,7 +91,7 @@ def test_aggregate_dataset_writes_one_record_per_group_and_loses_nothing(campaig
     gold = [r for r in records if r["gold"]]
     assert summary["judgments_used"] + summary["judgments_excluded"] == len(judgments)
     assert summary["gold_records"] == len(gold)
-    assert summary["excluded_raters"] and summary["method"] == "dawid-skene"
+    assert summary["excluded_raters"] and summary["method"] == "ds3"
     excluded = [json.loads(line) for line in (tmp_path / "agg" / "excluded.jsonl").read_text().splitlines()]
     assert len(excluded) == summary["judgments_excluded"]
     assert {e["rater"] for e in excluded} == set(summary["excluded_raters"])
@@ -107,7 +107,10 @@ def test_aggregate_dataset_writes_one_record_per_group_and_loses_nothing(campaig
         assert len(r["soft_pairs"]) == k * (k - 1) // 2
         assert not r["gold"] and r["rater"] is None
         assert not set(r["raters"]) & set(summary["excluded_raters"])
-        assert 0.5 <= r["weight"] <= 1.0 and 0.0 <= r["agreement"] <= 1.0
+        # one discount, not two: the soft label carries the uncertainty, the record weight stays 1
+        assert r["weight"] == 1.0 and 0.0 <= r["agreement"] <= 1.0
+        assert 0.5 <= r["meta"]["aggregation"]["confidence"] <= 1.0
+        assert len(r["meta"]["aggregation"]["tie_pairs"]) == len(r["soft_pairs"])
         soft = {(int(i), int(j)): p for i, j, p in r["soft_pairs"]}
         for pair in pairs(r):  # the RM reads soft labels and weights through this view
             i, j = pair["chosen_index"], pair["rejected_index"]

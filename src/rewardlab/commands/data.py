@@ -19,8 +19,9 @@ PSEUDO_HELP = (
 )
 SALT_HELP = "The salt file (default ~/.config/rewardlab/pseudonym-salt, created on first use)."
 FORMAT_HELP = (
-    "auto|canonical|trl|hh-rlhf|shp|ultrafeedback|helpsteer2|label-studio|argilla|toloka|arena "
-    "(auto: from the extension and the first record's keys)"
+    "auto|canonical|trl|hh-rlhf|shp|ultrafeedback|helpsteer2|label-studio|argilla|toloka|arena|wide:MAPPING "
+    "(auto: from the extension and the first record's keys; wide:MAPPING: one column per annotator, MAPPING "
+    "a preset (pandalm) or a YAML column mapping, see docs/data.md)"
 )
 
 

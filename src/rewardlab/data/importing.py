@@ -302,8 +302,11 @@ def prepare_input(path: Path, fmt: str = "auto") -> Input:
     if size == 0:
         raise UserError(f"{path}: empty_file: the file holds no records")
     if fmt != "auto":
-        if fmt not in formats.FORMATS:
-            raise UserError(f"unknown_format: '{fmt}' is not one of auto, {', '.join(formats.FORMATS)}")
+        if not formats.known(fmt):
+            raise UserError(
+                f"unknown_format: '{fmt}' is not one of auto, {', '.join(formats.FORMATS)}, wide:MAPPING"
+            )
+        formats.module(fmt)  # a wide:MAPPING with a bad mapping fails here, naming the file and field
         _require_rows(path, container)
         return Input(path, container, fmt, size)
     rows = list(_first_rows(path, container))

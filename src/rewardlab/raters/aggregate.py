@@ -37,10 +37,10 @@ import numpy as np
 import pyarrow as pa
 from scipy.special import expit
 
-from rewardlab.raters import noisy_bt
+from rewardlab.raters import ds3, noisy_bt
 from rewardlab.raters.table import Judgments, pair_index
 
-METHODS = ("majority", "noisy-bt", "dawid-skene", "none")
+METHODS = ("ds3", "majority", "noisy-bt", "dawid-skene", "none")
 
 
 @dataclass
@@ -54,6 +54,8 @@ class Consensus:
     group_used: np.ndarray  # kept judgments per group
     j_agreement: np.ndarray  # per judgment: share of its pairs matching the consensus (nan if not kept)
     fit: noisy_bt.NoisyBTFit | None = None
+    unit_post: np.ndarray | None = None  # ds3: [units, 3] P(a above b, tie, b above a)
+    ds3_fit: ds3.DS3Fit | None = None
 
 
 def unit_layout(j: Judgments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,12 +126,112 @@ def _ranks_from_order(order: list[int], p_adjacent: list[float], margin: float, 
     return ranks
 
 
-def consensus(j: Judgments, method: str, keep_judgment: np.ndarray, cfg: Any) -> Consensus:
-    """Aggregate the kept judgments (``keep_judgment``: bool per judgment) with ``method``."""
+def consensus(
+    j: Judgments, method: str, keep_judgment: np.ndarray, cfg: Any, rater_weight: np.ndarray | None = None
+) -> Consensus:
+    """Aggregate the kept judgments (``keep_judgment``: bool per judgment) with ``method``.
+
+    ``rater_weight`` (ds3 only): per rater vote weight in [0, 1], how flagged raters are down-weighted."""
     from rewardlab.raters.quality import one_blas_thread
 
     with one_blas_thread():
+        if method == "ds3":
+            return _ds3_consensus(j, keep_judgment, cfg, rater_weight)
         return _consensus(j, method, keep_judgment, cfg)
+
+
+def ds3_options(cfg: Any) -> Any:
+    """The config's ds3 section (defaults when the config object predates it)."""
+    from rewardlab.config import DS3Options
+
+    return getattr(cfg, "ds3", None) or DS3Options()
+
+
+def _ds3_consensus(j: Judgments, keep_judgment: np.ndarray, cfg: Any, rater_weight: np.ndarray | None):
+    """ds3 (raters/ds3.py): per unit P(a above, tie, b above); a consensus tie only where P(tie) is the
+    largest outcome and at least ``tie_min``; K-wise groups take the order that best fits the posteriors."""
+    opts = ds3_options(cfg)
+    fit = ds3.fit(
+        j,
+        keep_judgment[j.p_judgment],
+        rater_weight,
+        prior_strength=opts.prior_strength,
+        temperature=opts.temperature,
+        use_gold=opts.use_gold,
+        max_iter=opts.max_iter,
+    )
+    p = fit.posterior[:, 0] + 0.5 * fit.posterior[:, 1]
+    post = fit.raw  # calls (tie, order) from the untempered posterior: tempering only softens p
+    # A tie needs both the model (P(tie) the largest and >= tie_min) and the votes (at least
+    # tie_votes_min of the pair's weighted votes are ties): "A, B, tie" is best explained by a true tie in
+    # Dawid-Skene terms (careful raters split on near-ties), but it is disagreement, and it trains as an
+    # uncertain pair (p near 0.5), not as a tie.
+    keep = keep_judgment[j.p_judgment]
+    w = np.ones(len(j.p_unit)) if rater_weight is None else np.asarray(rater_weight, dtype=float)[j.p_rater]
+    w = np.where(keep, w, 0.0)
+    votes = np.bincount(j.p_unit, weights=w, minlength=j.n_units)
+    tie_votes = np.bincount(j.p_unit, weights=w * (j.p_outcome == 0), minlength=j.n_units)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tie_share = np.where(votes > 0, tie_votes / np.maximum(votes, 1e-12), 0.0)
+    is_tie = (
+        (post[:, 1] >= opts.tie_min)
+        & (post[:, 1] >= post[:, 0])
+        & (post[:, 1] >= post[:, 2])
+        & (tie_share >= opts.tie_votes_min - 1e-9)
+    )
+    group_used = np.bincount(j.j_group[keep_judgment], minlength=j.n_groups)
+    ranks: list[list[int] | None] = [None] * j.n_groups
+    unit_out = np.zeros(j.n_units, dtype=np.int8)
+    two = np.flatnonzero((j.group_k == 2) & (group_used > 0))
+    u2 = j.unit_offset[two]
+    tie2 = is_tie[u2]
+    up2 = post[u2, 0] >= post[u2, 2]
+    unit_out[u2] = np.where(tie2, 0, np.where(up2, 1, -1))
+    for g, t, u in zip(two.tolist(), tie2.tolist(), up2.tolist()):
+        ranks[g] = [1, 1] if t else ([1, 2] if u else [2, 1])
+    kwise = np.flatnonzero((j.group_k > 2) & (group_used > 0))
+    for k in np.unique(j.group_k[kwise]).tolist():
+        groups = kwise[j.group_k[kwise] == k]
+        n_pairs = k * (k - 1) // 2
+        units = j.unit_offset[groups][:, None] + np.arange(n_pairs)[None, :]
+        orders = ds3.best_orders(post[units], k)
+        for g, order, base_u in zip(groups.tolist(), orders.tolist(), j.unit_offset[groups].tolist()):
+            r = [0] * k
+            rank = 1
+            for pos, item in enumerate(order):
+                if pos > 0:
+                    a, b = sorted((order[pos - 1], item))
+                    rank += 0 if is_tie[base_u + pair_index(a, b, k)] else 1
+                r[item] = rank
+            ranks[g] = r
+            for n, (a, b) in enumerate(combinations(range(k), 2)):
+                unit_out[base_u + n] = 1 if r[a] < r[b] else (-1 if r[a] > r[b] else 0)
+    j_agree, g_agree = _agreement(j, keep, keep_judgment, unit_out, group_used)
+    g_weight = _confidence(j, p)
+    return Consensus(p, ranks, g_weight, g_agree, group_used, j_agree, None, fit.posterior, fit)
+
+
+def _agreement(j: Judgments, keep, keep_judgment, unit_out, group_used):
+    """Per kept judgment: share of its pairs matching the consensus; per group: the mean over judgments."""
+    match = (j.p_outcome == unit_out[j.p_unit]).astype(float)
+    n_j = len(j.j_row)
+    rows = np.bincount(j.p_judgment[keep], minlength=n_j)
+    hits = np.bincount(j.p_judgment[keep], weights=match[keep], minlength=n_j)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        j_agree = np.where(rows > 0, hits / np.maximum(rows, 1), np.nan)
+    kept_j = keep_judgment & (rows > 0)
+    g_sum = np.bincount(j.j_group[kept_j], weights=j_agree[kept_j], minlength=j.n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g_agree = np.where(group_used > 0, g_sum / np.maximum(group_used, 1), np.nan)
+    return j_agree, g_agree
+
+
+def _confidence(j: Judgments, p: np.ndarray) -> np.ndarray:
+    """Per group: mean over its pairs of max(p, 1 - p) (0.5: no direction, 1: certain)."""
+    conf = np.where(np.isnan(p), 0.0, np.maximum(p, 1.0 - p))
+    unit_group = unit_layout(j)[0]
+    n_units_g = np.bincount(unit_group, minlength=j.n_groups)
+    return np.bincount(unit_group, weights=conf, minlength=j.n_groups) / np.maximum(n_units_g, 1)
 
 
 def _consensus(j: Judgments, method: str, keep_judgment: np.ndarray, cfg: Any) -> Consensus:
@@ -173,22 +275,8 @@ def _consensus(j: Judgments, method: str, keep_judgment: np.ndarray, cfg: Any) -
         for n, (a, b) in enumerate(combinations(range(k), 2)):
             ra, rb = ranks[g][a], ranks[g][b]
             unit_out[base_u + n] = 1 if ra < rb else (-1 if ra > rb else 0)
-    # Agreement of each kept judgment with the consensus, then per group.
-    match = (j.p_outcome == unit_out[j.p_unit]).astype(float)
-    n_j = len(j.j_row)
-    rows = np.bincount(j.p_judgment[keep], minlength=n_j)
-    hits = np.bincount(j.p_judgment[keep], weights=match[keep], minlength=n_j)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        j_agree = np.where(rows > 0, hits / np.maximum(rows, 1), np.nan)
-    kept_j = keep_judgment & (rows > 0)
-    g_sum = np.bincount(j.j_group[kept_j], weights=j_agree[kept_j], minlength=j.n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        g_agree = np.where(group_used > 0, g_sum / np.maximum(group_used, 1), np.nan)
-    conf = np.where(np.isnan(p), 0.0, np.maximum(p, 1.0 - p))
-    unit_group = units[0]
-    n_units_g = np.bincount(unit_group, minlength=j.n_groups)
-    g_weight = np.bincount(unit_group, weights=conf, minlength=j.n_groups) / np.maximum(n_units_g, 1)
-    return Consensus(p, ranks, g_weight, g_agree, group_used, j_agree, fit)
+    j_agree, g_agree = _agreement(j, keep, keep_judgment, unit_out, group_used)
+    return Consensus(p, ranks, _confidence(j, p), g_agree, group_used, j_agree, fit)
 
 
 # ---------------------------------------------------------------- exclusion
@@ -265,15 +353,24 @@ def aggregated_records(
         src = source_rows[int(j.group_first[g])]
         canon_ranks = cons.group_ranks[g]
         base_u = int(j.unit_offset[g])
-        soft = []
+        soft, tie_pairs = [], []
         for pi, pj in combinations(range(k), 2):
             ci, cj = order[pi], order[pj]
             a, b = min(ci, cj), max(ci, cj)
-            p = float(cons.unit_p[base_u + pair_index(a, b, k)])
+            u = base_u + pair_index(a, b, k)
+            p = float(cons.unit_p[u])
             soft.append([pi, pj, round(p if ci < cj else 1.0 - p, 4)])
+            if cons.unit_post is not None:
+                tie_pairs.append([pi, pj, round(float(cons.unit_post[u, 1]), 4)])
         mean_scores = _mean_scores(scores_by_group.get(g, []), k)
         meta = dict(src.get("meta") or {})
-        agg_meta: dict[str, Any] = {"method": method, "judgments": int(cons.group_used[g])}
+        agg_meta: dict[str, Any] = {
+            "method": method,
+            "judgments": int(cons.group_used[g]),
+            "confidence": round(float(cons.group_weight[g]), 4),
+        }
+        if tie_pairs:
+            agg_meta["tie_pairs"] = tie_pairs
         if g in gold_by_group:
             gold = gold_by_group[g]
             by_text = dict(zip(gold["responses"], gold["ranks"]))
@@ -297,7 +394,7 @@ def aggregated_records(
             "meta": meta,
             "response_ids": src.get("response_ids"),
             "soft_pairs": soft,
-            "weight": round(float(cons.group_weight[g]), 4),
+            "weight": 1.0,  # one discount, not two: the soft label carries the uncertainty (docs/raters.md)
             "raters": sorted(raters_by_group.get(g, set()), key=lambda r: (r is None, str(r))),
             "agreement": round(float(cons.group_agreement[g]), 4),
             "source": "rewardlab raters aggregate",
@@ -353,12 +450,22 @@ def _aggregate_dataset(
     log = log or (lambda message: None)
     j = from_dataset(path)
     log(f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons")
-    if report is None and cfg.exclude == "flagged":
+    if cfg.exclude == "downweight" and method != "ds3":
+        raise UserError(
+            f"exclude: downweight needs method ds3 (got {method}); use exclude: flagged to drop flagged raters"
+        )
+    if report is None and cfg.exclude in ("flagged", "downweight"):
         report = quality.build_report(j, cfg)
     excluded = excluded_raters(j, report, cfg)
     log(f"excluding {len(excluded)} rater(s) ({cfg.exclude} policy); merging with {method}")
     excluded_idx = [i for i, name in enumerate(j.raters) if name in excluded]
     keep_judgment = ~np.isin(j.j_rater, excluded_idx)
+    rater_weight = None
+    downweighted: list[str] = []
+    if cfg.exclude == "downweight" and report is not None:
+        downweighted = sorted(r["rater"] for r in report["raters"] if r["flagged"] and r["rater"] is not None)
+        rater_weight = np.array([cfg.flagged_weight if name in downweighted else 1.0 for name in j.raters])
+        log(f"down-weighting {len(downweighted)} flagged rater(s) to {cfg.flagged_weight}")
     ds = load_dataset(path)
     out_dir = Path(out)
     extra = {"aggregated_from": shown, "method": method, "excluded_raters": sorted(excluded)}
@@ -373,7 +480,7 @@ def _aggregate_dataset(
         groups = int(np.count_nonzero(np.bincount(j.j_group[keep_judgment], minlength=j.n_groups)))
         dropped = j.n_groups - groups
     else:
-        cons = consensus(j, method, keep_judgment, cfg)
+        cons = consensus(j, method, keep_judgment, cfg, rater_weight)
         firsts = sorted({int(r) for r in j.group_first[cons.group_used > 0]})
         source_rows = _rows(ds, firsts, ["prompt", "chat", "meta", "response_ids"])
         strengths = None
@@ -410,6 +517,7 @@ def _aggregate_dataset(
         "excluded_file": str(out_dir / "excluded.jsonl"),
         "gold_file": str(out_dir / "gold.jsonl"),
         "flagged": [] if report is None else report["flagged"],
+        "downweighted_raters": downweighted,
     }
 
 

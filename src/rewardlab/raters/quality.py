@@ -8,7 +8,8 @@ judgment (``table.Judgments``):
 - position bias: share of the decided pairs involving the first-listed response that it won (for pairs,
   how often the rater picks the first one; for K-wise, how often the top of the list beats the others);
 - tie rate, median seconds per judgment and a too-fast flag relative to the pool's median;
-- reliability: the rater's skill in crowd-kit's NoisyBradleyTerry model (``noisy_bt``), and for rubric
+- reliability: the rater's accuracy in the ds3 model (three outcomes, position-aware confusion, gold
+  clamped: ``ds3``), its ds3 position bias, its skill in NoisyBradleyTerry (``noisy_bt``), and for rubric
   scores a Dawid-Skene accuracy (crowd-kit ``DawidSkene``).
 Overall: Krippendorff's alpha (ordinal, on implied-pair outcomes: a above b < tie < b above a) and pairwise
 percent agreement, to read against the 0.63-0.77 that published preference campaigns report.
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardlab.raters import noisy_bt
+from rewardlab.raters import ds3, noisy_bt
 from rewardlab.raters.table import NO_GOLD, Judgments
 
 PUBLISHED_AGREEMENT = {
@@ -329,6 +330,12 @@ def fit_reliability(
     return noisy_bt.fit(left, right, rater, y, c, j.n_items, len(j.raters), init_skill=agree, **kwargs)
 
 
+def ds3_strength(cfg: Any) -> float:
+    """The ds3 prior strength of a raters config (the default when the config has no ds3 section)."""
+    opts = getattr(cfg, "ds3", None)
+    return 4.0 if opts is None else float(opts.prior_strength)
+
+
 def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
@@ -351,7 +358,12 @@ def rater_metrics(
         if nbt is not None
         else fit_reliability(j, cfg, sample_rows=NBT_REPORT_MAX_ROWS, max_iter=NBT_REPORT_MAX_ITER)
     )
-    reliability = ds_accuracy(pair_dawid_skene(j), n_r)
+    # ds3 (raters/ds3.py): three-outcome Dawid-Skene with position-aware confusion and gold clamped; a
+    # numpy EM, ~20x faster than crowd-kit's DawidSkene at 1M judgments.
+    fit3 = ds3.fit(j, prior_strength=ds3_strength(cfg))
+    judged_r = np.bincount(j.p_rater, minlength=n_r) > 0
+    reliability = np.where(judged_r, fit3.accuracy(), np.nan)
+    ds3_bias = np.where(judged_r, fit3.position_bias(), np.nan)
     rubric = rubric_reliability(j)
     out = []
     for r, name in enumerate(j.raters):
@@ -373,6 +385,7 @@ def rater_metrics(
                 "median_time_s": _r(medians[r], 2),
                 "too_fast": False,
                 "reliability": _r(reliability[r]),
+                "ds3_position_bias": _r(ds3_bias[r]),
                 "nbt_skill": _r(nbt.skills[r]) if pairs_n[r] > 0 else None,
                 "nbt_first_listed": _r(nbt.biases[r]) if pairs_n[r] > 0 else None,
                 "rubric_reliability": _r(rubric.get(r)),
@@ -486,7 +499,7 @@ def _build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None) -> di
         "flagged": flagged,
         "pool_median_time_s": _r(pool_median, 2),
         "pool_position_bias": _r(pool_first),
-        "reliability_method": "dawid-skene accuracy on implied-pair outcomes (crowd-kit DawidSkene)",
+        "reliability_method": "ds3 accuracy: three-outcome Dawid-Skene, position-aware, gold clamped",
         "rubric_method": "dawid-skene accuracy" if j.j_scores else None,
         "thresholds": cfg.thresholds.model_dump(mode="json"),
         "notes": notes,

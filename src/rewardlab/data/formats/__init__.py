@@ -62,10 +62,18 @@ class Item(NamedTuple):
 
 
 def module(name: str) -> ModuleType:
-    """The module of a format name (``hh-rlhf`` -> ``rewardlab.data.formats.hh_rlhf``)."""
+    """The module of a format name (``hh-rlhf`` -> ``rewardlab.data.formats.hh_rlhf``); ``wide:MAPPING``
+    gives the wide-export reader bound to that column mapping (formats/wide.py)."""
+    if name.startswith("wide:"):
+        return importlib.import_module("rewardlab.data.formats.wide").module_for(name[5:])
     if name not in _MODULES:
         raise KeyError(name)
     return importlib.import_module(f"rewardlab.data.formats.{_MODULES[name]}")
+
+
+def known(name: str) -> bool:
+    """A ``--format`` value: a name in FORMATS, or ``wide:MAPPING`` (a preset or a mapping file)."""
+    return name in _MODULES or (name.startswith("wide:") and len(name) > 5)
 
 
 def detect(first: dict[str, Any]) -> str | None:

@@ -1,0 +1,401 @@
+"""Rater aggregation against the simulator's truth and on real multi-rater data: ours (ds3) vs crowd-kit.
+
+    .venv/bin/python scripts/bench_aggregate.py                      # 6 campaigns x 5 seeds + PandaLM
+    .venv/bin/python scripts/bench_aggregate.py --seeds 1,2 --campaigns issue,position
+    .venv/bin/python scripts/bench_aggregate.py --tune               # the grid on the tuning seeds only
+    .venv/bin/python scripts/bench_aggregate.py --pandalm PATH       # your copy of pandalm-testset-v1.json.gz
+
+Simulated campaigns (``rewardlab simulate``'s rater pool: careful, noisy, random, position-biased,
+adversarial and too-fast raters, responses shown in a shuffled order) differ in rater mix, overlap (3, 5)
+and gold share (0, 5%). Reported seeds are 1..5; ``--tune`` searches ds3's prior strength and temperature
+on seeds 101..105 of the same campaigns, which the report never uses (never tune on what you report).
+
+Methods, all on the same judgments of each campaign: ``ours`` is ``rewardlab raters aggregate``'s default
+path (rater report, exclusion of flagged raters, ds3); ``ours-all`` is ds3 on every judgment;
+``rl-noisy-bt`` is our Bradley-Terry with rater skill and position bias (the BT-family candidate);
+crowd-kit 1.4.2's DawidSkene, GLAD, MACE and MajorityVote with each implied pair as a task and
+{a above, tie, b above} as labels, and its NoisyBradleyTerry on the decided pairs (it drops ties).
+
+Metrics per implied pair, against the true utilities (ties: |true gap| <= the simulator's tie epsilon):
+- ``order``: accuracy on pairs with a clear true order (gap > epsilon); a tie call scores 1/2;
+- ``order_all``: the same on every pair (near-ties too: each has a true order by a hair of utility);
+- ``tie``: accuracy of the tie / not-tie call on every pair (are ties told apart from disagreement?);
+- ``brier`` and ``ece`` of p = P(a above) + P(tie)/2 against "a truly better" (10 equal-width bins of
+  max(p, 1 - p), the top-label ECE).
+PandaLM (999 pairs, 3 annotators each, no truth): agreement, Krippendorff's alpha and leave-one-annotator-
+out accuracy: aggregate two annotators, predict the third's verdict (3-way, and on its decided pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PANDALM = ROOT / ".." / "shared" / "realdata" / "pandalm-testset-v1.json.gz"
+REPORT_SEEDS = [1, 2, 3, 4, 5]
+TUNE_SEEDS = [101, 102, 103, 104, 105]
+
+# name -> simulate config overrides (300 prompts each; 25 raters unless said).
+CAMPAIGNS: dict[str, dict[str, Any]] = {
+    # the issue's setting: 15 careful, 5 random clickers, 3 position-biased, 2 adversarial; a few gold
+    "issue": {"raters": 25, "overlap": 3, "gold_rate": 0.05,
+              "mix": {"careful": 15, "noisy": 0, "random": 5, "position_biased": 3, "adversarial": 2, "too_fast": 0}},
+    "careful": {"raters": 25, "overlap": 3, "gold_rate": 0.0,
+                "mix": {"careful": 0.6, "noisy": 0.3, "random": 0.1, "position_biased": 0, "adversarial": 0, "too_fast": 0}},
+    "position": {"raters": 25, "overlap": 3, "gold_rate": 0.0,
+                 "mix": {"careful": 0.4, "noisy": 0.2, "random": 0, "position_biased": 0.4, "adversarial": 0, "too_fast": 0}},
+    "random5": {"raters": 25, "overlap": 5, "gold_rate": 0.0,
+                "mix": {"careful": 0.4, "noisy": 0.2, "random": 0.4, "position_biased": 0, "adversarial": 0, "too_fast": 0}},
+    "adversarial5": {"raters": 25, "overlap": 5, "gold_rate": 0.05,
+                     "mix": {"careful": 0.5, "noisy": 0.1, "random": 0.1, "position_biased": 0.1, "adversarial": 0.2, "too_fast": 0}},
+    "kwise": {"raters": 25, "overlap": 3, "gold_rate": 0.05, "k_mix": {2: 0.5, 3: 0.3, 4: 0.2},
+              "mix": {"careful": 0.5, "noisy": 0.1, "random": 0.2, "position_biased": 0.1, "adversarial": 0.0, "too_fast": 0.1}},
+}  # fmt: skip
+CROWDKIT = ["ck-DawidSkene", "ck-GLAD", "ck-MACE", "ck-NoisyBT", "ck-MajorityVote"]
+OURS = ["ours", "ours-all", "rl-noisy-bt"]
+
+
+# ---------------------------------------------------------------- data
+
+
+def campaign(name: str, seed: int, prompts: int) -> tuple[Any, np.ndarray, float]:
+    """(Judgments, true gap per unit (u_a - u_b), tie epsilon) of one simulated campaign."""
+    from rewardlab.config import SimulateConfig
+    from rewardlab.data.simulate import simulate_campaign
+    from rewardlab.raters import aggregate
+    from rewardlab.raters.table import from_records
+
+    cfg = SimulateConfig(**{"seed": seed, "prompts": prompts, **CAMPAIGNS[name]})
+    records, truth = simulate_campaign(cfg)
+    j = from_records(records)
+    group, a, b = aggregate.unit_layout(j)
+    gap = np.zeros(j.n_units)
+    for u, (g, ia, ib) in enumerate(zip(group.tolist(), a.tolist(), b.tolist())):
+        util = truth["utilities"][j.group_keys[g]]
+        resp = j.group_responses[g]
+        gap[u] = util[resp[ia]] - util[resp[ib]]
+    return j, gap, float(truth["tie_epsilon"])
+
+
+# ---------------------------------------------------------------- methods
+
+
+def _df(j, keep):
+    import pandas as pd
+
+    return pd.DataFrame(
+        {"task": j.p_unit[keep], "worker": j.p_rater[keep], "label": j.p_outcome[keep].astype(int)}
+    )
+
+
+def _from_probas(j, probas) -> np.ndarray:
+    """[units, 3] (a above, tie, b above) from a crowd-kit probas_ frame (labels 1, 0, -1); nan unjudged."""
+    post = np.full((j.n_units, 3), np.nan)
+    idx = probas.index.to_numpy().astype(np.int64)
+    post[idx] = 0.0
+    for col, label in enumerate((1, 0, -1)):
+        if label in probas.columns:
+            post[idx, col] = probas[label].to_numpy(dtype=float)
+    return post
+
+
+def flagged_keep(j, cfg) -> np.ndarray:
+    """Per judgment: not by a rater the report flags (what `raters aggregate` keeps by default)."""
+    from rewardlab.raters import aggregate, quality
+
+    report = quality.build_report(j, cfg)
+    excluded = aggregate.excluded_raters(j, report, cfg)
+    return ~np.isin(j.j_rater, [i for i, r in enumerate(j.raters) if r in excluded])
+
+
+def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[np.ndarray, np.ndarray]:
+    """(p per unit = P(a above) + P(tie)/2, called outcome per unit: +1/0/-1) of one method.
+    ``unflagged``: a precomputed ``flagged_keep`` for ``ours``."""
+    from rewardlab.raters import aggregate, quality
+
+    keep = keep_j[j.p_judgment]
+    if name in ("ours", "ours-all", "rl-noisy-bt"):
+        if name == "ours":
+            keep_j = keep_j & (flagged_keep(j, cfg) if unflagged is None else unflagged)
+        method = "noisy-bt" if name == "rl-noisy-bt" else "ds3"
+        cons = aggregate.consensus(j, method, keep_j, cfg)
+        return cons.unit_p, _called(j, cons)
+    import crowdkit.aggregation as ck
+
+    df = _df(j, keep)
+    with quality.quiet_crowdkit(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if name == "ck-NoisyBT":
+            return _ck_noisy_bt(j, keep)
+        model = {
+            "ck-DawidSkene": lambda: ck.DawidSkene(n_iter=100),
+            "ck-GLAD": lambda: ck.GLAD(n_iter=50),
+            "ck-MACE": lambda: ck.MACE(n_restarts=3, n_iter=50),
+            "ck-MajorityVote": lambda: ck.MajorityVote(),
+        }[name]()
+        model.fit(df) if name != "ck-MajorityVote" else model.fit_predict_proba(df)
+        probas = model.probas_
+    post = _from_probas(j, probas)
+    p = post[:, 0] + 0.5 * post[:, 1]
+    called = np.array([1, 0, -1])[np.argmax(np.nan_to_num(post, nan=0.0), axis=1)]
+    return p, called
+
+
+def _ck_noisy_bt(j, keep) -> tuple[np.ndarray, np.ndarray]:
+    """crowd-kit NoisyBradleyTerry on the decided pair rows (it has no ties), items (group, index)."""
+    import pandas as pd
+    from crowdkit.aggregation import NoisyBradleyTerry
+    from scipy.special import expit
+
+    decided = keep & (j.p_outcome != 0)
+    g = j.p_group[decided]
+    a, b = j.p_a[decided].astype(int), j.p_b[decided].astype(int)
+    left = [(int(x), int(y)) for x, y in zip(g, a)]
+    right = [(int(x), int(y)) for x, y in zip(g, b)]
+    win = np.where(j.p_outcome[decided] == 1, 0, 1)
+    label = [left[n] if w == 0 else right[n] for n, w in enumerate(win)]
+    df = pd.DataFrame({"worker": j.p_rater[decided], "left": left, "right": right, "label": label})
+    scores = NoisyBradleyTerry(n_iter=100).fit(df).scores_
+    from rewardlab.raters.aggregate import unit_layout
+
+    group, ua, ub = unit_layout(j)
+    s_a = np.array([scores.get((int(x), int(y)), 0.0) for x, y in zip(group, ua)])
+    s_b = np.array([scores.get((int(x), int(y)), 0.0) for x, y in zip(group, ub)])
+    p = expit(s_a - s_b)
+    voted = np.bincount(j.p_unit[keep], minlength=j.n_units) > 0
+    p[~voted] = np.nan
+    return p, np.where(p >= 0.5, 1, -1)
+
+
+def _called(j, cons) -> np.ndarray:
+    """Per unit: +1/0/-1 from the consensus ranks (canonical indices)."""
+    from itertools import combinations
+
+    out = np.zeros(j.n_units, dtype=np.int64)
+    for g, ranks in enumerate(cons.group_ranks):
+        if ranks is None:
+            continue
+        base = int(j.unit_offset[g])
+        for n, (a, b) in enumerate(combinations(range(len(ranks)), 2)):
+            out[base + n] = 1 if ranks[a] < ranks[b] else (-1 if ranks[a] > ranks[b] else 0)
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Top-label expected calibration error of binary probabilities ``p`` for outcomes ``y`` (0/1)."""
+    conf = np.maximum(p, 1 - p)
+    right = np.where(p == 0.5, 0.5, ((p > 0.5) == (y == 1)).astype(float))
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.sum() * abs(conf[m].mean() - right[m].mean())
+    return float(total / len(p))
+
+
+def metrics(p: np.ndarray, called: np.ndarray, gap: np.ndarray, eps: float) -> dict[str, float]:
+    judged = ~np.isnan(p)
+    p, called, gap = p[judged], called[judged], gap[judged]
+    clear = np.abs(gap) > eps
+    order = np.where(called[clear] == 0, 0.5, (called[clear] == np.sign(gap[clear])).astype(float))
+    true_tie = ~clear
+    y = (gap > 0).astype(float)
+    every = np.where(called == 0, 0.5, (called == np.sign(gap)).astype(float))
+    return {
+        "order": float(order.mean()),
+        "order_all": float(every.mean()),
+        "tie": float(((called == 0) == true_tie).mean()),
+        "brier": float(np.mean((p - y) ** 2)),
+        "ece": ece(p, y),
+    }
+
+
+# ---------------------------------------------------------------- runs
+
+
+def run_campaigns(names, seeds, methods, prompts, cfg, log) -> dict:
+    """{campaign: {method: [metrics per seed]}}."""
+    out: dict[str, dict[str, list]] = {}
+    for name in names:
+        out[name] = {m: [] for m in methods}
+        for seed in seeds:
+            start = time.perf_counter()
+            j, gap, eps = campaign(name, seed, prompts)
+            everyone = np.ones(len(j.j_row), dtype=bool)
+            unflagged = flagged_keep(j, cfg) if "ours" in methods else None
+            for m in methods:
+                p, called = run_method(m, j, everyone, cfg, unflagged)
+                out[name][m].append(metrics(p, called, gap, eps))
+            log(f"{name} seed {seed}: {len(j.j_row)} judgments, {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+    return float(v.mean()), se
+
+
+def print_campaigns(res: dict, methods: list[str]) -> dict:
+    """The table (mean +- SE over seeds) and, per campaign, ours minus crowd-kit's best (paired)."""
+    summary = {}
+    keys = ("order", "order_all", "tie", "brier", "ece")
+    head = ["order acc", "order acc all", "tie acc", "Brier", "ECE"]
+    print(f"\n{'campaign':<13} {'method':<16} " + " ".join(f"{h:>14}" for h in head))
+    print("-" * 105)
+    for name, by_method in res.items():
+        for m in methods:
+            cells = []
+            for key in keys:
+                mu, se = mean_se([r[key] for r in by_method[m]])
+                cells.append(f"{mu:.3f} +- {se:.3f}")
+            print(f"{name:<13} {m:<16} " + " ".join(f"{c:>14}" for c in cells))
+        ck = [m for m in methods if m.startswith("ck-")]
+        if "ours" in by_method and ck:
+            best = max(ck, key=lambda m: np.mean([r["order"] for r in by_method[m]]))
+            diff = [o["order"] - b["order"] for o, b in zip(by_method["ours"], by_method[best])]
+            mu, se = mean_se(diff)
+            summary[name] = {"best_crowdkit": best, "diff": mu, "se": se}
+            print(f"{name:<13} {'ours - ' + best:<30} {mu:+.3f} +- {se:.3f} (paired over seeds)")
+        print()
+    if summary:
+        avg = np.mean([s["diff"] for s in summary.values()])
+        worst = min(summary.values(), key=lambda s: s["diff"])
+        print(
+            f"ours - crowd-kit's best, mean over campaigns: {avg:+.3f}; worst campaign: {worst['diff']:+.3f}"
+        )
+    return summary
+
+
+def tune(names, prompts, log) -> None:
+    """Grid over ds3's prior strength and temperature on the tuning seeds (mean over campaigns)."""
+    from rewardlab.config import RatersConfig
+
+    data = {}
+    for n in names:
+        for s in TUNE_SEEDS:
+            j, gap, eps = campaign(n, s, prompts)
+            data[(n, s)] = (j, gap, eps, flagged_keep(j, RatersConfig()))
+    log(f"tuning on {len(data)} campaigns (seeds {TUNE_SEEDS})")
+    print(
+        f"{'strength':>8} {'temp':>5} {'tie_min':>7} | {'order':>6} {'all':>6} {'tie':>6} {'brier':>6} {'ece':>6} {'max ece':>7}"
+    )
+    for strength in (2.0, 4.0, 8.0, 16.0):
+        for temp in (0.5, 0.6, 0.7, 0.85, 1.0):
+            for tie_min in (0.35, 0.5):
+                cfg = RatersConfig(ds3={"prior_strength": strength, "temperature": temp, "tie_min": tie_min})
+                rows = []
+                for j, gap, eps, unflagged in data.values():
+                    everyone = np.ones(len(j.j_row), dtype=bool)
+                    p, called = run_method("ours", j, everyone, cfg, unflagged)
+                    rows.append(metrics(p, called, gap, eps))
+                m = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
+                worst = max(r["ece"] for r in rows)
+                print(f"{strength:>8} {temp:>5} {tie_min:>7} | {m['order']:.4f} {m['order_all']:.4f} {m['tie']:.4f} "
+                      f"{m['brier']:.4f} {m['ece']:.4f} {worst:.4f}", flush=True)  # fmt: skip
+
+
+# ---------------------------------------------------------------- PandaLM
+
+
+def pandalm_judgments(path: Path):
+    """Import the PandaLM test set through the wide-export importer (preset ``wide:pandalm``)."""
+    from rewardlab.data import importing
+    from rewardlab.data.dataset import load_dataset
+    from rewardlab.raters.table import from_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "pandalm.json"
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            raw.write_text(fh.read(), encoding="utf-8")
+        report = importing.import_paths([raw], Path(tmp) / "ds", fmt="wide:pandalm")
+        j = from_dataset(Path(tmp) / "ds")
+        n = len(load_dataset(Path(tmp) / "ds"))
+    return j, report, n
+
+
+def run_pandalm(path: Path, methods: list[str], cfg, log) -> None:
+    from rewardlab.raters import quality
+
+    j, report, n = pandalm_judgments(path)
+    counts = quality.unit_counts(j)
+    agreement, _ = quality.percent_agreement(counts)
+    alpha = quality.krippendorff_alpha(counts, "nominal")
+    alpha_o = quality.krippendorff_alpha(counts, "ordinal")
+    log(f"PandaLM: {n} records imported ({report.to_json()['quarantined']} quarantined), {j.n_groups} pairs")
+    print(
+        f"\nPandaLM ({j.n_groups} pairs x {len(j.raters)} annotators): agreement {agreement:.3f}, "
+        f"Krippendorff alpha nominal {alpha:.3f}, ordinal {alpha_o:.3f}"
+    )
+    print(f"{'method':<16} {'LOO 3-way acc':>16} {'LOO acc decided':>16} {'called ties':>12}")
+    for m in methods:
+        acc3, acc2, ties = [], [], []
+        for held in range(len(j.raters)):
+            keep_j = j.j_rater != held
+            p, called = run_method(m if m != "ours" else "ours-all", j, keep_j, cfg)
+            rows = j.p_rater == held
+            truth = j.p_outcome[rows].astype(int)
+            pred = called[j.p_unit[rows]]
+            acc3.append(float((pred == truth).mean()))
+            dec = truth != 0
+            acc2.append(float(np.where(pred[dec] == 0, 0.5, pred[dec] == truth[dec]).mean()))
+            ties.append(float((called == 0).mean()))
+        print(
+            f"{m:<16} {np.mean(acc3):>8.3f} +- {np.std(acc3, ddof=1) / math.sqrt(3):.3f} "
+            f"{np.mean(acc2):>8.3f} +- {np.std(acc2, ddof=1) / math.sqrt(3):.3f} {np.mean(ties):>12.3f}"
+        )
+    print("(+- over the 3 held-out annotators; 'ours' runs ds3 on the two kept annotators, no exclusion)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--campaigns", default=",".join(CAMPAIGNS))
+    ap.add_argument("--seeds", default=",".join(map(str, REPORT_SEEDS)))
+    ap.add_argument("--methods", default=",".join(OURS + CROWDKIT))
+    ap.add_argument("--prompts", type=int, default=300)
+    ap.add_argument("--pandalm", default=str(PANDALM), help="path to pandalm-testset-v1.json.gz ('' to skip)")
+    ap.add_argument("--tune", action="store_true", help="grid-search ds3 on the tuning seeds, then stop")
+    ap.add_argument("--json", default=None, help="also write the per-seed results here")
+    args = ap.parse_args()
+    from rewardlab.config import RatersConfig
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    names = [n for n in args.campaigns.split(",") if n]
+    if args.tune:
+        tune(names, args.prompts, log)
+        return
+    cfg = RatersConfig()
+    methods = [m for m in args.methods.split(",") if m]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if set(seeds) & set(TUNE_SEEDS):
+        raise SystemExit(f"seeds {sorted(set(seeds) & set(TUNE_SEEDS))} are tuning seeds: report on others")
+    res = run_campaigns(names, seeds, methods, args.prompts, cfg, log)
+    print_campaigns(res, methods)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    if args.pandalm and Path(args.pandalm).exists():
+        run_pandalm(Path(args.pandalm), methods, cfg, log)
+    elif args.pandalm:
+        log(f"PandaLM skipped: {args.pandalm} not found (pass --pandalm PATH)")
+
+
+if __name__ == "__main__":
+    main()

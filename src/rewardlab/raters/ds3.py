@@ -1,0 +1,212 @@
+"""Three-outcome Dawid-Skene with position-aware rater confusion, gold clamped, pooled prior: ``ds3``.
+
+Why a model of our own instead of crowd-kit's DawidSkene (which we also wrap, as ``dawid-skene``):
+- crowd-kit sees one label per (pair, rater) in the pair's canonical orientation and cannot know which
+  answer the rater saw first, so a rater who clicks the first-listed answer 85% of the time looks like a
+  weak random clicker. Here each rater's 3x3 confusion is over the *displayed* sides (first better, tie,
+  second better): "picked the first one" from that rater is weak evidence, "picked the second" strong.
+- gold references are known labels: their units' posteriors are clamped in every EM step, so they fix
+  each rater's confusion instead of only scoring the rater afterwards.
+- each rater's confusion is pulled toward the pool's (a Dirichlet prior of ``prior_strength``
+  pseudo-judgments centred on the pooled confusion): with 30 judgments per rater, unsmoothed 3x3 estimates
+  are noisy and produce 0/1 posteriors on split votes (crowd-kit gives p = 0.000 on a 1-1-1 split).
+- the returned posterior is tempered (log-posterior times ``temperature`` <= 1, renormalised): raters err
+  together on hard pairs, which the conditional-independence assumption ignores, so raw posteriors are
+  overconfident. Tempering keeps the argmax, so calls (order, tie) come from the raw posterior and only the
+  soft labels are softened. The default temperature was chosen on tuning seeds that the benchmark does
+  not report (docs/raters.md).
+
+Classes, per unit (an implied pair ``a < b`` in canonical order): 0 = a above b, 1 = tie, 2 = b above a.
+Observations, per pair row, in display orientation: 0 = the first-listed won, 1 = tie, 2 = the second won.
+Preference strengths are not used: tried as graded observations (first/second x unknown/weak/strong), EM
+turned the tie class into a "hard pair" class (weak votes cluster on hard pairs), and order accuracy fell
+by 1-7 points on the tuning seeds.
+The class prior is symmetric (canonical order is text order, unrelated to quality) unless the campaign
+never shows a unit in both orders (every rater saw the same order, as in most real exports): then it is
+estimated in the shown orientation, so a real "response 1 is better more often" is not blamed on raters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rewardlab.raters.table import NO_GOLD, Judgments
+
+# Prior confusion before any data: a rater who is right 75% of the time, ties rarely (a fallback only; the
+# pooled confusion replaces it after the first M-step).
+_START = np.array([[0.75, 0.1, 0.15], [0.3, 0.4, 0.3], [0.15, 0.1, 0.75]])
+N_OBS = 3
+
+
+@dataclass
+class DS3Fit:
+    posterior: np.ndarray  # [units, 3] tempered P(a above, tie, b above); rows of unjudged units are nan
+    raw: np.ndarray  # [units, 3] the untempered EM posterior (same argmax): what the calls use
+    confusion: np.ndarray  # [raters, 3, 3] P(observed display outcome | true display outcome)
+    prior: np.ndarray  # [3] class prior in display orientation (symmetric when displays are shuffled)
+    shuffled: bool  # units were shown in both orders, so the prior is symmetric
+    iterations: int
+    converged: bool
+
+    def accuracy(self) -> np.ndarray:
+        """Per rater: sum_c prior_c * P(says c | true c), the probability a judgment is right."""
+        return np.einsum("c,rcc->r", self.prior, self.confusion)
+
+    def position_bias(self) -> np.ndarray:
+        """Per rater: P(says first | first better) - P(says second | second better), in [-1, 1]."""
+        return self.confusion[:, 0, 0] - self.confusion[:, 2, 2]
+
+
+def _rows(j: Judgments, keep: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(unit, rater, display observation, a listed first) of the kept pair rows."""
+    unit = j.p_unit[keep]
+    rater = j.p_rater[keep].astype(np.int64)
+    a_first = j.p_a_first[keep]
+    canon = 1 - j.p_outcome[keep].astype(np.int64)  # +1 -> 0, 0 -> 1, -1 -> 2
+    obs = np.where(a_first, canon, 2 - canon)
+    return unit, rater, obs, a_first
+
+
+def fit(
+    j: Judgments,
+    keep: np.ndarray | None = None,
+    rater_weight: np.ndarray | None = None,
+    prior_strength: float = 4.0,
+    temperature: float = 0.7,
+    use_gold: bool = True,
+    max_iter: int = 100,
+    tol: float = 1e-5,
+) -> DS3Fit:
+    """Fit by EM on the kept pair rows (``keep``: bool per pair row). ``rater_weight`` scales each rater's
+    log-likelihood (1 = a full vote, 0 = ignored: how flagged raters are down-weighted)."""
+    keep = np.ones(len(j.p_unit), dtype=bool) if keep is None else keep
+    n_u, n_r = j.n_units, len(j.raters)
+    unit, rater, obs, a_first = _rows(j, keep)
+    w = np.ones(len(unit)) if rater_weight is None else np.asarray(rater_weight, dtype=float)[rater]
+    judged = np.bincount(unit, minlength=n_u) > 0
+    # Orientation of each unit: its first kept row's display order; shuffled when some unit with two or
+    # more rows was seen both ways.
+    ref = np.zeros(n_u, dtype=bool)
+    ref[unit[::-1]] = a_first[::-1]  # first occurrence wins
+    both = np.bincount(unit, weights=a_first.astype(float), minlength=n_u)
+    n_rows = np.bincount(unit, minlength=n_u)
+    shuffled = bool(((both > 0) & (both < n_rows)).any())
+    gold = j.unit_gold if use_gold else np.full(n_u, NO_GOLD, dtype=np.int8)
+    clamp = (gold != NO_GOLD) & judged
+    clamp_class = np.where(gold == 1, 0, 2)[clamp]
+    # Index of each row's likelihood term per canonical class c: display class is c when a was listed
+    # first, else the mirror 2 - c.
+    cls = np.arange(3)
+    disp = np.where(a_first[:, None], cls[None, :], 2 - cls[None, :])  # [rows, 3]
+    # Start from the (weighted) vote shares plus a little smoothing.
+    canon_obs = np.where(a_first, obs, 2 - obs)
+    counts = np.zeros((n_u, 3))
+    _add_counts(counts, unit, canon_obs, w)
+    post = (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
+    post[clamp] = np.eye(3)[clamp_class]
+    confusion = np.repeat(_START[None], n_r, axis=0)
+    prior = np.array([0.45, 0.1, 0.45])
+    converged = False
+    it = 0
+    while it < max_iter:
+        it += 1
+        confusion, prior = _m_step(
+            post, unit, rater, obs, disp, w, ref, judged, n_r, prior_strength, shuffled
+        )
+        loglik = _loglik(confusion, prior, unit, rater, obs, disp, w, ref, n_u)
+        new = _normalise(loglik)
+        new[clamp] = np.eye(3)[clamp_class]
+        delta = float(np.abs(new[judged] - post[judged]).max()) if judged.any() else 0.0
+        post = new
+        if delta < tol:
+            converged = True
+            break
+    logpost = _loglik(confusion, prior, unit, rater, obs, disp, w, ref, n_u)
+    raw, out = _normalise(logpost), _normalise(temperature * logpost)
+    for arr in (raw, out):
+        arr[clamp] = np.eye(3)[clamp_class]
+        arr[~judged] = np.nan
+    return DS3Fit(out, raw, confusion, prior, shuffled, it, converged)
+
+
+def _add_counts(counts: np.ndarray, unit: np.ndarray, col: np.ndarray, w: np.ndarray) -> None:
+    flat = np.bincount(unit * 3 + col, weights=w, minlength=counts.size)
+    counts += flat.reshape(counts.shape)
+
+
+def _unit_prior(prior: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """[units, 3] canonical prior: the display-orientation prior, mirrored where b was listed first."""
+    return np.where(ref[:, None], prior[None, :], prior[None, ::-1])
+
+
+def _loglik(confusion, prior, unit, rater, obs, disp, w, ref, n_u) -> np.ndarray:
+    """[units, 3] log prior + log-likelihood of the unit's rows, per canonical class."""
+    logc = np.log(np.maximum(confusion, 1e-12)).reshape(-1)
+    out = np.zeros((n_u, 3))
+    for c in range(3):
+        terms = logc[rater * 3 * N_OBS + disp[:, c] * N_OBS + obs] * w
+        out[:, c] = np.bincount(unit, weights=terms, minlength=n_u)
+    return out + np.log(np.maximum(_unit_prior(prior, ref), 1e-12))
+
+
+def _normalise(loglik: np.ndarray) -> np.ndarray:
+    z = loglik - loglik.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _m_step(post, unit, rater, obs, disp, w, ref, judged, n_r, strength, shuffled):
+    """Confusion per rater (Dirichlet prior centred on the pooled confusion) and the class prior."""
+    size = n_r * 3 * N_OBS
+    counts = np.zeros(size)
+    t_rows = post[unit] * w[:, None]
+    for c in range(3):
+        counts += np.bincount(
+            rater * 3 * N_OBS + disp[:, c] * N_OBS + obs, weights=t_rows[:, c], minlength=size
+        )
+    counts = counts.reshape(n_r, 3, N_OBS)
+    pooled = counts.sum(axis=0) + 1.0  # one pseudo-count per cell keeps every outcome possible
+    pooled /= pooled.sum(axis=1, keepdims=True)
+    conf = counts + strength * pooled[None]
+    conf /= conf.sum(axis=2, keepdims=True)
+    # Class prior in display orientation of each unit's reference row.
+    p = post[judged]
+    disp_post = np.where(ref[judged][:, None], p, p[:, ::-1])
+    prior = disp_post.mean(axis=0) + 1e-3
+    if shuffled:
+        side = (prior[0] + prior[2]) / 2
+        prior = np.array([side, prior[1], side])
+    return conf, prior / prior.sum()
+
+
+# ---------------------------------------------------------------- K-wise orders
+
+
+def best_orders(post: np.ndarray, k: int) -> np.ndarray:
+    """Per group of ``k`` items (``post``: [groups, C(k,2), 3] canonical pair posteriors), the order (best
+    first) that maximises the summed log-probability of its implied pairs (Kemeny on the posterior).
+
+    Exhaustive for k <= 6 (720 orders); beyond that, by expected wins (sum of P(i above j) + P(tie) / 2).
+    """
+    from itertools import combinations, permutations
+
+    pairs = list(combinations(range(k), 2))
+    g = post.shape[0]
+    if k > 6:
+        wins = np.zeros((g, k))
+        for n, (a, b) in enumerate(pairs):
+            wins[:, a] += post[:, n, 0] + 0.5 * post[:, n, 1]
+            wins[:, b] += post[:, n, 2] + 0.5 * post[:, n, 1]
+        return np.argsort(-wins, axis=1, kind="stable")
+    perms = np.array(list(permutations(range(k))), dtype=np.int64)  # [P, k]
+    pos = np.argsort(perms, axis=1)  # item -> position
+    # For each order and pair: class 0 when a comes first, else 2 (a strict order; ties are set afterwards).
+    cls = np.stack([np.where(pos[:, a] < pos[:, b], 0, 2) for a, b in pairs], axis=1)  # [P, pairs]
+    logp = np.log(np.maximum(post, 1e-12))  # [G, pairs, 3]
+    pair_idx = np.arange(len(pairs))
+    score = np.zeros((g, len(perms)))
+    for n in pair_idx:
+        score += logp[:, n, :][:, cls[:, n]]
+    return perms[np.argmax(score, axis=1)]
