@@ -3,7 +3,7 @@
 Why pydantic with ``extra="forbid"``: a typo in a YAML key (``train.lrr``) must fail loudly with the dotted
 path and a "did you mean" hint instead of silently training with the default. Each stage owns one schema
 class below; add fields to your stage's class, keep the shared sections (model, data, train, tracking)
-stable because users' scripts rely on them (DESIGN.md, "Config keys that scripts rely on").
+stable because users' scripts rely on them (docs/design.md, "Config keys that scripts rely on").
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class TrackingConfig(Strict):
 
 
 class RunConfig(Strict):
-    """Fields every training stage has (DESIGN.md)."""
+    """Fields every training stage has (docs/design.md)."""
 
     stage: str = ""
     output_dir: str = "runs/run"
