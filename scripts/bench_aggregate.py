@@ -42,7 +42,15 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-PANDALM = ROOT / ".." / "shared" / "realdata" / "pandalm-testset-v1.json.gz"
+# ../shared/realdata beside the repo (a git worktree sits one level deeper).
+PANDALM = next(
+    (
+        d / "pandalm-testset-v1.json.gz"
+        for d in (ROOT / ".." / "shared" / "realdata", ROOT / ".." / ".." / "shared" / "realdata")
+        if (d / "pandalm-testset-v1.json.gz").is_file()
+    ),
+    ROOT / ".." / "shared" / "realdata" / "pandalm-testset-v1.json.gz",
+)
 REPORT_SEEDS = [1, 2, 3, 4, 5]
 TUNE_SEEDS = [101, 102, 103, 104, 105]
 

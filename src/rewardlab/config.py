@@ -182,11 +182,11 @@ class DS3Options(Strict):
     """The ``ds3`` aggregation model (rewardlab.raters.ds3; docs/raters.md)."""
 
     prior_strength: float = Field(4.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
-    temperature: float = Field(0.7, gt=0, le=1)  # posterior tempering (1 = raw EM posterior)
+    temperature: float = Field(0.7, gt=0, le=1)  # soft labels: posterior ** temperature, renormalised
     tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...
     tie_votes_min: float = Field(0.5, ge=0, le=1)  # ... and at least this share of the pair's votes are ties
     use_gold: bool = True  # clamp gold units to their reference label in EM
-    max_iter: int = Field(100, ge=1)
+    max_iter: int = Field(100, ge=1)  # EM iterations (it stops earlier once posteriors move < 1e-5)
 
 
 class RatersConfig(Strict):

@@ -97,3 +97,16 @@ def test_measured_bounds_on_a_small_campaign(campaign):
     assert res["label_accuracy"] >= 0.9
     assert res["label_accuracy_all"] >= res["majority_accuracy"] - 0.02
     json.dumps(res)  # the sweep prints it
+
+
+def test_downweight_keeps_flagged_raters_at_a_weight_and_refuses_other_methods(cli, campaign, tmp_path):
+    data, records, _ = campaign
+    res = cli("raters", "aggregate", data, "--out", tmp_path / "dw", "exclude=downweight", "--json")
+    assert res.exit_code == 0, res
+    summary = res.json()
+    assert summary["method"] == "ds3" and summary["judgments_excluded"] == 0
+    assert summary["downweighted_raters"] and summary["downweighted_raters"] == summary["flagged"]
+    res = cli(
+        "raters", "aggregate", data, "--out", tmp_path / "x", "exclude=downweight", "--method", "majority"
+    )
+    assert res.exit_code == 2 and "downweight needs method ds3" in res.stderr
