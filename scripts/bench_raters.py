@@ -163,7 +163,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--methods", default="dawid-skene,noisy-bt,majority", help="aggregation methods to time")
+    ap.add_argument(
+        "--methods", default="ds3,dawid-skene,noisy-bt,majority", help="aggregation methods to time"
+    )
     ap.add_argument(
         "--peers-max", type=int, default=100_000, help="largest size to run the crowd-kit peers on"
     )

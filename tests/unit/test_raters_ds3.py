@@ -192,3 +192,18 @@ def test_unshuffled_display_learns_a_first_side_prior_instead_of_blaming_raters(
     fit = ds3.fit(from_records(records))
     assert not fit.shuffled and fit.prior[0] > 0.65
     assert np.all(np.abs(fit.position_bias()) < 0.15)
+
+
+def test_without_any_tie_vote_the_tie_class_is_off_and_em_converges():
+    # Measured before the fix: with no tie votes EM kept turning the tie class into a "hard pair" class and
+    # had not converged after 160 iterations (calls still changing) on 100k judgments.
+    rng = np.random.default_rng(4)
+    records = []
+    for i in range(200):
+        winner = "A" if rng.random() < 0.5 else "B"
+        for r in ("r1", "r2", "r3", "r4"):
+            said = winner if rng.random() < 0.8 else {"A": "B", "B": "A"}[winner]
+            records.append(vote(f"n{i}", said, r, "A" if rng.random() < 0.5 else "B"))
+    fit = ds3.fit(from_records(records))
+    assert fit.converged and fit.iterations < 60
+    assert fit.prior[1] == 0.0 and np.nanmax(fit.posterior[:, 1]) < 1e-6

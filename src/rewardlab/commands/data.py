@@ -21,7 +21,7 @@ SALT_HELP = "The salt file (default ~/.config/rewardlab/pseudonym-salt, created 
 FORMAT_HELP = (
     "auto|canonical|trl|hh-rlhf|shp|ultrafeedback|helpsteer2|label-studio|argilla|toloka|arena|wide:MAPPING "
     "(auto: from the extension and the first record's keys; wide:MAPPING: one column per annotator, MAPPING "
-    "a preset (pandalm) or a YAML column mapping, see docs/data.md)"
+    "a preset (pandalm) or a YAML column mapping, see docs/raters.md)"
 )
 
 

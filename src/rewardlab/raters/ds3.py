@@ -37,7 +37,6 @@ from rewardlab.raters.table import NO_GOLD, Judgments
 # Prior confusion before any data: a rater who is right 75% of the time, ties rarely (a fallback only; the
 # pooled confusion replaces it after the first M-step).
 _START = np.array([[0.75, 0.1, 0.15], [0.3, 0.4, 0.3], [0.15, 0.1, 0.75]])
-N_OBS = 3
 
 
 @dataclass
@@ -77,104 +76,92 @@ def fit(
     temperature: float = 0.7,
     use_gold: bool = True,
     max_iter: int = 100,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
 ) -> DS3Fit:
     """Fit by EM on the kept pair rows (``keep``: bool per pair row). ``rater_weight`` scales each rater's
-    log-likelihood (1 = a full vote, 0 = ignored: how flagged raters are down-weighted)."""
+    log-likelihood (1 = a full vote, 0 = ignored: how flagged raters are down-weighted). EM stops when no
+    confusion or prior entry moves by more than ``tol``."""
     keep = np.ones(len(j.p_unit), dtype=bool) if keep is None else keep
     n_u, n_r = j.n_units, len(j.raters)
     unit, rater, obs, a_first = _rows(j, keep)
-    w = np.ones(len(unit)) if rater_weight is None else np.asarray(rater_weight, dtype=float)[rater]
-    judged = np.bincount(unit, minlength=n_u) > 0
+    w = None if rater_weight is None else np.asarray(rater_weight, dtype=float)[rater]
+    # Work on the judged units only, renumbered 0..m-1.
+    judged_units, u = np.unique(unit, return_inverse=True)
+    m = len(judged_units)
     # Orientation of each unit: its first kept row's display order; shuffled when some unit with two or
     # more rows was seen both ways.
-    ref = np.zeros(n_u, dtype=bool)
-    ref[unit[::-1]] = a_first[::-1]  # first occurrence wins
-    both = np.bincount(unit, weights=a_first.astype(float), minlength=n_u)
-    n_rows = np.bincount(unit, minlength=n_u)
-    shuffled = bool(((both > 0) & (both < n_rows)).any())
-    gold = j.unit_gold if use_gold else np.full(n_u, NO_GOLD, dtype=np.int8)
-    clamp = (gold != NO_GOLD) & judged
-    clamp_class = np.where(gold == 1, 0, 2)[clamp]
-    # Index of each row's likelihood term per canonical class c: display class is c when a was listed
-    # first, else the mirror 2 - c.
-    cls = np.arange(3)
-    disp = np.where(a_first[:, None], cls[None, :], 2 - cls[None, :])  # [rows, 3]
+    ref = np.zeros(m, dtype=bool)
+    ref[u[::-1]] = a_first[::-1]  # the first occurrence wins
+    seen_first = np.bincount(u, weights=a_first.astype(float), minlength=m)
+    shuffled = bool(((seen_first > 0) & (seen_first < np.bincount(u, minlength=m))).any())
+    gold = j.unit_gold[judged_units] if use_gold else np.full(m, NO_GOLD, dtype=np.int8)
+    clamp = gold != NO_GOLD
+    clamp_post = np.eye(3)[np.where(gold == 1, 0, 2)[clamp]]
+    # The confusion cell of each row for each canonical class c: the display class is c when a was listed
+    # first, else its mirror 2 - c.
+    cells = np.stack([rater * 9 + np.where(a_first, c, 2 - c) * 3 + obs for c in range(3)])
     # Start from the (weighted) vote shares plus a little smoothing.
     canon_obs = np.where(a_first, obs, 2 - obs)
-    counts = np.zeros((n_u, 3))
-    _add_counts(counts, unit, canon_obs, w)
-    post = (counts + 0.5) / (counts + 0.5).sum(axis=1, keepdims=True)
-    post[clamp] = np.eye(3)[clamp_class]
+    counts = np.bincount(u * 3 + canon_obs, weights=w, minlength=3 * m).reshape(m, 3) + 0.5
+    post = counts / counts.sum(axis=1, keepdims=True)
+    post[clamp] = clamp_post
     confusion = np.repeat(_START[None], n_r, axis=0)
-    prior = np.array([0.45, 0.1, 0.45])
+    # Without a single tie vote the tie class has nothing to anchor it: EM would slowly turn it into a
+    # "hard pair" class (measured: calls still changing after 160 iterations). It is switched off.
+    ties = bool((obs == 1).any())
+    prior = np.array([0.45, 0.1, 0.45]) if ties else np.array([0.5, 0.0, 0.5])
     converged = False
     it = 0
-    while it < max_iter:
+    while it < max_iter and m:
         it += 1
-        confusion, prior = _m_step(
-            post, unit, rater, obs, disp, w, ref, judged, n_r, prior_strength, shuffled
-        )
-        loglik = _loglik(confusion, prior, unit, rater, obs, disp, w, ref, n_u)
-        new = _normalise(loglik)
-        new[clamp] = np.eye(3)[clamp_class]
-        delta = float(np.abs(new[judged] - post[judged]).max()) if judged.any() else 0.0
-        post = new
+        new_conf, new_prior = _m_step(post, u, cells, w, ref, n_r, prior_strength, shuffled, ties)
+        delta = max(float(np.abs(new_conf - confusion).max()), float(np.abs(new_prior - prior).max()))
+        confusion, prior = new_conf, new_prior
+        post = _normalise(_logpost(confusion, prior, u, cells, w, ref, m))
+        post[clamp] = clamp_post
         if delta < tol:
             converged = True
             break
-    logpost = _loglik(confusion, prior, unit, rater, obs, disp, w, ref, n_u)
-    raw, out = _normalise(logpost), _normalise(temperature * logpost)
-    for arr in (raw, out):
-        arr[clamp] = np.eye(3)[clamp_class]
-        arr[~judged] = np.nan
+    logpost = _logpost(confusion, prior, u, cells, w, ref, m)
+    raw = np.full((n_u, 3), np.nan)
+    out = np.full((n_u, 3), np.nan)
+    for full, part in ((raw, _normalise(logpost)), (out, _normalise(temperature * logpost))):
+        part[clamp] = clamp_post
+        full[judged_units] = part
     return DS3Fit(out, raw, confusion, prior, shuffled, it, converged)
 
 
-def _add_counts(counts: np.ndarray, unit: np.ndarray, col: np.ndarray, w: np.ndarray) -> None:
-    flat = np.bincount(unit * 3 + col, weights=w, minlength=counts.size)
-    counts += flat.reshape(counts.shape)
-
-
-def _unit_prior(prior: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """[units, 3] canonical prior: the display-orientation prior, mirrored where b was listed first."""
-    return np.where(ref[:, None], prior[None, :], prior[None, ::-1])
-
-
-def _loglik(confusion, prior, unit, rater, obs, disp, w, ref, n_u) -> np.ndarray:
-    """[units, 3] log prior + log-likelihood of the unit's rows, per canonical class."""
+def _logpost(confusion, prior, u, cells, w, ref, m) -> np.ndarray:
+    """[units, 3] log prior + log-likelihood of each unit's rows, per canonical class."""
     logc = np.log(np.maximum(confusion, 1e-12)).reshape(-1)
-    out = np.zeros((n_u, 3))
+    out = np.empty((m, 3))
     for c in range(3):
-        terms = logc[rater * 3 * N_OBS + disp[:, c] * N_OBS + obs] * w
-        out[:, c] = np.bincount(unit, weights=terms, minlength=n_u)
-    return out + np.log(np.maximum(_unit_prior(prior, ref), 1e-12))
+        terms = logc[cells[c]] if w is None else logc[cells[c]] * w
+        out[:, c] = np.bincount(u, weights=terms, minlength=m)
+    logprior = np.log(np.maximum(prior, 1e-12))
+    return out + np.where(ref[:, None], logprior[None, :], logprior[None, ::-1])
 
 
-def _normalise(loglik: np.ndarray) -> np.ndarray:
-    z = loglik - loglik.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+def _normalise(logp: np.ndarray) -> np.ndarray:
+    z = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
-def _m_step(post, unit, rater, obs, disp, w, ref, judged, n_r, strength, shuffled):
+def _m_step(post, u, cells, w, ref, n_r, strength, shuffled, ties):
     """Confusion per rater (Dirichlet prior centred on the pooled confusion) and the class prior."""
-    size = n_r * 3 * N_OBS
-    counts = np.zeros(size)
-    t_rows = post[unit] * w[:, None]
+    counts = np.zeros(n_r * 9)
     for c in range(3):
-        counts += np.bincount(
-            rater * 3 * N_OBS + disp[:, c] * N_OBS + obs, weights=t_rows[:, c], minlength=size
-        )
-    counts = counts.reshape(n_r, 3, N_OBS)
+        weight = post[u, c] if w is None else post[u, c] * w
+        counts += np.bincount(cells[c], weights=weight, minlength=n_r * 9)
+    counts = counts.reshape(n_r, 3, 3)
     pooled = counts.sum(axis=0) + 1.0  # one pseudo-count per cell keeps every outcome possible
     pooled /= pooled.sum(axis=1, keepdims=True)
     conf = counts + strength * pooled[None]
     conf /= conf.sum(axis=2, keepdims=True)
-    # Class prior in display orientation of each unit's reference row.
-    p = post[judged]
-    disp_post = np.where(ref[judged][:, None], p, p[:, ::-1])
-    prior = disp_post.mean(axis=0) + 1e-3
+    # Class prior in the display orientation of each unit's reference row.
+    prior = np.where(ref[:, None], post, post[:, ::-1]).mean(axis=0) + 1e-3
+    if not ties:
+        prior[1] = 0.0
     if shuffled:
         side = (prior[0] + prior[2]) / 2
         prior = np.array([side, prior[1], side])
