@@ -138,7 +138,7 @@ def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[n
             keep_j = keep_j & (flagged_keep(j, cfg) if unflagged is None else unflagged)
         method = "noisy-bt" if name == "rl-noisy-bt" else "ds3"
         cons = aggregate.consensus(j, method, keep_j, cfg)
-        return cons.unit_p, _called(j, cons)
+        return cons.unit_p, aggregate.unit_calls(j, cons).astype(np.int64)
     import crowdkit.aggregation as ck
 
     df = _df(j, keep)
@@ -184,20 +184,6 @@ def _ck_noisy_bt(j, keep) -> tuple[np.ndarray, np.ndarray]:
     voted = np.bincount(j.p_unit[keep], minlength=j.n_units) > 0
     p[~voted] = np.nan
     return p, np.where(p >= 0.5, 1, -1)
-
-
-def _called(j, cons) -> np.ndarray:
-    """Per unit: +1/0/-1 from the consensus ranks (canonical indices)."""
-    from itertools import combinations
-
-    out = np.zeros(j.n_units, dtype=np.int64)
-    for g, ranks in enumerate(cons.group_ranks):
-        if ranks is None:
-            continue
-        base = int(j.unit_offset[g])
-        for n, (a, b) in enumerate(combinations(range(len(ranks)), 2)):
-            out[base + n] = 1 if ranks[a] < ranks[b] else (-1 if ranks[a] > ranks[b] else 0)
-    return out
 
 
 # ---------------------------------------------------------------- metrics

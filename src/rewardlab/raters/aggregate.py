@@ -279,6 +279,18 @@ def _consensus(j: Judgments, method: str, keep_judgment: np.ndarray, cfg: Any) -
     return Consensus(p, ranks, _confidence(j, p), g_agree, group_used, j_agree, fit)
 
 
+def unit_calls(j: Judgments, cons: Consensus) -> np.ndarray:
+    """Per unit: the consensus outcome its group's ranks imply, +1 a above b, 0 tie (or unjudged), -1."""
+    out = np.zeros(j.n_units, dtype=np.int8)
+    for g, ranks in enumerate(cons.group_ranks):
+        if ranks is None:
+            continue
+        base = int(j.unit_offset[g])
+        for n, (a, b) in enumerate(combinations(range(len(ranks)), 2)):
+            out[base + n] = 1 if ranks[a] < ranks[b] else (-1 if ranks[a] > ranks[b] else 0)
+    return out
+
+
 # ---------------------------------------------------------------- exclusion
 
 

@@ -45,7 +45,9 @@ def _unit_truth(j: Judgments, utilities: dict[str, dict[str, float]], eps: float
     return out
 
 
-def label_accuracy(unit_p: np.ndarray, unit_truth: np.ndarray, margin: float) -> dict[str, float | None]:
+def label_accuracy(
+    unit_p: np.ndarray, unit_truth: np.ndarray, margin: float, calls: np.ndarray | None = None
+) -> dict[str, float | None]:
     """How well merged labels match the truth on pairs with a true difference.
 
     ``accuracy``: on labelled pairs; a label within ``margin`` of 0.5 is a consensus tie and scores half
@@ -59,8 +61,10 @@ def label_accuracy(unit_p: np.ndarray, unit_truth: np.ndarray, margin: float) ->
         return {"accuracy": None, "accuracy_all": None, "coverage": 0.0, "brier": None}
     p = unit_p[labelled]
     t = unit_truth[labelled]
-    tie = np.abs(p - 0.5) <= margin
-    right = np.where(tie, 0.5, ((p > 0.5) == (t > 0)).astype(float))
+    # ds3 calls its own ties (``calls``: +1/0/-1 per unit from the consensus ranks); the others: the margin
+    tie = np.abs(p - 0.5) <= margin if calls is None else calls[labelled] == 0
+    up = p > 0.5 if calls is None else calls[labelled] > 0
+    right = np.where(tie, 0.5, (up == (t > 0)).astype(float))
     n_differ = int(differ.sum())
     return {
         "accuracy": float(right.mean()),
@@ -90,7 +94,8 @@ def evaluate_setting(records: list[dict[str, Any]], truth: dict[str, Any], cfg: 
     # simulator's utilities carry a tiny jitter, so equal-quality answers differ by a hair).
     unit_truth = _unit_truth(j, utilities, float(truth.get("tie_epsilon", 0.0)))
     cons = aggregate.consensus(j, method, keep, cfg)
-    acc = label_accuracy(cons.unit_p, unit_truth, cfg.tie_margin)
+    calls = aggregate.unit_calls(j, cons) if method == "ds3" else None
+    acc = label_accuracy(cons.unit_p, unit_truth, cfg.tie_margin, calls)
     everyone = np.ones(len(j.j_row), dtype=bool)
     maj = aggregate.consensus(j, "majority", everyone, cfg)
     maj = label_accuracy(maj.unit_p, unit_truth, cfg.tie_margin)
