@@ -71,6 +71,9 @@ CAMPAIGNS: dict[str, dict[str, Any]] = {
               "mix": {"careful": 0.5, "noisy": 0.1, "random": 0.2, "position_biased": 0.1, "adversarial": 0.0, "too_fast": 0.1}},
 }  # fmt: skip
 CROWDKIT = ["ck-DawidSkene", "ck-GLAD", "ck-MACE", "ck-NoisyBT", "ck-MajorityVote"]
+# crowd-kit's DawidSkene on the judgments `ours` keeps (flagged raters excluded): what ds3 adds beyond the
+# exclusion step. Not counted as a crowd-kit baseline (the exclusion is ours).
+EXTRA = ["ck-DawidSkene+excl"]
 OURS = ["ours", "ours-all", "rl-noisy-bt"]
 
 
@@ -141,6 +144,9 @@ def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[n
         return cons.unit_p, aggregate.unit_calls(j, cons).astype(np.int64)
     import crowdkit.aggregation as ck
 
+    if name.endswith("+excl"):
+        name = name[: -len("+excl")]
+        keep = keep & (flagged_keep(j, cfg) if unflagged is None else unflagged)[j.p_judgment]
     df = _df(j, keep)
     with quality.quiet_crowdkit(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -232,7 +238,9 @@ def run_campaigns(names, seeds, methods, prompts, cfg, log) -> dict:
             start = time.perf_counter()
             j, gap, eps = campaign(name, seed, prompts)
             everyone = np.ones(len(j.j_row), dtype=bool)
-            unflagged = flagged_keep(j, cfg) if "ours" in methods else None
+            unflagged = (
+                flagged_keep(j, cfg) if any(m == "ours" or m.endswith("+excl") for m in methods) else None
+            )
             for m in methods:
                 p, called = run_method(m, j, everyone, cfg, unflagged)
                 out[name][m].append(metrics(p, called, gap, eps))
@@ -260,7 +268,7 @@ def print_campaigns(res: dict, methods: list[str]) -> dict:
                 mu, se = mean_se([r[key] for r in by_method[m]])
                 cells.append(f"{mu:.3f} +- {se:.3f}")
             print(f"{name:<13} {m:<16} " + " ".join(f"{c:>14}" for c in cells))
-        ck = [m for m in methods if m.startswith("ck-")]
+        ck = [m for m in methods if m.startswith("ck-") and not m.endswith("+excl")]
         if "ours" in by_method and ck:
             best = max(ck, key=lambda m: np.mean([r["order"] for r in by_method[m]]))
             diff = [o["order"] - b["order"] for o, b in zip(by_method["ours"], by_method[best])]
@@ -338,7 +346,7 @@ def run_pandalm(path: Path, methods: list[str], cfg, log) -> None:
         f"Krippendorff alpha nominal {alpha:.3f}, ordinal {alpha_o:.3f}"
     )
     print(f"{'method':<16} {'LOO 3-way acc':>16} {'LOO acc decided':>16} {'called ties':>12}")
-    for m in methods:
+    for m in [m for m in methods if m != "ours-all" and not m.endswith("+excl")]:
         acc3, acc2, ties = [], [], []
         for held in range(len(j.raters)):
             keep_j = j.j_rater != held
@@ -361,7 +369,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaigns", default=",".join(CAMPAIGNS))
     ap.add_argument("--seeds", default=",".join(map(str, REPORT_SEEDS)))
-    ap.add_argument("--methods", default=",".join(OURS + CROWDKIT))
+    ap.add_argument("--methods", default=",".join(OURS + CROWDKIT + EXTRA))
     ap.add_argument("--prompts", type=int, default=300)
     ap.add_argument("--pandalm", default=str(PANDALM), help="path to pandalm-testset-v1.json.gz ('' to skip)")
     ap.add_argument("--tune", action="store_true", help="grid-search ds3 on the tuning seeds, then stop")

@@ -182,6 +182,7 @@ class DS3Options(Strict):
     """The ``ds3`` aggregation model (rewardlab.raters.ds3; docs/raters.md)."""
 
     prior_strength: float = Field(4.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
+    position_strength: float = Field(20.0, ge=0)  # pseudo-judgments pulling each rater toward no side habit
     temperature: float = Field(0.7, gt=0, le=1)  # soft labels: posterior ** temperature, renormalised
     tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...
     tie_votes_min: float = Field(0.5, ge=0, le=1)  # ... and at least this share of the pair's votes are ties

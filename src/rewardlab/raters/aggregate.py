@@ -156,6 +156,7 @@ def _ds3_consensus(j: Judgments, keep_judgment: np.ndarray, cfg: Any, rater_weig
         keep_judgment[j.p_judgment],
         rater_weight,
         prior_strength=opts.prior_strength,
+        position_strength=opts.position_strength,
         temperature=opts.temperature,
         use_gold=opts.use_gold,
         max_iter=opts.max_iter,

@@ -77,6 +77,7 @@ def fit(
     use_gold: bool = True,
     max_iter: int = 100,
     tol: float = 1e-4,
+    position_strength: float = 20.0,
 ) -> DS3Fit:
     """Fit by EM on the kept pair rows (``keep``: bool per pair row). ``rater_weight`` scales each rater's
     log-likelihood (1 = a full vote, 0 = ignored: how flagged raters are down-weighted). EM stops when no
@@ -114,7 +115,9 @@ def fit(
     it = 0
     while it < max_iter and m:
         it += 1
-        new_conf, new_prior = _m_step(post, u, cells, w, ref, n_r, prior_strength, shuffled, ties)
+        new_conf, new_prior = _m_step(
+            post, u, cells, w, ref, n_r, prior_strength, shuffled, ties, position_strength
+        )
         delta = max(float(np.abs(new_conf - confusion).max()), float(np.abs(new_prior - prior).max()))
         confusion, prior = new_conf, new_prior
         post = _normalise(_logpost(confusion, prior, u, cells, w, ref, m))
@@ -147,8 +150,12 @@ def _normalise(logp: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def _m_step(post, u, cells, w, ref, n_r, strength, shuffled, ties):
-    """Confusion per rater (Dirichlet prior centred on the pooled confusion) and the class prior."""
+def _m_step(post, u, cells, w, ref, n_r, strength, shuffled, ties, position_strength=0.0):
+    """Confusion per rater and the class prior. The confusion's Dirichlet prior has two parts:
+    ``strength`` pseudo-judgments of the pool's confusion, and ``position_strength`` pseudo-judgments of the
+    rater's own mirror-symmetric confusion (first and second side swapped and averaged): a rater without a
+    side habit then pools the evidence of both display orders, and only a rater whose own data show a
+    habit departs from symmetry."""
     counts = np.zeros(n_r * 9)
     for c in range(3):
         weight = post[u, c] if w is None else post[u, c] * w
@@ -156,7 +163,10 @@ def _m_step(post, u, cells, w, ref, n_r, strength, shuffled, ties):
     counts = counts.reshape(n_r, 3, 3)
     pooled = counts.sum(axis=0) + 1.0  # one pseudo-count per cell keeps every outcome possible
     pooled /= pooled.sum(axis=1, keepdims=True)
-    conf = counts + strength * pooled[None]
+    conf = counts + strength * pooled[None] + 1e-9
+    if position_strength > 0:
+        mirrored = (conf + conf[:, ::-1, ::-1]) / 2
+        conf = conf + position_strength * mirrored / mirrored.sum(axis=2, keepdims=True)
     conf /= conf.sum(axis=2, keepdims=True)
     # Class prior in the display orientation of each unit's reference row.
     prior = np.where(ref[:, None], post, post[:, ::-1]).mean(axis=0) + 1e-3

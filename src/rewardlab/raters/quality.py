@@ -360,7 +360,12 @@ def rater_metrics(
     )
     # ds3 (raters/ds3.py): three-outcome Dawid-Skene with position-aware confusion and gold clamped; a
     # numpy EM, ~20x faster than crowd-kit's DawidSkene at 1M judgments.
-    fit3 = ds3.fit(j, prior_strength=ds3_strength(cfg))
+    opts = getattr(cfg, "ds3", None)
+    fit3 = ds3.fit(
+        j,
+        prior_strength=ds3_strength(cfg),
+        position_strength=20.0 if opts is None else opts.position_strength,
+    )
     judged_r = np.bincount(j.p_rater, minlength=n_r) > 0
     reliability = np.where(judged_r, fit3.accuracy(), np.nan)
     ds3_bias = np.where(judged_r, fit3.position_bias(), np.nan)
