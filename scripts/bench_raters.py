@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_raters.py                 # 100k and 1M
     .venv/bin/python scripts/bench_raters.py --sizes 100000  # one size
+    .venv/bin/python scripts/bench_raters.py --sizes 1000000 --baseline-src ../main/src   # vs another checkout
 
 Each size is a pairwise campaign with overlap 3 (a third as many comparisons as judgments), ~500
 judgments per rater (70% careful, 20% random clickers, 10% position-biased) and 2% gold comparisons,
@@ -150,9 +151,13 @@ def peers(data: Path) -> dict:
     return {"rows": len(y), "nbt": [theirs_nbt, ours_nbt], "alpha": [theirs_alpha, ours_alpha]}
 
 
-def child(name: str, data: Path) -> dict:
+def child(name: str, data: Path, src: str | None = None) -> dict:
+    """Run one phase in a fresh process; ``src``: put that source tree first on the path (a baseline)."""
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1"}
+    if src:
+        env["PYTHONPATH"] = str(Path(src).resolve())
     res = subprocess.run([sys.executable, __file__, "--phase", name, "--data", str(data)], capture_output=True,
-                         text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})  # fmt: skip
+                         text=True, env=env)  # fmt: skip
     if res.returncode != 0:
         raise SystemExit(f"phase {name} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -169,11 +174,14 @@ def main() -> None:
     ap.add_argument(
         "--peers-max", type=int, default=100_000, help="largest size to run the crowd-kit peers on"
     )
+    ap.add_argument("--baseline-src", default=None,
+                    help="also run report and the default aggregate with this source tree (e.g. ../main/src), "
+                    "alternating with ours on the same data, and print the ratios")  # fmt: skip
     args = ap.parse_args()
     if args.phase:
         print(json.dumps(phase(args.phase, Path(args.data))))
         return
-    rows, peer_rows = [], []
+    rows, peer_rows, base_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for size in [int(s) for s in args.sizes.split(",")]:
             data = Path(tmp) / f"bench-{size}"
@@ -187,6 +195,10 @@ def main() -> None:
                     f"{size:>9,} {name:<22} {res['seconds']:>7.1f} s  {res['peak_rss_mb']:>6} MB",
                     file=sys.stderr,
                 )
+            if args.baseline_src:
+                for name in ("report", "aggregate"):
+                    base, ours = child(name, data, args.baseline_src), child(name, data)
+                    base_rows.append((size, name, base, ours))
             if size <= args.peers_max:
                 peer_rows.append((size, child("peers", data)))
     print(f"\n{'judgments':>10} | {'phase':<22} | {'seconds':>8} | {'peak RSS MB':>11} | {'target':>8}")
@@ -195,6 +207,14 @@ def main() -> None:
         target = "<= 60 s" if size >= 1_000_000 else ""
         ok = "" if not target else (" ok" if res["seconds"] <= 60 else " MISS")
         print(f"{size:>10,} | {name:<22} | {res['seconds']:>8.1f} | {res['peak_rss_mb']:>11} | {target}{ok}")
+    if base_rows:
+        print(f"\n{'baseline vs this tree (default config)':<40} | {'baseline s':>10} | {'ours s':>8} | {'ratio':>6} | "
+              f"{'baseline MB':>11} | {'ours MB':>8}")  # fmt: skip
+        print("-" * 100)
+        for size, name, base, ours in base_rows:
+            print(f"{size:>9,} {name:<30} | {base['seconds']:>10.1f} | {ours['seconds']:>8.1f} | "
+                  f"{ours['seconds'] / max(base['seconds'], 1e-9):>5.2f}x | {base['peak_rss_mb']:>11} | "
+                  f"{ours['peak_rss_mb']:>8}")  # fmt: skip
     if peer_rows:
         print(
             f"\n{'peer (same rows)':<44} | {'rows':>8} | {'crowd-kit s':>11} | {'rewardlab s':>11} | {'ratio':>7}"
