@@ -89,12 +89,17 @@ def fit(
     # Work on the judged units only, renumbered 0..m-1.
     judged_units, u = np.unique(unit, return_inverse=True)
     m = len(judged_units)
-    # Orientation of each unit: its first kept row's display order; shuffled when some unit with two or
-    # more rows was seen both ways.
+    # Orientation of each unit: its first kept row's display order. Treated as shuffled unless units were
+    # judged more than once and none of them was ever seen both ways. With one judgment per unit there is
+    # no telling, and a free display-side prior is then degenerate (measured at overlap 1: EM put 0.99 on
+    # "the first is better" and scored 0.49), so the prior stays symmetric.
     ref = np.zeros(m, dtype=bool)
     ref[u[::-1]] = a_first[::-1]  # the first occurrence wins
     seen_first = np.bincount(u, weights=a_first.astype(float), minlength=m)
-    shuffled = bool(((seen_first > 0) & (seen_first < np.bincount(u, minlength=m))).any())
+    rows_per_unit = np.bincount(u, minlength=m)
+    repeated = rows_per_unit >= 2
+    both_ways = (seen_first > 0) & (seen_first < rows_per_unit)
+    shuffled = bool(both_ways.any() or not repeated.any())
     gold = j.unit_gold[judged_units] if use_gold else np.full(m, NO_GOLD, dtype=np.int8)
     clamp = gold != NO_GOLD
     clamp_post = np.eye(3)[np.where(gold == 1, 0, 2)[clamp]]
