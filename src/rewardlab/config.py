@@ -181,10 +181,25 @@ class RMLossConfig(Strict):
     head_weight: float = 1.0  # weight of the rubric-head losses against the overall head
 
 
+class RMModelConfig(ModelConfig):
+    # What the reward heads read: auto = the backbone's own sentence-transformers pooling when its folder
+    # has one (all-MiniLM-L6-v2: mean), else [CLS] for encoders and the last real token for decoders.
+    pooling: Literal["auto", "cls", "mean", "last"] = "auto"
+
+
+class RMAveragingConfig(Strict):
+    """Weight averaging over the last part of training; the averaged weights are the ones saved."""
+
+    kind: Literal["none", "ema", "swa"] = "none"
+    decay: float = Field(0.99, gt=0, lt=1)  # ema: w_avg <- decay * w_avg + (1 - decay) * w
+    start: float = Field(0.5, ge=0, lt=1)  # fraction of the steps after which averaging begins
+
+
 class RMConfig(RunConfig):
     stage: str = "rm"
     output_dir: str = "runs/rm"
-    model: ModelConfig = ModelConfig(name_or_path="offline:tiny-rm")
+    model: RMModelConfig = RMModelConfig(name_or_path="offline:tiny-rm")
+    averaging: RMAveragingConfig = RMAveragingConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
     loss: RMLossConfig = RMLossConfig()
     group_by_length: bool = True
