@@ -106,6 +106,18 @@ def make_splits(path: Path, seed: int) -> dict[str, list[dict]]:
     }
 
 
+def length_rules(rows: list[dict]) -> dict[str, float]:
+    """Accuracy of the two length rules on ``rows`` (equal lengths count half): a reward model that only
+    learned length would score the 'longer answer wins' number (about 0.60 on HH helpful-base)."""
+    from rewardlab.data.formats.hh_rlhf import split
+
+    longer = 0.0
+    for row in rows:
+        _, chosen, rejected = split(row["chosen"], row["rejected"])
+        longer += 1.0 if len(chosen) > len(rejected) else 0.5 if len(chosen) == len(rejected) else 0.0
+    return {"longer_wins": longer / len(rows), "shorter_wins": 1.0 - longer / len(rows)}
+
+
 def write_jsonl(rows: list[dict], path: Path) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
@@ -293,7 +305,7 @@ def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int])
                 f"{r['pairs_dropped']:>7} {r['pairs_truncated']:>5}"
             )
     for tool, s in summary.items():
-        if tool == "paired":
+        if tool not in results:
             continue
         se = f" +- {s['accuracy_se']:.3f}" if s.get("accuracy_se") is not None else ""
         post = s.get("post_train_s")
@@ -302,6 +314,10 @@ def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int])
             f"{tool:<10} mean acc {s['accuracy']:.3f}{se}, {s['pairs_per_s']:.2f} pairs/s, "
             f"wall {s['wall_s']:.0f} s, RSS {s['peak_rss_mb']:.0f} MB{share}"
         )
+    rules = summary["length_rules"]
+    print(
+        f"length rules on the same pairs: longer wins {rules['longer_wins']:.3f}, shorter wins {rules['shorter_wins']:.3f}"
+    )
     if "paired" in summary:
         p = summary["paired"]
         se = f" +- {p['accuracy_diff_se'] * 100:.1f}" if p["accuracy_diff_se"] is not None else ""
@@ -322,7 +338,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=None, help="default: the config's train.epochs")
     ap.add_argument("--trl-lr", type=float, default=1e-4, help="TRL's lr (its default 1e-4)")
     ap.add_argument("--only", choices=["rewardlab", "trl"], default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run every (tool, seed) at once, 1 thread each (a busy shared machine: both tools see the same load)",
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="first N train and eval pairs only (a smoke test)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--worker", choices=["trl"], help=argparse.SUPPRESS)
     for name in ("--train", "--eval", "--work", "--result"):
@@ -363,15 +387,28 @@ def main() -> None:
     results: dict[str, list[dict]] = {t: [] for t in tools}
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         work = Path(tmp)
-        train = write_jsonl(splits[train_part], work / "train.jsonl")
-        held = write_jsonl(splits[eval_part], work / "eval.jsonl")
-        for seed in args.seeds:  # paired by seed; the tools alternate so machine load drifts hit both
-            for tool in tools:
-                run = run_rewardlab if tool == "rewardlab" else run_trl
-                results[tool].append(run(train, held, seed, work, env, args))
-                r = results[tool][-1]
-                print(f"  {tool} seed {seed}: acc {r['accuracy']:.3f}, wall {r['wall_s']:.0f} s", flush=True)
+        train = write_jsonl(splits[train_part][: args.limit], work / "train.jsonl")
+        held = write_jsonl(splits[eval_part][: args.limit], work / "eval.jsonl")
+        jobs = [
+            (tool, seed) for seed in args.seeds for tool in tools
+        ]  # tools alternate: load drift hits both
+        runners = {"rewardlab": run_rewardlab, "trl": run_trl}
+        if args.parallel:
+            from concurrent.futures import ThreadPoolExecutor
+
+            env["OMP_NUM_THREADS"] = "1"
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                futures = {
+                    job: pool.submit(runners[job[0]], train, held, job[1], work, env, args) for job in jobs
+                }
+                done = {job: f.result() for job, f in futures.items()}
+        else:
+            done = {job: runners[job[0]](train, held, job[1], work, env, args) for job in jobs}
+        for (tool, seed), r in done.items():
+            results[tool].append(r)
+            print(f"  {tool} seed {seed}: acc {r['accuracy']:.3f}, wall {r['wall_s']:.0f} s", flush=True)
     summary = summarize(results)
+    summary["length_rules"] = length_rules(splits[eval_part][: args.limit])
     print_table(results, summary, args.seeds)
     if args.json:
         payload = {
@@ -383,6 +420,8 @@ def main() -> None:
             "max_length": MAX_LENGTH,
             "seeds": args.seeds,
             "trl_lr": args.trl_lr,
+            "parallel": args.parallel,
+            "threads": 1 if args.parallel else args.threads,
             "rewardlab_overrides": args.overrides,
             "results": results,
             "summary": summary,

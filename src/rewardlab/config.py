@@ -206,7 +206,7 @@ class RMConfig(RunConfig):
     length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
     eval_batch_size: int = Field(32, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
+    stats_max_responses: int = Field(1024, ge=1)  # training responses scored for reward_mean/std (and tie threshold)
     disable_dropout: bool = True  # as TRL's RewardTrainer: dropout noise hurts pairwise reward learning
 
 

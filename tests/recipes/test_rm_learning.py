@@ -1,0 +1,88 @@
+"""The RM recipe learns: held-out accuracy above a baseline by a margin measured beforehand (real CLI).
+
+- simulated campaign (careful raters, K=2), tiny random RM: well above chance on held-out prompts;
+- real human pairs (a slice of Anthropic HH-RLHF helpful-base, `../shared/realdata/`), all-MiniLM-L6-v2
+  with the shipped config: above the "shorter answer wins" rule on its own held-out part.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+from rewardlab.data.dataset import write_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+HH_FILE = Path("shared") / "realdata" / "hh-rlhf-helpful-base.test.jsonl.gz"
+
+
+def simulated(out: Path, n_train: int, n_eval: int) -> tuple[Path, Path]:
+    from rewardlab.config import SimulateConfig
+    from rewardlab.data.simulate import simulate_campaign
+
+    careful = {"careful": 1.0, "noisy": 0.0, "random": 0.0, "position_biased": 0.0, "too_fast": 0.0}
+    cfg = SimulateConfig(
+        prompts=n_train + n_eval, k=2, overlap=1, raters=8, gold_rate=0.0, tie_epsilon=0.0, seed=0, mix=careful
+    )
+    records = [r for r in simulate_campaign(cfg)[0] if not r.get("gold")]
+    write_dataset(records[:n_train], out / "train")
+    write_dataset(records[n_train : n_train + n_eval], out / "eval")
+    return out / "train", out / "eval"
+
+
+def test_rm_beats_chance_on_held_out_simulated_prompts(tmp_path, cli):
+    train, held = simulated(tmp_path, 384, 400)
+    res = cli(
+        "train", "rm", "configs/rm/tiny.yaml", f"data.train={train}", f"data.eval={held}", "heads=[overall]",
+        f"output_dir={tmp_path / 'run'}", "train.epochs=2", "train.lr=1e-3", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res
+    metrics = res.json()
+    assert metrics["n_pairs"] == 400
+    # Measured (2026-11-30, seeds 0): 0.70 held-out accuracy (scripts/bench_rm.py: 0.69-0.71 over 3 seeds);
+    # chance is 0.5. 0.60 leaves room for platform noise and still fails a recipe that stopped learning.
+    assert metrics["accuracy"] > 0.60
+
+
+def hh_pairs() -> list[dict]:
+    path = next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), None)
+    assert path is not None, f"{HH_FILE} not found next to the repository (see /work/shared/realdata/README.md)"
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def shorter_wins(rows: list[dict]) -> float:
+    from rewardlab.data.formats.hh_rlhf import split
+
+    hits = 0.0
+    for row in rows:
+        _, chosen, rejected = split(row["chosen"], row["rejected"])
+        hits += 1.0 if len(chosen) < len(rejected) else 0.5 if len(chosen) == len(rejected) else 0.0
+    return hits / len(rows)
+
+
+def test_minilm_learns_real_human_preferences(tmp_path, cli):
+    from rewardlab.data.formats.hh_rlhf import split
+
+    rows = [r for r in hh_pairs() if all(x.strip() for x in split(r["chosen"], r["rejected"])[1:])]
+    rows = [r for r in rows if split(r["chosen"], r["rejected"])[1] != split(r["chosen"], r["rejected"])[2]]
+    random.Random(0).shuffle(rows)
+    train, held = rows[:N_TRAIN], rows[N_TRAIN : N_TRAIN + N_EVAL]
+    for name, part in (("train", train), ("eval", held)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    res = cli(
+        "train", "rm", "configs/rm/minilm.yaml", f"data.train={tmp_path / 'train.jsonl'}",
+        f"data.eval={tmp_path / 'eval.jsonl'}", f"output_dir={tmp_path / 'run'}", f"data.max_length={MAX_LEN}",
+        f"train.lr={LR}", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res
+    metrics = res.json()
+    rule = shorter_wins(held)
+    assert metrics["n_pairs"] == N_EVAL
+    print(f"held-out accuracy {metrics['accuracy']:.3f}; shorter answer wins {rule:.3f}")
+    assert metrics["accuracy"] > rule + MARGIN
+
+
+N_TRAIN, N_EVAL, MAX_LEN, LR, MARGIN = 256, 256, 128, 1e-4, 0.05
