@@ -207,15 +207,17 @@ class RMLossConfig(Strict):
 
 
 class RMModelConfig(ModelConfig):
-    # What the reward heads read: auto = the backbone's own sentence-transformers pooling when its folder
-    # has one (all-MiniLM-L6-v2: mean), else [CLS] for encoders and the last real token for decoders.
-    pooling: Literal["auto", "cls", "mean", "last"] = "auto"
+    """A reward model's backbone, plus what its heads read."""
+
+    pooling: Literal["auto", "cls", "mean", "last"] = (
+        "auto"  # auto: the backbone's sentence-transformers pooling (MiniLM: mean), else cls (encoders) / last token (decoders)
+    )
 
 
 class RMAveragingConfig(Strict):
     """Weight averaging over the last part of training; the averaged weights are the ones saved."""
 
-    kind: Literal["none", "ema", "swa"] = "none"
+    kind: Literal["none", "ema", "swa"] = "none"  # swa: running mean of the weights; ema: exponential
     decay: float = Field(0.99, gt=0, lt=1)  # ema: w_avg <- decay * w_avg + (1 - decay) * w
     start: float = Field(0.5, ge=0, lt=1)  # fraction of the steps after which averaging begins
 
@@ -231,7 +233,9 @@ class RMConfig(RunConfig):
     length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
     eval_batch_size: int = Field(32, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
-    stats_max_responses: int = Field(1024, ge=1)  # training responses scored for reward_mean/std (and tie threshold)
+    stats_max_responses: int = Field(
+        1024, ge=1
+    )  # training responses scored for reward_mean/std (and tie threshold)
     disable_dropout: bool = True  # as TRL's RewardTrainer: dropout noise hurts pairwise reward learning
 
     @field_validator("heads")

@@ -24,7 +24,14 @@ def simulated(out: Path, n_train: int, n_eval: int) -> tuple[Path, Path]:
 
     careful = {"careful": 1.0, "noisy": 0.0, "random": 0.0, "position_biased": 0.0, "too_fast": 0.0}
     cfg = SimulateConfig(
-        prompts=n_train + n_eval, k=2, overlap=1, raters=8, gold_rate=0.0, tie_epsilon=0.0, seed=0, mix=careful
+        prompts=n_train + n_eval,
+        k=2,
+        overlap=1,
+        raters=8,
+        gold_rate=0.0,
+        tie_epsilon=0.0,
+        seed=0,
+        mix=careful,
     )
     records = [r for r in simulate_campaign(cfg)[0] if not r.get("gold")]
     write_dataset(records[:n_train], out / "train")
@@ -48,7 +55,9 @@ def test_rm_beats_chance_on_held_out_simulated_prompts(tmp_path, cli):
 
 def hh_pairs() -> list[dict]:
     path = next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), None)
-    assert path is not None, f"{HH_FILE} not found next to the repository (see /work/shared/realdata/README.md)"
+    assert path is not None, (
+        f"{HH_FILE} not found next to the repository (see /work/shared/realdata/README.md)"
+    )
     with gzip.open(path, "rt", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
 
