@@ -342,7 +342,7 @@ def main() -> None:
     ap.add_argument(
         "--parallel",
         action="store_true",
-        help="run every (tool, seed) at once, 1 thread each (a busy shared machine: both tools see the same load)",
+        help="run every (tool, seed) at once, --threads each (a busy shared machine: both tools see the same load)",
     )
     ap.add_argument(
         "--limit", type=int, default=None, help="first N train and eval pairs only (a smoke test)"
@@ -396,7 +396,6 @@ def main() -> None:
         if args.parallel:
             from concurrent.futures import ThreadPoolExecutor
 
-            env["OMP_NUM_THREADS"] = "1"
             with ThreadPoolExecutor(len(jobs)) as pool:
                 futures = {
                     job: pool.submit(runners[job[0]], train, held, job[1], work, env, args) for job in jobs
@@ -421,7 +420,7 @@ def main() -> None:
             "seeds": args.seeds,
             "trl_lr": args.trl_lr,
             "parallel": args.parallel,
-            "threads": 1 if args.parallel else args.threads,
+            "threads": args.threads,
             "rewardlab_overrides": args.overrides,
             "results": results,
             "summary": summary,
