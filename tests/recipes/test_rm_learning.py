@@ -85,14 +85,20 @@ def test_minilm_learns_real_human_preferences(tmp_path, cli):
     res = cli(
         "train", "rm", "configs/rm/minilm.yaml", f"data.train={tmp_path / 'train.jsonl'}",
         f"data.eval={tmp_path / 'eval.jsonl'}", f"output_dir={tmp_path / 'run'}", f"data.max_length={MAX_LEN}",
-        f"train.lr={LR}", "--json",
+        f"train.lr={LR}", "stats_max_responses=128", "--json",
     )  # fmt: skip
     assert res.exit_code == 0, res
     metrics = res.json()
     rule = shorter_wins(held)
     assert metrics["n_pairs"] == N_EVAL
     print(f"held-out accuracy {metrics['accuracy']:.3f}; shorter answer wins {rule:.3f}")
-    assert metrics["accuracy"] > rule + MARGIN
+    # Measured 2026-11-30 (this slice and seed): 0.578 held-out accuracy; "shorter answer wins" 0.359 on the
+    # same pairs, chance 0.5 ("longer answer wins", ~0.64 here, is NOT reached by so small a run). 95 s of
+    # one CPU thread in all, pytest start-up included (~50 s with 2 threads on an idle 2-core machine). The
+    # bar: clearly above the shorter-answer rule and above chance, ~1.5 standard errors under the measurement.
+    assert metrics["accuracy"] > max(rule + 0.1, 0.53)
 
 
-N_TRAIN, N_EVAL, MAX_LEN, LR, MARGIN = 256, 256, 128, 1e-4, 0.05
+# the smallest slice found that beats chance clearly in about a minute: 256 train pairs, 256 held out,
+# prompts cut from the left at 128 tokens, lr 1e-4 (1 epoch of the shipped config otherwise)
+N_TRAIN, N_EVAL, MAX_LEN, LR = 256, 256, 128, 1e-4
