@@ -1,21 +1,19 @@
 """The RM recipe learns: held-out accuracy above a baseline by a margin measured beforehand (real CLI).
 
 - simulated campaign (careful raters, K=2), tiny random RM: well above chance on held-out prompts;
-- real human pairs (a slice of Anthropic HH-RLHF helpful-base, `../shared/realdata/`), all-MiniLM-L6-v2
-  with the shipped config: above the "shorter answer wins" rule on its own held-out part.
+- real human pairs (512 of Anthropic HH-RLHF helpful-base, tests/data/), all-MiniLM-L6-v2 with the shipped
+  config: above the "shorter answer wins" rule and chance on its own held-out part.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import random
 from pathlib import Path
 
 from rewardlab.data.dataset import write_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
-HH_FILE = Path("shared") / "realdata" / "hh-rlhf-helpful-base.test.jsonl.gz"
+SLICE = Path(__file__).resolve().parents[1] / "data" / "hh-rlhf-helpful-base-slice.jsonl.gz"
 
 
 def simulated(out: Path, n_train: int, n_eval: int) -> tuple[Path, Path]:
@@ -55,11 +53,8 @@ def test_rm_beats_chance_on_held_out_simulated_prompts(tmp_path, cli):
 
 
 def hh_pairs() -> list[dict]:
-    path = next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), None)
-    assert path is not None, (
-        f"{HH_FILE} not found next to the repository (see /work/shared/realdata/README.md)"
-    )
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
+    """512 HH-RLHF pairs, committed so the test runs on a fresh checkout (tests/data/README.md)."""
+    with gzip.open(SLICE, "rt", encoding="utf-8") as fh:
         return [json.loads(line) for line in fh]
 
 
@@ -74,11 +69,7 @@ def shorter_wins(rows: list[dict]) -> float:
 
 
 def test_minilm_learns_real_human_preferences(tmp_path, cli):
-    from rewardlab.data.formats.hh_rlhf import split
-
-    rows = [r for r in hh_pairs() if all(x.strip() for x in split(r["chosen"], r["rejected"])[1:])]
-    rows = [r for r in rows if split(r["chosen"], r["rejected"])[1] != split(r["chosen"], r["rejected"])[2]]
-    random.Random(0).shuffle(rows)
+    rows = hh_pairs()
     train, held = rows[:N_TRAIN], rows[N_TRAIN : N_TRAIN + N_EVAL]
     for name, part in (("train", train), ("eval", held)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
@@ -93,9 +84,9 @@ def test_minilm_learns_real_human_preferences(tmp_path, cli):
     assert metrics["n_pairs"] == N_EVAL
     print(f"held-out accuracy {metrics['accuracy']:.3f}; shorter answer wins {rule:.3f}")
     # Measured 2026-11-30 (this slice and seed): 0.578 held-out accuracy; "shorter answer wins" 0.359 on the
-    # same pairs, chance 0.5 ("longer answer wins", ~0.64 here, is NOT reached by so small a run). 95 s of
-    # one CPU thread in all, pytest start-up included (~50 s with 2 threads on an idle 2-core machine). The
-    # bar: clearly above the shorter-answer rule and above chance, ~1.5 standard errors under the measurement.
+    # same pairs, chance 0.5 ("longer answer wins", ~0.64 here, is NOT reached by so small a run). It took 95 s
+    # of one CPU thread in all, pytest start-up included (the machine was too busy to time it idle). The bar:
+    # clearly above the shorter-answer rule and above chance, ~1.5 standard errors under the measurement.
     assert metrics["accuracy"] > max(rule + 0.1, 0.53)
 
 
