@@ -232,7 +232,8 @@ def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, arg
         "train_pairs": m["train_groups"],
         "pairs_kept": m["train_groups"],
         "pairs_dropped": 0,
-        "pairs_truncated": m["truncated_prompt_records"] + m["truncated_response_records"],
+        "pairs_truncated": m["truncated_prompt_records"],  # prompt cut from the left (kept)
+        "pairs_response_cut": m["truncated_response_records"],  # also the response cut on its right
         "pairs_per_s": m["rankings_per_s"],
         "train_time_s": m["train_time_s"],
         "post_train_s": m.get("post_train_s"),
