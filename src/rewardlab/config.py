@@ -221,17 +221,36 @@ class RMLossConfig(Strict):
     head_weight: float = Field(1.0, ge=0)  # weight of the rubric-head losses against the overall head
 
 
+class RMModelConfig(ModelConfig):
+    """A reward model's backbone, plus what its heads read."""
+
+    pooling: Literal["auto", "cls", "mean", "last"] = (
+        "auto"  # auto: the backbone's sentence-transformers pooling (MiniLM: mean), else cls (encoders) / last token (decoders)
+    )
+
+
+class RMAveragingConfig(Strict):
+    """Weight averaging over the last part of training; the averaged weights are the ones saved."""
+
+    kind: Literal["none", "ema", "swa"] = "none"  # swa: running mean of the weights; ema: exponential
+    decay: float = Field(0.99, gt=0, lt=1)  # ema: w_avg <- decay * w_avg + (1 - decay) * w
+    start: float = Field(0.5, ge=0, lt=1)  # fraction of the steps after which averaging begins
+
+
 class RMConfig(RunConfig):
     stage: str = "rm"
     output_dir: str = "runs/rm"
-    model: ModelConfig = ModelConfig(name_or_path="offline:tiny-rm")
+    model: RMModelConfig = RMModelConfig(name_or_path="offline:tiny-rm")
+    averaging: RMAveragingConfig = RMAveragingConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
     loss: RMLossConfig = RMLossConfig()
     group_by_length: bool = True
     length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
     eval_batch_size: int = Field(32, ge=1)
     keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept (older ones rotate away)
-    stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
+    stats_max_responses: int = Field(
+        1024, ge=1
+    )  # training responses scored for reward_mean/std, tie threshold
     disable_dropout: bool = True  # as TRL's RewardTrainer: dropout noise hurts pairwise reward learning
 
     @field_validator("heads")

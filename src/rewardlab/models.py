@@ -676,11 +676,13 @@ def build_reward_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    pooling: str = "auto",
 ) -> Any:
     """A sequence-classification model with one regression output per reward head.
 
     From a base model the heads are new (`head_names`, default ["overall"]); from a trained RM folder the
     saved heads are kept. `problem_type="regression"` so nothing treats the heads as softmax classes.
+    `pooling` (auto|cls|mean|last) picks the sequence summary the heads read; see ``resolve_pooling``.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -717,6 +719,7 @@ def build_reward_model(
             "%s: weights missing from the checkpoint, randomly initialized: %s", name_or_path, missing
         )
     _sync_special_tokens(model, tokenizer)
+    set_pooling(model, resolve_pooling(pooling, path, model.config))
     if lora is not None:
         model = apply_lora(model, task_type="SEQ_CLS", modules_to_save=[head], **_lora_kwargs(lora))
     return model
@@ -832,3 +835,172 @@ def save_model(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Pooling: which summary of the sequence the reward heads read
+# --------------------------------------------------------------------------------------------------
+
+POOLINGS = ("auto", "cls", "mean", "last")
+_ST_POOLING = {  # sentence-transformers 1_Pooling/config.json flag -> our pooling
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_lasttoken": "last",
+}
+
+
+def native_pooling(config: Any) -> str:
+    """What ``AutoModelForSequenceClassification`` itself reads: [CLS] (through BERT's pooler) for
+    encoders (model types with a masked-LM head), the last non-pad token for decoders."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return "cls" if getattr(config, "model_type", None) in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "last"
+
+
+def sentence_transformers_pooling(path: str | os.PathLike) -> str | None:
+    """The pooling a sentence-transformers folder was trained with (modules.json -> its Pooling module's
+    config.json), or None when the folder has none or uses one we do not offer (max, mean-sqrt-len)."""
+    folder = Path(path)
+    modules = folder / "modules.json"
+    if not modules.is_file():
+        return None
+    try:
+        entries = json.loads(modules.read_text())
+    except (OSError, ValueError):
+        return None
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and str(entry.get("type", "")).endswith(".Pooling"):
+            config = folder / str(entry.get("path", "")) / "config.json"
+            try:
+                flags = json.loads(config.read_text())
+            except (OSError, ValueError):
+                return None
+            mode = flags.get("pooling_mode")  # newer sentence-transformers write one string
+            if mode in ("mean", "cls"):
+                return mode
+            if mode == "lasttoken":
+                return "last"
+            chosen = [ours for key, ours in _ST_POOLING.items() if flags.get(key)]
+            others = [
+                k for k, v in flags.items() if k.startswith("pooling_mode") and v and k not in _ST_POOLING
+            ]
+            return chosen[0] if len(chosen) == 1 and not others else None
+    return None
+
+
+def resolve_pooling(pooling: str, path: str | os.PathLike, config: Any) -> str:
+    """``auto`` -> a trained rewardlab RM's saved pooling, else the backbone's own sentence-transformers
+    pooling (all-MiniLM-L6-v2 was trained as a mean-pooled sentence embedder: reading [CLS] through BERT's
+    untrained-for-this pooler throws that away), else the architecture's native one."""
+    if pooling not in POOLINGS:
+        raise UserError(f"model.pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+    if pooling != "auto":
+        return pooling
+    saved = getattr(config, "rewardlab_pooling", None)
+    if saved in POOLINGS[1:]:
+        return saved
+    return sentence_transformers_pooling(path) or native_pooling(config)
+
+
+def pool_hidden(hidden: Any, attention_mask: Any, pooling: str) -> Any:
+    """[B, T, H] hidden states -> [B, H]: first token, masked mean, or last real token (any padding side)."""
+    import torch
+
+    mask = attention_mask.to(hidden.dtype)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+    if pooling == "last":
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        last = (attention_mask.long() * positions).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise UserError(f"pooling must be cls, mean or last, got '{pooling}'")
+
+
+def _pooled_forward(self: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+    """Replaces a sequence-classification model's forward when its pooling is not the native one: the
+    backbone's last hidden states, pooled, then the model's own (dropout and) head, so the saved weights
+    keep transformers' names and layout."""
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    backbone = getattr(self, self.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    pooled = pool_hidden(hidden, attention_mask, self.config.rewardlab_pooling)
+    dropout = getattr(self, "dropout", None)
+    if isinstance(dropout, torch.nn.Dropout):
+        pooled = dropout(pooled)
+    logits = getattr(self, score_head_name(self))(pooled.unsqueeze(1))  # heads that index [:, 0] work too
+    return SequenceClassifierOutput(logits=logits[:, 0] if logits.dim() == 3 else logits)
+
+
+def set_pooling(model: Any, pooling: str) -> Any:
+    """Record ``pooling`` in the model's config (saved as ``rewardlab_pooling``) and, when it is not what
+    transformers does natively, route the model's forward through ``_pooled_forward``. An instance-level
+    forward keeps DDP, FSDP, accelerate and ``model(...)`` callers working unchanged. BERT's pooler is then
+    unused: frozen, so DDP sees no parameter without a gradient, and kept, so the folder loads quietly."""
+    import types
+
+    model.config.rewardlab_pooling = pooling
+    if pooling == native_pooling(model.config):
+        return model
+    backbone = getattr(model, model.base_model_prefix)
+    pooler = getattr(backbone, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)
+    model.forward = types.MethodType(_pooled_forward, model)
+    return model
+
+
+def scoring_snippet(config: Any) -> str:
+    """Plain-transformers lines that score like ``rewardlab score`` for a saved RM (for its model card).
+
+    Inputs that fit ``max_length`` get the same ids; longer ones lose prompt tokens from the left in both
+    (rewardlab also cuts a response that alone is too long on its right; the lines do not). With a non-native pooling the
+    lines pool the backbone's hidden states themselves, since ``model(**batch)`` would read [CLS] / the
+    last token. Tested by running it (tests/unit/test_pooling.py).
+    """
+    pooling = getattr(config, "rewardlab_pooling", None) or native_pooling(config)
+    max_length = int(getattr(config, "rewardlab_max_length", None) or 512)
+    lines = [
+        "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "",
+        'path = "path/to/model"  # this folder',
+        "tokenizer = AutoTokenizer.from_pretrained(path)",
+        "model = AutoModelForSequenceClassification.from_pretrained(path).eval()",
+        'messages = [{"role": "user", "content": "How do I boil an egg?"},',
+        '            {"role": "assistant", "content": "Simmer it for 9 minutes."}]',
+        'text = tokenizer.apply_chat_template(messages, tokenize=False).rstrip("\\n")',
+        "special = not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))  # template added BOS",
+        'ids = tokenizer(text, add_special_tokens=special)["input_ids"]',
+        f"if len(ids) > {max_length}:  # as rewardlab: keep the leading special tokens, cut the prompt's left",
+        "    head = next(i for i, t in enumerate(ids) if t not in tokenizer.all_special_ids)",
+        f"    ids = ids[:head] + ids[len(ids) - ({max_length} - head):]",
+        'batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}',
+        "with torch.no_grad():",
+    ]
+    if pooling == native_pooling(config):
+        return "\n".join(
+            [*lines, "    rewards = model(**batch).logits  # [1, n_heads], in id2label order", ""]
+        )
+    pick = {
+        "mean": "(hidden * mask).sum(1) / mask.sum(1)",
+        "cls": "hidden[:, 0]",
+        "last": 'hidden[torch.arange(len(hidden)), batch["attention_mask"].sum(1) - 1]',
+    }[pooling]
+    head = "classifier" if native_pooling(config) == "cls" else "score"
+    return "\n".join(
+        [
+            *lines,
+            f"    # {pooling} pooling: not what model(**batch) reads by itself",
+            "    hidden = getattr(model, model.base_model_prefix)(**batch).last_hidden_state",
+            '    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)',
+            f"    pooled = {pick}",
+            f"    rewards = model.{head}(pooled)  # [1, n_heads], in id2label order",
+            "",
+        ]
+    )

@@ -246,6 +246,9 @@ class RewardScorer:
             )
         except (OSError, ValueError) as err:
             raise UserError(f"cannot load reward model {model_dir}: {str(err).splitlines()[0]}") from None
+        models.set_pooling(
+            model, getattr(model.config, "rewardlab_pooling", None) or models.native_pooling(model.config)
+        )
         model.to(device)
         model.eval()
         saved = getattr(model.config, "rewardlab_max_length", None)

@@ -29,7 +29,14 @@ from pathlib import Path
 import pytest
 from _policy_setup import DATA, ROOT, read_jsonl, untrained_rm
 
-RM_TIMING = {"rankings_per_s", "sequences_per_s", "tokens_per_s", "train_time_s", "resumed_from_step"}
+RM_TIMING = {
+    "rankings_per_s",
+    "sequences_per_s",
+    "tokens_per_s",
+    "train_time_s",
+    "post_train_s",
+    "resumed_from_step",
+}
 PPO_TIMING = {"generate_time_share", "episodes_per_s", "tokens_per_s"}
 
 # Injected into killed / 2-process runs only (a PYTHONPATH folder holding sitecustomize.py).

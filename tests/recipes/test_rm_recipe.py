@@ -13,7 +13,14 @@ from rewardlab.data.dataset import iter_records, load_dataset, split_by_prompt, 
 from rewardlab.data.schema import normalize
 
 CONFIG = "configs/rm/tiny.yaml"
-TIMING_KEYS = {"rankings_per_s", "sequences_per_s", "tokens_per_s", "train_time_s", "resumed_from_step"}
+TIMING_KEYS = {
+    "rankings_per_s",
+    "sequences_per_s",
+    "tokens_per_s",
+    "train_time_s",
+    "post_train_s",
+    "resumed_from_step",
+}
 
 
 def make_records(n_prompts: int = 48, seed: int = 0) -> list[dict]:

@@ -1,0 +1,433 @@
+"""Benchmark on real human preferences: rewardlab's shipped MiniLM config against TRL's RewardTrainer.
+
+    python scripts/bench_real.py                         # test split, 3 seeds (final numbers)
+    python scripts/bench_real.py --split tune --only rewardlab --seeds 0 train.lr=1e-4   # tuning a default
+    python scripts/bench_real.py --data ~/hh-rlhf/helpful-base/test.jsonl.gz    # your own copy
+
+Data: Anthropic HH-RLHF helpful-base test split (2,354 human pairs; `../shared/realdata/`, or `--data` for
+the file from the `Anthropic/hh-rlhf` dataset, `data_dir="helpful-base"`). Pairs are grouped by their
+conversation up to the last Assistant turn (so no prompt sits on both sides of a split) and the groups are
+shuffled with a fixed data seed (`--split-seed`, not the training seed): the first >= 600 pairs are the test
+part, the rest the train part (1,754 and 600 with the defaults). The tuning split is carved from the train
+part only, the same way: >= 400 tuning-eval pairs, the rest tuning-train. Defaults were chosen on the tuning
+split (`--split tune`); the test part is only for the final numbers.
+
+Both tools get the same raw file (HH's "\\n\\nHuman: ... \\n\\nAssistant: ..." chosen/rejected transcripts),
+the same backbone (all-MiniLM-L6-v2), max_length 256 and epochs, and the same training seed:
+- rewardlab: the real console script, `rewardlab train rm configs/rm/minilm.yaml data.train=... data.eval=...`
+  (test accuracy is its own metrics.json, computed at the end of its run).
+- TRL: RewardTrainer with its defaults (lr 1e-4, batch 8, linear schedule, no warmup, dropout off) and only
+  what CPU and a BERT tokenizer need: eos_token="[SEP]", bf16=False, gradient checkpointing off,
+  dataloader_pin_memory=False; `--trl-lr` changes its lr (the issue's probe used 3e-5 and 1e-4). Its test
+  accuracy scores each test transcript as it trained (text + eos), cut from the LEFT to max_length: TRL
+  would drop over-long pairs, but every test pair must be scored, and left truncation keeps the responses.
+
+Each run is its own process (so peak RSS is clean; read with os.wait4) and its wall time is the whole run:
+process start, imports, data, training, evaluation, saving. pairs/s is training pairs over training-loop
+time (TRL: train_runtime). Prints a table with the per-seed paired difference and its standard error, and
+writes the results as JSON (`--json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HH_FILE = Path("shared") / "realdata" / "hh-rlhf-helpful-base.test.jsonl.gz"
+# ../shared next to the repo; a git worktree (repo/../wt/name) finds it one more level up
+DEFAULT_DATA = next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), ROOT.parent / HH_FILE)
+CONFIG = ROOT / "configs" / "rm" / "minilm.yaml"
+MODEL = "offline:minilm-l6"
+MAX_LENGTH = 256
+TEST_PAIRS, TUNE_PAIRS = 600, 400
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_pairs(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def prompt_key(row: dict) -> str:
+    """The conversation up to the last Assistant turn both transcripts share (rewardlab's HH importer)."""
+    from rewardlab.data.formats.hh_rlhf import split
+
+    return split(row["chosen"], row["rejected"])[0]
+
+
+def grouped_split(rows: list[dict], n_first: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Shuffle prompt groups with ``seed``; whole groups go to the first part until it has >= n_first rows."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(prompt_key(row), []).append(row)
+    keys = list(groups)
+    random.Random(seed).shuffle(keys)
+    first, rest = [], []
+    for key in keys:
+        (first if len(first) < n_first else rest).extend(groups[key])
+    return first, rest
+
+
+def valid(row: dict) -> bool:
+    """False for the pairs rewardlab's importer quarantines (an empty response, or the same text twice:
+    no preference to learn). The benchmark removes them for BOTH tools before splitting, so both train and
+    are tested on the same pairs; rewardlab then keeps every pair it is given."""
+    from rewardlab.data.formats.hh_rlhf import split
+
+    _, chosen, rejected = split(row["chosen"], row["rejected"])
+    return bool(chosen.strip()) and bool(rejected.strip()) and chosen.strip() != rejected.strip()
+
+
+def make_splits(path: Path, seed: int) -> dict[str, list[dict]]:
+    every = read_pairs(path)
+    rows = [r for r in every if valid(r)]
+    test, train = grouped_split(rows, TEST_PAIRS, seed)
+    tune_eval, tune_train = grouped_split(train, TUNE_PAIRS, seed + 1)
+    return {
+        "read": every,
+        "invalid": [r for r in every if not valid(r)],
+        "train": train,
+        "test": test,
+        "tune_train": tune_train,
+        "tune_eval": tune_eval,
+    }
+
+
+def length_rules(rows: list[dict]) -> dict[str, float]:
+    """Accuracy of the two length rules on ``rows`` (equal lengths count half): a reward model that only
+    learned length would score the 'longer answer wins' number (about 0.60 on HH helpful-base)."""
+    from rewardlab.data.formats.hh_rlhf import split
+
+    longer = 0.0
+    for row in rows:
+        _, chosen, rejected = split(row["chosen"], row["rejected"])
+        longer += 1.0 if len(chosen) > len(rejected) else 0.5 if len(chosen) == len(rejected) else 0.0
+    return {"longer_wins": longer / len(rows), "shorter_wins": 1.0 - longer / len(rows)}
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({"chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- TRL worker (its own process)
+
+
+def trl_worker(args: argparse.Namespace) -> None:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from rewardlab import models
+
+    path = models.resolve(MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    train = read_pairs(Path(args.train))
+    config = RewardConfig(
+        output_dir=str(Path(args.work) / "trl-run"),
+        learning_rate=args.trl_lr,
+        num_train_epochs=args.epochs,
+        max_length=MAX_LENGTH,
+        seed=args.seed,
+        eos_token=tokenizer.sep_token,  # BERT has no eos: TRL stops without one
+        bf16=False,
+        gradient_checkpointing=False,
+        dataloader_pin_memory=False,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    trainer = RewardTrainer(
+        model=model, args=config, train_dataset=Dataset.from_list(train), processing_class=tokenizer
+    )
+    kept = len(trainer.train_dataset)
+    out = trainer.train()
+    t_post = time.perf_counter()
+    model = trainer.model.eval()
+    test = read_pairs(Path(args.eval))
+    eos = tokenizer.eos_token
+    texts = [t if t.endswith(eos) else t + eos for row in test for t in (row["chosen"], row["rejected"])]
+    tokenizer.truncation_side = "left"
+    scores = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    values = [0.0] * len(texts)
+    with torch.no_grad():
+        for s in range(0, len(order), 32):
+            idx = order[s : s + 32]
+            batch = tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=MAX_LENGTH,
+                padding=True,
+                return_tensors="pt",
+            )
+            for i, v in zip(idx, model(**batch).logits[:, 0].tolist(), strict=True):
+                values[i] = v
+    scores = [(values[2 * n], values[2 * n + 1]) for n in range(len(test))]
+    acc = sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in scores) / len(scores)
+    trainer.save_model(str(Path(args.work) / "trl-model"))
+    post = time.perf_counter() - t_post
+    result = {
+        "accuracy": acc,
+        "n_test_pairs": len(scores),
+        "train_pairs": len(train),
+        "pairs_kept": kept,
+        "pairs_dropped": len(train) - kept,
+        "pairs_truncated": 0,
+        "pairs_per_s": kept * args.epochs / out.metrics["train_runtime"],
+        "train_time_s": out.metrics["train_runtime"],
+        "post_train_s": post,
+        "lr": args.trl_lr,
+    }
+    Path(args.result).write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_process(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
+    """Run ``cmd`` to the end; (wall seconds, peak RSS MB of that process alone)."""
+    start = time.perf_counter()
+    with log.open("w") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:4]} failed (exit {proc.returncode}); log:\n{log.read_text()[-4000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, args) -> dict:
+    out = work / f"rewardlab-s{seed}"
+    cmd = [
+        sys.executable, "-m", "rewardlab.cli", "train", "rm", str(args.config),
+        f"output_dir={out}", f"data.train={train}", f"data.eval={held}", f"train.seed={seed}",
+        f"train.epochs={args.epochs}", f"data.max_length={MAX_LENGTH}", "tracking.backend=jsonl",
+        *args.overrides,
+    ]  # fmt: skip
+    wall, rss = run_process(cmd, env, work / f"rewardlab-s{seed}.log")
+    m = json.loads((out / "metrics.json").read_text())
+    return {
+        "accuracy": m["accuracy"],
+        "n_test_pairs": m["n_pairs"],
+        "train_pairs": m["train_groups"],
+        "pairs_kept": m["train_groups"],
+        "pairs_dropped": 0,
+        "pairs_truncated": m["truncated_prompt_records"],  # prompt cut from the left (kept)
+        "pairs_response_cut": m["truncated_response_records"],  # also the response cut on its right
+        "pairs_per_s": m["rankings_per_s"],
+        "train_time_s": m["train_time_s"],
+        "post_train_s": m.get("post_train_s"),
+        "wall_s": wall,
+        "peak_rss_mb": rss,
+    }
+
+
+def run_trl(train: Path, held: Path, seed: int, work: Path, env: dict, args) -> dict:
+    result = work / f"trl-s{seed}.json"
+    cmd = [
+        sys.executable, __file__, "--worker", "trl", "--train", str(train), "--eval", str(held),
+        "--seed", str(seed), "--epochs", str(args.epochs), "--trl-lr", str(args.trl_lr),
+        "--work", str(work / f"trl-s{seed}"), "--result", str(result),
+    ]  # fmt: skip
+    wall, rss = run_process(cmd, env, work / f"trl-s{seed}.log")
+    return {**json.loads(result.read_text()), "wall_s": wall, "peak_rss_mb": rss}
+
+
+def mean_se(values: list[float]) -> tuple[float, float | None]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def summarize(results: dict[str, list[dict]]) -> dict:
+    summary: dict = {}
+    for tool, rows in results.items():
+        if not rows:
+            continue
+        summary[tool] = {
+            key: sum(r[key] for r in rows) / len(rows)
+            for key in rows[0]
+            if isinstance(rows[0][key], (int, float)) and all(r.get(key) is not None for r in rows)
+        }
+        summary[tool]["accuracy_se"] = mean_se([r["accuracy"] for r in rows])[1]
+    if results.get("rewardlab") and results.get("trl"):
+        diffs = [
+            a["accuracy"] - b["accuracy"] for a, b in zip(results["rewardlab"], results["trl"], strict=True)
+        ]
+        mean, se = mean_se(diffs)
+        ours, trl = summary["rewardlab"], summary["trl"]
+        summary["paired"] = {
+            "accuracy_diff": mean,
+            "accuracy_diff_se": se,
+            "per_seed_diff": diffs,
+            "pairs_per_s_ratio": ours["pairs_per_s"] / trl["pairs_per_s"],
+            "wall_ratio": ours["wall_s"] / trl["wall_s"],
+            "rss_ratio": ours["peak_rss_mb"] / trl["peak_rss_mb"],
+        }
+    return summary
+
+
+def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int]) -> None:
+    head = (
+        f"{'tool':<10} {'seed':>4} {'acc':>6} {'pairs/s':>8} {'train s':>8} {'post s':>7} {'wall s':>7} "
+        f"{'RSS MB':>7} {'kept':>5} {'dropped':>7} {'trunc':>5}"
+    )
+    print(head)
+    print("-" * len(head))
+    for tool, rows in results.items():
+        for seed, r in zip(seeds, rows, strict=True):
+            post = f"{r['post_train_s']:.0f}" if r.get("post_train_s") is not None else "-"
+            print(
+                f"{tool:<10} {seed:>4} {r['accuracy']:>6.3f} {r['pairs_per_s']:>8.2f} {r['train_time_s']:>8.0f} "
+                f"{post:>7} {r['wall_s']:>7.0f} {r['peak_rss_mb']:>7.0f} {r['pairs_kept']:>5} "
+                f"{r['pairs_dropped']:>7} {r['pairs_truncated']:>5}"
+            )
+    for tool, s in summary.items():
+        if tool not in results:
+            continue
+        se = f" +- {s['accuracy_se']:.3f}" if s.get("accuracy_se") is not None else ""
+        post = s.get("post_train_s")
+        share = f", post/train {post / s['train_time_s']:.2f}" if post is not None else ""
+        print(
+            f"{tool:<10} mean acc {s['accuracy']:.3f}{se}, {s['pairs_per_s']:.2f} pairs/s, "
+            f"wall {s['wall_s']:.0f} s, RSS {s['peak_rss_mb']:.0f} MB{share}"
+        )
+    rules = summary["length_rules"]
+    print(
+        f"length rules on the same pairs: longer wins {rules['longer_wins']:.3f}, shorter wins {rules['shorter_wins']:.3f}"
+    )
+    if "paired" in summary:
+        p = summary["paired"]
+        se = f" +- {p['accuracy_diff_se'] * 100:.1f}" if p["accuracy_diff_se"] is not None else ""
+        print(
+            f"rewardlab - TRL: {p['accuracy_diff'] * 100:+.1f}{se} points (paired by seed, SE), "
+            f"pairs/s {p['pairs_per_s_ratio']:.2f}x, wall {p['wall_ratio']:.2f}x, RSS {p['rss_ratio']:.2f}x"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*", help="rewardlab config overrides (key=value), e.g. train.lr=1e-4")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HH-RLHF helpful-base jsonl(.gz)")
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--split", choices=["test", "tune"], default="test")
+    ap.add_argument("--split-seed", type=int, default=0, help="data seed of the train/test split")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=float, default=None, help="default: the config's train.epochs")
+    ap.add_argument("--trl-lr", type=float, default=1e-4, help="TRL's lr (its default 1e-4)")
+    ap.add_argument("--only", choices=["rewardlab", "trl"], default=None)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
+    ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run every (tool, seed) at once, --threads each (a busy shared machine: both tools see the same load)",
+    )
+    ap.add_argument(
+        "--limit", type=int, default=None, help="first N train and eval pairs only (a smoke test)"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--worker", choices=["trl"], help=argparse.SUPPRESS)
+    for name in ("--train", "--eval", "--work", "--result"):
+        ap.add_argument(name, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker == "trl":
+        trl_worker(args)
+        return
+    if not args.data.is_file():
+        raise SystemExit(
+            f"{args.data}: not found; pass --data PATH (Anthropic/hh-rlhf helpful-base test.jsonl.gz)"
+        )
+    if args.epochs is None:
+        import yaml
+
+        args.epochs = float(yaml.safe_load(args.config.read_text())["train"]["epochs"])
+    splits = make_splits(args.data, args.split_seed)
+    train_part, eval_part = ("tune_train", "tune_eval") if args.split == "tune" else ("train", "test")
+    print(
+        f"data: {args.data.name}: {len(splits['read'])} pairs, {len(splits['invalid'])} invalid for both tools "
+        f"(empty or identical responses); train {len(splits['train'])} / test {len(splits['test'])} pairs "
+        f"(tuning: {len(splits['tune_train'])} / {len(splits['tune_eval'])} carved from train); "
+        f"this run: {train_part} {len(splits[train_part])} -> {eval_part} {len(splits[eval_part])}; "
+        f"epochs {args.epochs}, max_length {MAX_LENGTH}, seeds {args.seeds}",
+        flush=True,
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "DISABLE_TQDM": "1",
+        "OMP_NUM_THREADS": str(args.threads),
+        "WANDB_MODE": "disabled",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
+    tools = [args.only] if args.only else ["rewardlab", "trl"]
+    results: dict[str, list[dict]] = {t: [] for t in tools}
+    with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
+        work = Path(tmp)
+        train = write_jsonl(splits[train_part][: args.limit], work / "train.jsonl")
+        held = write_jsonl(splits[eval_part][: args.limit], work / "eval.jsonl")
+        jobs = [
+            (tool, seed) for seed in args.seeds for tool in tools
+        ]  # tools alternate: load drift hits both
+        runners = {"rewardlab": run_rewardlab, "trl": run_trl}
+        if args.parallel:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(jobs)) as pool:
+                futures = {
+                    job: pool.submit(runners[job[0]], train, held, job[1], work, env, args) for job in jobs
+                }
+                done = {job: f.result() for job, f in futures.items()}
+        else:
+            done = {job: runners[job[0]](train, held, job[1], work, env, args) for job in jobs}
+        for (tool, seed), r in done.items():
+            results[tool].append(r)
+            print(f"  {tool} seed {seed}: acc {r['accuracy']:.3f}, wall {r['wall_s']:.0f} s", flush=True)
+    summary = summarize(results)
+    summary["length_rules"] = length_rules(splits[eval_part][: args.limit])
+    print_table(results, summary, args.seeds)
+    if args.json:
+        payload = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "data": str(args.data),
+            "split": args.split,
+            "sizes": {k: len(v) for k, v in splits.items()},
+            "epochs": args.epochs,
+            "max_length": MAX_LENGTH,
+            "seeds": args.seeds,
+            "trl_lr": args.trl_lr,
+            "parallel": args.parallel,
+            "threads": args.threads,
+            "rewardlab_overrides": args.overrides,
+            "results": results,
+            "summary": summary,
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()
