@@ -287,6 +287,25 @@ class RLOOConfig(RunConfig):
     online: OnlineOptions = OnlineOptions()
 
 
+class RSOptions(Strict):
+    """Rejection-sampling fine-tuning (Llama 2 / RAFT): n answers per prompt, the RM keeps the best, SFT."""
+
+    reward_model: str = "runs/rm/model"
+    rounds: int = Field(1, ge=1)
+    num_samples: int = Field(4, ge=2)  # answers per prompt and round; the RM keeps the best
+    prompts_per_round: int | None = Field(None, ge=1)  # null: every training prompt each round
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    generation_batch_size: int = Field(32, ge=1)
+    require_stop: bool = True  # answers cut by the length limit are never kept (they would teach not stopping)
+
+
+class RSConfig(RunConfig):
+    stage: str = "rs"
+    output_dir: str = "runs/rs"
+    rs: RSOptions = RSOptions()
+
+
 # ---------------------------------------------------------------- loop
 
 
@@ -365,6 +384,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "ppo": PPOConfig,
     "grpo": GRPOConfig,
     "rloo": RLOOConfig,
+    "rs": RSConfig,
     "sample": SampleConfig,
     "pipeline": PipelineConfig,
 }

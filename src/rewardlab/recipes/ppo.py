@@ -4,12 +4,17 @@ trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation
 (Huang et al., 2024); the math lives in small tested functions in ``rewardlab.ppo_math``. One step:
 
 1. Rollout (no grad): sample a response per prompt with the KV cache (left-padded batch, plain softmax at
-   ``ppo.temperature``: no model default top-k). Everything after the first EOS is padding.
+   ``ppo.temperature``: no model default top-k). Old, new and reference log-probs are all taken from that
+   same softmax(logits / temperature); top-k/top-p would make the sampler differ from it, so they are
+   refused. Generation stops on every stop token (``pc.stop_token_ids``: eos, the generation config's eos
+   list, the chat template's end-of-turn token); everything after the first one is padding.
 2. Score: the response text is decoded and scored by the RM through ``RewardScorer``, which re-tokenizes
    it with the RM's own tokenizer and chat format, so the RM and the policy may use different tokenizers.
    The score is normalized with the RM's stored mean/std, and an answer with no EOS gets the penalty.
-3. Rewards: -beta * KL_t per token (k1 or k3, against the frozen reference) plus the score on the last
-   real token (the EOS, never a pad after it); beta fixed or adapted to a KL target.
+3. Rewards: -beta * KL_t per token (k1 by default, against the frozen reference) plus the score on the
+   last real token (the EOS, never a pad after it); beta fixed or adapted to a KL target. k1 as a reward
+   gives the exact gradient of the KL penalty; k3 is an unbiased *value* of the KL but, used as a per-token
+   reward, its gradient is biased (it is the gradient of a reverse-KL-like term): only for comparison.
 4. GAE (gamma 1, lambda 0.95) with values from the value model, then whitened advantages.
 5. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss,
    ``train.grad_accum`` micro-batches per optimizer step, gradient clipping.
@@ -242,7 +247,7 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
         logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
     )  # fmt: skip
     gen_seconds = time.perf_counter() - started
-    mask, has_eos, last_index = pm.response_mask(response, ctx.tokenizer.eos_token_id)
+    mask, has_eos, last_index = pm.response_mask(response, ctx.stop_ids)
     response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
     query_response = torch.cat([query, response], dim=1)
     attention_mask = torch.cat([query_mask, mask.long()], dim=1)
@@ -255,7 +260,7 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
             ref_logprobs.append(policy_logprobs(ctx.reference, qr, am, context, o.temperature)[0])
             values.append(token_values(ctx.value, qr, am, context))
     logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
-    texts = pc.decode_responses(ctx.tokenizer, response, ctx.tokenizer.eos_token_id)
+    texts = pc.decode_responses(ctx.tokenizer, response, ctx.stop_ids)
     scores_raw = ctx.scorer.score_tensor(prompts, texts, batch_size=ctx.forward_batch_size)[:, 0].to(device)
     scores = scores_raw
     if o.whiten_rewards:
@@ -475,6 +480,7 @@ class Context:
     scheduler: Any
     kl_ctl: Any
     gen_config: Any
+    stop_ids: list[int]
     forward_batch_size: int
     total_steps: int
     value_source: str
@@ -487,7 +493,16 @@ def check_distributed(accelerator: Any, cfg: Any) -> None:
 
 
 def check_batch_sizes(cfg: Any) -> None:
+    """Batch sizes that divide, and a sampler whose distribution the log-probs can reproduce."""
     o, t = cfg.ppo, cfg.train
+    if o.top_k or o.top_p < 1.0:
+        raise UserError(
+            f"ppo.top_k={o.top_k} / ppo.top_p={o.top_p}: PPO's ratios and KL are computed from "
+            "softmax(logits / temperature); a truncated sampler would make every update off-policy. "
+            "Use ppo.temperature only (top_k=0, top_p=1.0)"
+        )
+    if o.temperature <= 0:
+        raise UserError(f"ppo.temperature must be > 0, got {o.temperature}")
     if o.rollout_batch_size % o.mini_batch_size:
         raise UserError(
             f"ppo.rollout_batch_size ({o.rollout_batch_size}) must be a multiple of ppo.mini_batch_size ({o.mini_batch_size})"
@@ -561,7 +576,8 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     else:
         kl_ctl = pm.FixedKLController(o.kl_coef)
     # greedy over seeded Gumbel noise = sampling at temperature/top-k/top-p (pc.seeded_sampling)
-    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False)
+    stop_ids = pc.stop_token_ids(tokenizer, policy)
+    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False, stop_ids=stop_ids)
     return Context(
         cfg,
         run_dir,
@@ -575,6 +591,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         scheduler,
         kl_ctl,
         gen_config,
+        stop_ids,
         o.forward_batch_size or o.mini_batch_size,
         total_steps,
         value_source,
