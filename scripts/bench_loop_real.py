@@ -51,7 +51,9 @@ def cli(*args: object) -> None:
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise RuntimeError(f"rewardlab {' '.join(map(str, args))} exited {stop.code}") from None
-    print(f"[{time.perf_counter() - started:6.0f} s] rewardlab {' '.join(map(str, args[:3]))}", file=sys.stderr)
+    print(
+        f"[{time.perf_counter() - started:6.0f} s] rewardlab {' '.join(map(str, args[:3]))}", file=sys.stderr
+    )
 
 
 def done(run: Path) -> bool:
@@ -64,6 +66,7 @@ def done(run: Path) -> bool:
 def load_pairs(path: str) -> list[dict]:
     """HH-RLHF pairs as canonical records (prompt = chat messages, ranks [1, 2])."""
     from rewardlab.data.formats.hh_rlhf import split, to_messages
+    from rewardlab.data.schema import normalize
 
     out = []
     with gzip.open(path, "rt", encoding="utf-8") as fh:
@@ -75,7 +78,12 @@ def load_pairs(path: str) -> list[dict]:
                 continue
             messages = to_messages(prompt)
             if messages and chosen and rejected and chosen != rejected:
-                out.append({"prompt": messages, "responses": [chosen, rejected], "ranks": [1, 2]})
+                try:
+                    out.append(
+                        normalize({"prompt": messages, "responses": [chosen, rejected], "ranks": [1, 2]})
+                    )
+                except Exception:  # noqa: BLE001 - the importer would quarantine it; counted below
+                    continue
     return out
 
 
@@ -90,7 +98,10 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
 
     paths = {name: out / "data" / name for name in ("rm_a", "judge_b", "policy_a", "dpo_a")}
     paths["eval"] = out / "data" / "eval_prompts.jsonl"
-    if all((p / "rewardlab.json").exists() for k, p in paths.items() if k != "eval") and paths["eval"].exists():
+    if (
+        all((p / "rewardlab.json").exists() for k, p in paths.items() if k != "eval")
+        and paths["eval"].exists()
+    ):
         return paths
     records = load_pairs(args.data)
     by_prompt: dict[str, list[dict]] = {}
@@ -110,9 +121,7 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     write_dataset(b, paths["judge_b"])
     policy_a = [by_prompt[k][0] for k in a_keys if single_turn(by_prompt[k][0], args.max_prompt_chars)]
     write_dataset(policy_a, paths["policy_a"])
-    dpo = [
-        r for r in policy_a if max(len(x) for x in r["responses"]) <= args.max_dpo_response_chars
-    ]
+    dpo = [r for r in policy_a if max(len(x) for x in r["responses"]) <= args.max_dpo_response_chars]
     write_dataset(dpo, paths["dpo_a"])
     with paths["eval"].open("w", encoding="utf-8") as fh:
         for k in sorted(eval_keys):
@@ -171,10 +180,15 @@ def summarize(run: Path, judge: Path, proxy: Path) -> dict:
     j_pol = judge_rm.score(prompts, [s["policy"] for s in samples])[:, 0].tolist()
     j_ref = judge_rm.score(prompts, [s["reference"] for s in samples])[:, 0].tolist()
     rows = [
-        [win(jp, jr), s["policy_length"] - s["reference_length"], win(s["policy_rm"], s["reference_rm"]), s["kl"]]
+        [
+            win(jp, jr),
+            s["policy_length"] - s["reference_length"],
+            win(s["policy_rm"], s["reference_rm"]),
+            s["kl"],
+        ]
         for s, jp, jr in zip(samples, j_pol, j_ref, strict=True)
     ]
-    mean = lambda col: (lambda rs: sum(r[col] for r in rs) / len(rs))  # noqa: E731
+    mean = lambda col: lambda rs: sum(r[col] for r in rs) / len(rs)  # noqa: E731
     judge_win = bootstrap(rows, mean(0))
     lc = bootstrap(rows, lc_win_rate, n=300)
     proxy_win = bootstrap(rows, mean(2))

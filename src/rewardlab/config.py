@@ -198,6 +198,12 @@ class RMConfig(RunConfig):
 # ---------------------------------------------------------------- policy stages
 
 
+class PolicyTrainConfig(TrainConfig):
+    # bf16 autocast for forward passes (TRL's bf16=True; accelerate's autocast in our PPO loop); runs on CPU
+    # too, so the path GPU users take is tested. Weights, optimizer state and the losses stay float32.
+    bf16: bool = False
+
+
 class SFTOptions(Strict):
     demonstrations: Literal["rank1", "file"] = "rank1"
     completion_only_loss: bool = True
@@ -206,6 +212,7 @@ class SFTOptions(Strict):
 class SFTConfig(RunConfig):
     stage: str = "sft"
     output_dir: str = "runs/sft"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     sft: SFTOptions = SFTOptions()
 
 
@@ -223,6 +230,7 @@ class DPOOptions(Strict):
 class DPOConfig(RunConfig):
     stage: str = "dpo"
     output_dir: str = "runs/dpo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     ref_model: str | None = None  # null: the starting policy
     dpo: DPOOptions = DPOOptions()
 
@@ -262,6 +270,7 @@ class PPOOptions(Strict):
 class PPOConfig(RunConfig):
     stage: str = "ppo"
     output_dir: str = "runs/ppo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     ppo: PPOOptions = PPOOptions()
 
 
@@ -278,12 +287,14 @@ class OnlineOptions(Strict):
 class GRPOConfig(RunConfig):
     stage: str = "grpo"
     output_dir: str = "runs/grpo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     online: OnlineOptions = OnlineOptions()
 
 
 class RLOOConfig(RunConfig):
     stage: str = "rloo"
     output_dir: str = "runs/rloo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     online: OnlineOptions = OnlineOptions()
 
 
@@ -297,12 +308,15 @@ class RSOptions(Strict):
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(1.0, gt=0)
     generation_batch_size: int = Field(32, ge=1)
-    require_stop: bool = True  # answers cut by the length limit are never kept (they would teach not stopping)
+    require_stop: bool = (
+        True  # answers cut by the length limit are never kept (they would teach not stopping)
+    )
 
 
 class RSConfig(RunConfig):
     stage: str = "rs"
     output_dir: str = "runs/rs"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     rs: RSOptions = RSOptions()
 
 

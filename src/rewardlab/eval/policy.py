@@ -304,8 +304,18 @@ def evaluate_run(
             **({"best_of_n": bon} if best_of else {}),
         }
         for item, p_text, r_text, p_rm, r_rm, p_t, r_t, kl, p_len, r_len, bon in zip(
-            items, policy_texts, ref_texts, rm_policy, rm_ref, truth_policy, truth_ref, kls, lengths, ref_len,
-            bon_texts, strict=True,
+            items,
+            policy_texts,
+            ref_texts,
+            rm_policy,
+            rm_ref,
+            truth_policy,
+            truth_ref,
+            kls,
+            lengths,
+            ref_len,
+            bon_texts,
+            strict=True,
         )  # fmt: skip
     ]
     with (run / "samples.jsonl").open("w", encoding="utf-8") as fh:

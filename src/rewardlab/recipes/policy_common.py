@@ -149,7 +149,8 @@ def device_name() -> str:
 
 
 def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments shared by the TRL recipes, safe on CPU (no bf16, no checkpointing, no pinning)."""
+    """TrainingArguments shared by the TRL recipes, safe on CPU (no checkpointing, no pinning; bf16 autocast
+    only when ``train.bf16`` asks for it: CPUs run it too, so tests cover the path GPU users take)."""
     t = cfg.train
     kwargs: dict[str, Any] = {
         "output_dir": str(run_dir / "checkpoints"),
@@ -169,7 +170,7 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
         "save_strategy": "steps" if t.save_every else "no",
         "save_total_limit": 2,
         "report_to": "none",
-        "bf16": False,
+        "bf16": bool(getattr(t, "bf16", False)),
         "fp16": False,
         "gradient_checkpointing": False,
         "dataloader_pin_memory": False,

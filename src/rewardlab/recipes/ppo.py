@@ -242,10 +242,11 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     started = time.perf_counter()
     seeds = [sample_seed(ctx.cfg.train.seed, p) for p in positions]
     sampler = pc.seeded_sampling(seeds, o.temperature, o.top_k, o.top_p)
-    response = pc.generate(
-        policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
-        logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
-    )  # fmt: skip
+    with ctx.accelerator.autocast():  # the same precision as the update's forward passes
+        response = pc.generate(
+            policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
+            logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
+        )  # fmt: skip
     gen_seconds = time.perf_counter() - started
     mask, has_eos, last_index = pm.response_mask(response, ctx.stop_ids)
     response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
@@ -253,7 +254,9 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     attention_mask = torch.cat([query_mask, mask.long()], dim=1)
     context = query.shape[1]
     logprobs, ref_logprobs, values = [], [], []
-    with torch.no_grad():
+    # Old and reference log-probs: the update's forward function (full sequence, no KV cache, same position
+    # ids, dropout off, same autocast), so the first minibatch's ratio is 1 up to float rounding.
+    with torch.no_grad(), ctx.accelerator.autocast():
         for part in chunks(len(prompts), ctx.forward_batch_size):
             qr, am = query_response[part], attention_mask[part]
             logprobs.append(policy_logprobs(policy, qr, am, context, o.temperature)[0])
@@ -296,6 +299,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     accum = ctx.cfg.train.grad_accum
     micro = o.mini_batch_size // accum
     stats: dict[str, list[float]] = {}
+    first: dict[str, float] = {}
     generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
     window_loss = torch.zeros(1, device=batch.mask.device)  # loss summed since the last optimizer step
     for _ in range(o.ppo_epochs):
@@ -313,10 +317,11 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
             share = float(batch.mask[idx].sum()) * accelerator.num_processes * accum / max(mb_tokens, 1.0)
             with accelerator.accumulate(ctx.policy, ctx.value):
                 qr, am, mask = batch.query_response[idx], batch.attention_mask[idx], batch.mask[idx]
-                logp, entropy = policy_logprobs(
-                    ctx.policy, qr, am, batch.context, o.temperature, with_entropy=True
-                )
-                vpred = token_values(ctx.value, qr, am, batch.context)
+                with accelerator.autocast():
+                    logp, entropy = policy_logprobs(
+                        ctx.policy, qr, am, batch.context, o.temperature, with_entropy=True
+                    )
+                    vpred = token_values(ctx.value, qr, am, batch.context)
                 pg_loss, pg_stats = pm.policy_loss(
                     logp, batch.logprobs[idx], batch.advantages[idx], mask, o.cliprange
                 )
@@ -344,9 +349,14 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
                 **{f"policy/{k}": v.item() for k, v in pg_stats.items()},
                 **{f"value/{k}": v.item() for k, v in vf_stats.items()},
             }
+            if not first:  # before any optimizer step: the policy that sampled, so ratio 1 and KL 0
+                first = {
+                    "policy/first_ratio": row["policy/ratio"],
+                    "policy/first_approx_kl": row["policy/approx_kl"],
+                }
             for key, value in row.items():
                 stats.setdefault(key, []).append(value)
-    return {key: sum(v) / len(v) for key, v in stats.items()}
+    return {**{key: sum(v) / len(v) for key, v in stats.items()}, **first}
 
 
 def check_finite_update(ctx: Any, window_loss: Any, grad_norm: Any) -> None:
@@ -522,7 +532,11 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     from rewardlab.scoring import RewardScorer
 
     o = cfg.ppo
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.grad_accum, cpu=pc.device_name() == "cpu")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        cpu=pc.device_name() == "cpu",
+        mixed_precision="bf16" if cfg.train.bf16 else None,  # None: accelerate's own setting (launch flags)
+    )
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed + accelerator.process_index)
@@ -771,6 +785,10 @@ def summary(history: list[dict[str, float]], ctx: Any) -> dict[str, Any]:
         "train_rm_score_end": mean(history[-k:], "reward/rm_score_mean"),
         "train_kl_end": mean(history[-k:], "objective/kl"),
         "kl_coef": ctx.kl_ctl.value,
+        # the first minibatch of every step sees the policy that sampled: ratio 1, approx-KL 0 (a mismatch
+        # between sampling and scoring shows here first)
+        "first_minibatch_ratio_max_dev": max(abs(r["policy/first_ratio"] - 1.0) for r in history),
+        "first_minibatch_approx_kl_max": max(r["policy/first_approx_kl"] for r in history),
         "response_length_end": mean(history[-k:], "response_length"),
         "eos_rate_end": mean(history[-k:], "reward/eos_rate"),
         "generate_time_share": mean(history, "time/generate_share"),

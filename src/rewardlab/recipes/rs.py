@@ -57,7 +57,11 @@ def sample_answers(
 
 
 def select_best(
-    prompts: list[Any], answers: list[list[str]], scores: list[list[float]], stopped: list[list[bool]], require_stop: bool
+    prompts: list[Any],
+    answers: list[list[str]],
+    scores: list[list[float]],
+    stopped: list[list[bool]],
+    require_stop: bool,
 ) -> tuple[list[dict[str, Any]], int]:
     """The best-scored answer per prompt (among those that stopped, when required); prompts with none skipped."""
     kept, skipped = [], 0
@@ -71,7 +75,9 @@ def select_best(
     return kept, skipped
 
 
-def fine_tune(model: Any, tokenizer: Any, demos: list[dict], cfg: Any, run_dir: Path, round_index: int) -> Any:
+def fine_tune(
+    model: Any, tokenizer: Any, demos: list[dict], cfg: Any, run_dir: Path, round_index: int
+) -> Any:
     """One SFT pass on the kept answers (TRL SFTTrainer); returns the trainer's result."""
     from trl import SFTConfig, SFTTrainer
 

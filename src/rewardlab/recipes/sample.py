@@ -326,9 +326,7 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
         chunk = prompts[start : start + per_batch]
         repeated = [p for p in chunk for _ in range(cfg.k)]
         ids, mask = pc.encode_prompts(tokenizer, repeated, cfg.max_prompt_length)
-        texts = pc.decode_responses(
-            tokenizer, pc.generate(model, tokenizer, ids, mask, gen), stops
-        )
+        texts = pc.decode_responses(tokenizer, pc.generate(model, tokenizer, ids, mask, gen), stops)
         out.extend(texts[n * cfg.k : (n + 1) * cfg.k] for n in range(len(chunk)))
     return out
 
