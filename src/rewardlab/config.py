@@ -363,16 +363,15 @@ class RLOOConfig(RunConfig):
 class RSOptions(Strict):
     """Rejection-sampling fine-tuning (Llama 2 / RAFT): n answers per prompt, the RM keeps the best, SFT."""
 
-    reward_model: str = "runs/rm/model"
-    rounds: int = Field(1, ge=1)
+    reward_model: str = "runs/rm/model"  # the RM that picks the best answer (its own tokenizer and format)
+    rounds: int = Field(1, ge=1)  # sample -> keep the best -> SFT, repeated from the tuned policy
     num_samples: int = Field(4, ge=2)  # answers per prompt and round; the RM keeps the best
     prompts_per_round: int | None = Field(None, ge=1)  # null: every training prompt each round
-    max_new_tokens: int = Field(48, ge=1)
-    temperature: float = Field(1.0, gt=0)
-    generation_batch_size: int = Field(32, ge=1)
-    require_stop: bool = (
-        True  # answers cut by the length limit are never kept (they would teach not stopping)
-    )
+    max_new_tokens: int = Field(48, ge=1)  # answer length limit when sampling
+    temperature: float = Field(1.0, gt=0)  # sampling temperature (no top-k/top-p)
+    generation_batch_size: int = Field(32, ge=1)  # answers generated per forward batch
+    # answers cut by the length limit are never kept (they would teach the policy not to stop)
+    require_stop: bool = True
 
 
 class RSConfig(RunConfig):
