@@ -109,7 +109,11 @@ def run(cfg: Any) -> dict[str, Any]:
     )
     result = trainer.train(resume_from_checkpoint=resume)
     history = [row for row in trainer.state.log_history if "reward" in row]
-    metrics: dict[str, Any] = {"train_loss": result.training_loss, "steps": result.global_step}
+    metrics: dict[str, Any] = {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "stop_token_ids": stops,
+    }
     if history:
         k = min(3, len(history))
         metrics["train_rm_score_start"] = sum(r["reward"] for r in history[:k]) / k
