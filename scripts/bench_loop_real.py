@@ -117,8 +117,8 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     a_keys, b_keys = rest[:half], rest[half:]
     a = [r for k in a_keys for r in by_prompt[k]]
     b = [r for k in b_keys for r in by_prompt[k]]
-    write_dataset(a, paths["rm_a"])
-    write_dataset(b, paths["judge_b"])
+    write_dataset(a[: args.rm_pairs], paths["rm_a"])
+    write_dataset(b[: args.rm_pairs], paths["judge_b"])
     policy_a = [by_prompt[k][0] for k in a_keys if single_turn(by_prompt[k][0], args.max_prompt_chars)]
     write_dataset(policy_a, paths["policy_a"])
     dpo = [r for r in policy_a if max(len(x) for x in r["responses"]) <= args.max_dpo_response_chars]
@@ -218,12 +218,16 @@ def main() -> None:
     parser.add_argument("--max-dpo-response-chars", type=int, default=400)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--rm-epochs", type=float, default=1)
+    parser.add_argument("--rm-pairs", type=int, default=600, help="pairs per RM (A and B each)")
+    parser.add_argument("--rm-max-length", type=int, default=160)
     parser.add_argument("--dpo-steps", type=int, default=24)
     parser.add_argument("--dpo-lr", type=float, default=5e-6)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-batch", type=int, default=8)
     parser.add_argument("--ppo-steps", type=int, default=8)
     parser.add_argument("--ppo-lr", type=float, default=1e-5)
     parser.add_argument("--ppo-kl", type=float, default=0.05)
+    parser.add_argument("--ppo-batch", type=int, default=16, help="rollouts per PPO step")
     parser.add_argument("--rs-prompts", type=int, default=64)
     parser.add_argument("--rs-samples", type=int, default=4)
     parser.add_argument("--rs-lr", type=float, default=1e-5)
@@ -237,17 +241,19 @@ def main() -> None:
         if not done(run):
             cli("train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={data}", f"output_dir={run}",
                 "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
+                f"data.max_length={args.rm_max_length}", "data.eval_fraction=0.05",
                 "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}")  # fmt: skip
     common = [f"model.name_or_path={args.policy}", f"train.seed={args.seed}", "data.eval_fraction=0"]
     train = {
         "dpo": lambda: cli(
             "train", "dpo", ROOT / "configs/dpo/tiny.yaml", f"data.train={paths['dpo_a']}", f"output_dir={out / 'dpo'}",
             *common, "data.max_length=256", f"train.lr={args.dpo_lr}", f"train.max_steps={args.dpo_steps}",
-            "train.batch_size=8", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none"),
+            f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none"),
         "ppo": lambda: cli(
             "train", "ppo", ROOT / "configs/ppo/smollm.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'ppo'}",
             *common, f"ppo.reward_model={rm / 'model'}", f"train.lr={args.ppo_lr}", f"train.max_steps={args.ppo_steps}",
-            "train.save_every=null", f"ppo.kl_coef={args.ppo_kl}", "ppo.max_new_tokens=32"),
+            "train.save_every=null", f"ppo.kl_coef={args.ppo_kl}", f"ppo.max_new_tokens={args.max_new_tokens}",
+            f"ppo.rollout_batch_size={args.ppo_batch}", f"ppo.mini_batch_size={args.ppo_batch // 2}"),
         "rs": lambda: cli(
             "train", "rs", ROOT / "configs/rs/tiny.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'rs'}",
             *common, "data.max_length=256", f"rs.reward_model={rm / 'model'}", "rs.rounds=1",

@@ -148,10 +148,28 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def mixed_precision(cfg: Any) -> str:
+    """``train.bf16`` -> "bf16", else accelerate's own setting (``accelerate launch --mixed_precision``).
+
+    accelerate keeps one state per process, so an earlier run in this process (tests, a pipeline) with
+    another precision is reset here rather than silently reused."""
+    import os
+
+    from accelerate.state import AcceleratorState
+
+    wanted = (
+        "bf16" if getattr(cfg.train, "bf16", False) else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    )
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != wanted:
+        AcceleratorState._reset_state()
+    return wanted
+
+
 def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
     """TrainingArguments shared by the TRL recipes, safe on CPU (no checkpointing, no pinning; bf16 autocast
     only when ``train.bf16`` asks for it: CPUs run it too, so tests cover the path GPU users take)."""
     t = cfg.train
+    bf16 = mixed_precision(cfg) == "bf16"
     kwargs: dict[str, Any] = {
         "output_dir": str(run_dir / "checkpoints"),
         "learning_rate": t.lr,
@@ -170,7 +188,7 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
         "save_strategy": "steps" if t.save_every else "no",
         "save_total_limit": 2,
         "report_to": "none",
-        "bf16": bool(getattr(t, "bf16", False)),
+        "bf16": bf16,
         "fp16": False,
         "gradient_checkpointing": False,
         "dataloader_pin_memory": False,

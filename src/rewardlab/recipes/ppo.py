@@ -525,7 +525,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     accelerator = Accelerator(
         gradient_accumulation_steps=cfg.train.grad_accum,
         cpu=pc.device_name() == "cpu",
-        mixed_precision="bf16" if cfg.train.bf16 else None,  # None: accelerate's own setting (launch flags)
+        mixed_precision=pc.mixed_precision(cfg),  # train.bf16, else accelerate's own (launch flags)
     )
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
