@@ -240,7 +240,7 @@ def main() -> None:
     for run, data in ((rm, paths["rm_a"]), (judge, paths["judge_b"])):
         if not done(run):
             cli("train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={data}", f"output_dir={run}",
-                "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
+                f"model.name_or_path={args.rm_source}", "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
                 f"data.max_length={args.rm_max_length}", "data.eval_fraction=0.05",
                 "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}")  # fmt: skip
     common = [f"model.name_or_path={args.policy}", f"train.seed={args.seed}", "data.eval_fraction=0"]
