@@ -221,7 +221,7 @@ def main() -> None:
     parser.add_argument("--rm-pairs", type=int, default=600, help="pairs per RM (A and B each)")
     parser.add_argument("--rm-max-length", type=int, default=160)
     parser.add_argument("--dpo-steps", type=int, default=24)
-    parser.add_argument("--dpo-lr", type=float, default=5e-6)
+    parser.add_argument("--dpo-lr", type=float, default=1e-5)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--dpo-batch", type=int, default=8)
     parser.add_argument("--ppo-steps", type=int, default=8)
@@ -230,7 +230,7 @@ def main() -> None:
     parser.add_argument("--ppo-batch", type=int, default=16, help="rollouts per PPO step")
     parser.add_argument("--rs-prompts", type=int, default=64)
     parser.add_argument("--rs-samples", type=int, default=4)
-    parser.add_argument("--rs-lr", type=float, default=1e-5)
+    parser.add_argument("--rs-lr", type=float, default=2e-5)
     parser.add_argument("--methods", nargs="+", default=["dpo", "ppo", "rs"])
     args = parser.parse_args()
     out = Path(args.out)
@@ -279,7 +279,7 @@ def main() -> None:
     if not results:
         raise SystemExit("every method failed")
     minutes = (time.perf_counter() - started) / 60
-    print(f"\nSmolLM2-135M-Instruct vs itself after each method; judge = MiniLM RM on disjoint HH-RLHF pairs; "
+    print(f"\n{args.policy} vs itself after each method; judge = {args.rm_source} RM on disjoint HH-RLHF pairs; "
           f"{next(iter(results.values()))['n']} held-out prompts; {minutes:.1f} min")  # fmt: skip
     print(f"{'method':6} {'judge win [95% CI]':>22} {'LC win [95% CI]':>22} {'proxy win':>10} {'KL (nats)':>13} "
           f"{'len':>5} {'start len':>9} {'stop':>5}")  # fmt: skip
