@@ -112,14 +112,16 @@ def test_rejection_sampling_raises_the_rm_score(cli, tmp_path):
               "rs.max_new_tokens=12", "rs.require_stop=false", "train.lr=1e-3", "train.epochs=2", "--json")  # fmt: skip
     assert res.exit_code == 0, res
     out = res.json()
-    # the policy's own answers on the same 64 prompts and seeds, before and after the two rounds
+    # the policy's own answers on the same 64 prompts and seeds (256 answers), before and after two rounds.
+    # Measured (seed 0): 0.1033 -> 0.1096 (the random tiny policy learns little in 2 rounds; the rounds'
+    # kept answers score 0.130 and 0.133 against 0.103 for all samples: selection does its part)
     assert out["train_rm_score_end"] > out["train_rm_score_start"] + MIN_GAIN["rs"], out
 
 
 MIN_GAIN = {
     "grpo": 0.005,
     "rloo": 0.005,
-    "rs": 0.0,
+    "rs": 0.003,
     "dpo_margin": 0.3,
     "dpo_accuracy": 0.65,
 }  # set from measured runs (see the comments above)
