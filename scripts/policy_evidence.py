@@ -90,11 +90,14 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
         )
     if not done(out / "dpo"):
         cli("train", "dpo", "configs/dpo/tiny.yaml", *common, f"output_dir={out / 'dpo'}",
-            f"model.name_or_path={sft / 'model'}", f"train.epochs={args.dpo_epochs}", f"dpo.beta={args.dpo_beta}")  # fmt: skip
+            f"model.name_or_path={sft / 'model'}", f"train.epochs={args.dpo_epochs}", f"dpo.beta={args.dpo_beta}",
+            *([f"train.lr={args.dpo_lr}"] if args.dpo_lr else []),
+            *(["dpo.loss_type=[sigmoid,sft]", f"dpo.loss_weights=[1.0,{args.dpo_sft_weight}]"] if args.dpo_sft_weight else []))  # fmt: skip
     if not done(out / "ppo"):
         cli("train", "ppo", "configs/ppo/tiny.yaml", *common, f"output_dir={out / 'ppo'}",
             f"model.name_or_path={sft / 'model'}", f"ppo.reward_model={rm / 'model'}",
-            f"train.max_steps={args.ppo_steps}", f"ppo.kl_coef={args.ppo_kl}")  # fmt: skip
+            f"train.max_steps={args.ppo_steps}", f"ppo.kl_coef={args.ppo_kl}",
+            *([f"train.lr={args.ppo_lr}"] if args.ppo_lr else []))  # fmt: skip
     rows = []
     for method in ("sft", "dpo", "ppo"):
         cli("eval", "policy", out / method, "--prompts", held, "--reward-model", rm / "model",
@@ -118,6 +121,19 @@ def paired_se(run: Path) -> float:
     return statistics.stdev(per_prompt) / len(per_prompt) ** 0.5 if len(per_prompt) > 1 else float("nan")
 
 
+def interval(values: list[float]) -> str:
+    """mean +- standard error and the 95% t-interval over seeds."""
+    import statistics
+
+    t95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:+.4f} (one seed)"
+    se = statistics.stdev(values) / len(values) ** 0.5
+    half = t95.get(len(values) - 1, 1.96) * se
+    return f"{mean:+.4f} +- {se:.4f} (95% CI [{mean - half:+.4f}, {mean + half:+.4f}])"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=400, help="prompts in the training campaign")
@@ -132,6 +148,11 @@ def main() -> None:
     parser.add_argument("--ppo-steps", type=int, default=60)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--ppo-kl", type=float, default=0.05)
+    parser.add_argument("--dpo-lr", type=float, default=None, help="default: configs/dpo/tiny.yaml's")
+    parser.add_argument(
+        "--dpo-sft-weight", type=float, default=0.0, help="> 0: RPO, DPO + weight * SFT on chosen"
+    )
+    parser.add_argument("--ppo-lr", type=float, default=None, help="default: configs/ppo/tiny.yaml's")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--aggregate", action="store_true", help="train on `raters aggregate` output")
     parser.add_argument("--out", default="runs/evidence")
@@ -147,7 +168,7 @@ def main() -> None:
         )
     for method in ("dpo", "ppo"):
         gains = [r["truth_score_mean"] - r["ref_truth_score_mean"] for r in rows if r["method"] == method]
-        print(f"{method}: mean truth gain over SFT {sum(gains) / len(gains):+.3f} over seeds {args.seeds}")
+        print(f"{method}: truth gain over SFT {interval(gains)} over seeds {args.seeds} (paired per seed)")
     (Path(args.out) / "evidence.json").write_text(json.dumps(rows, indent=2))
     print(f"(reference of sft = the base model; of dpo and ppo = the sft policy; rows in {args.out}/evidence.json)",
           file=sys.stderr)  # fmt: skip

@@ -264,6 +264,12 @@ class RMConfig(RunConfig):
 # ---------------------------------------------------------------- policy stages
 
 
+class PolicyTrainConfig(TrainConfig):
+    # bf16 autocast for forward passes (TRL's bf16=True; accelerate's autocast in our PPO loop); runs on CPU
+    # too, so the path GPU users take is tested. Weights, optimizer state and the losses stay float32.
+    bf16: bool = False
+
+
 class SFTOptions(Strict):
     demonstrations: Literal["rank1", "file"] = "rank1"
     completion_only_loss: bool = True
@@ -272,6 +278,7 @@ class SFTOptions(Strict):
 class SFTConfig(RunConfig):
     stage: str = "sft"
     output_dir: str = "runs/sft"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     sft: SFTOptions = SFTOptions()
 
 
@@ -297,6 +304,7 @@ class DPOOptions(Strict):
 class DPOConfig(RunConfig):
     stage: str = "dpo"
     output_dir: str = "runs/dpo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     ref_model: str | None = None  # null: the starting policy
     dpo: DPOOptions = DPOOptions()
 
@@ -340,6 +348,7 @@ class PPOOptions(Strict):
 class PPOConfig(RunConfig):
     stage: str = "ppo"
     output_dir: str = "runs/ppo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     ppo: PPOOptions = PPOOptions()
     keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept (older ones rotate away)
 
@@ -374,13 +383,36 @@ class OnlineOptions(Strict):
 class GRPOConfig(RunConfig):
     stage: str = "grpo"
     output_dir: str = "runs/grpo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     online: OnlineOptions = OnlineOptions()
 
 
 class RLOOConfig(RunConfig):
     stage: str = "rloo"
     output_dir: str = "runs/rloo"
+    train: PolicyTrainConfig = PolicyTrainConfig()
     online: OnlineOptions = OnlineOptions()
+
+
+class RSOptions(Strict):
+    """Rejection-sampling fine-tuning (Llama 2 / RAFT): n answers per prompt, the RM keeps the best, SFT."""
+
+    reward_model: str = "runs/rm/model"  # the RM that picks the best answer (its own tokenizer and format)
+    rounds: int = Field(1, ge=1)  # sample -> keep the best -> SFT, repeated from the tuned policy
+    num_samples: int = Field(4, ge=2)  # answers per prompt and round; the RM keeps the best
+    prompts_per_round: int | None = Field(None, ge=1)  # null: every training prompt each round
+    max_new_tokens: int = Field(48, ge=1)  # answer length limit when sampling
+    temperature: float = Field(1.0, gt=0)  # sampling temperature (no top-k/top-p)
+    generation_batch_size: int = Field(32, ge=1)  # answers generated per forward batch
+    # answers cut by the length limit are never kept (they would teach the policy not to stop)
+    require_stop: bool = True
+
+
+class RSConfig(RunConfig):
+    stage: str = "rs"
+    output_dir: str = "runs/rs"
+    train: PolicyTrainConfig = PolicyTrainConfig()
+    rs: RSOptions = RSOptions()
 
 
 # ---------------------------------------------------------------- loop
@@ -461,6 +493,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "ppo": PPOConfig,
     "grpo": GRPOConfig,
     "rloo": RLOOConfig,
+    "rs": RSConfig,
     "sample": SampleConfig,
     "pipeline": PipelineConfig,
 }

@@ -103,10 +103,14 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
-    """Per-token estimate of KL(pi || pi_ref) on tokens sampled from pi.
+    """Per-token sampled estimate of KL(pi || pi_ref) on tokens drawn from pi (Schulman, "Approximating KL").
 
-    k1 = log pi - log pi_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
-    r = pi_ref / pi (unbiased and never negative, lower variance; Schulman's note "Approximating KL").
+    k1 = log pi - log pi_ref: unbiased for the KL's value, can be negative on a single token, and as a
+    per-token reward its policy gradient is the exact gradient of the KL penalty (the default).
+    k3 = (r - 1) - log r with r = pi_ref / pi: also unbiased for the KL's value, never negative, lower
+    variance; but used as a per-token *reward* (as here) its score-function gradient is not the gradient
+    of KL(pi || pi_ref): it is biased (GRPO-style use puts k3 in the loss, where its gradient differs
+    again). Prefer k1 for the penalty and ``exact_kl`` to report the KL.
     """
     log_ratio = logp - ref_logp
     if estimator == "k1":
@@ -114,6 +118,20 @@ def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k
     if estimator == "k3":
         return torch.expm1(-log_ratio) + log_ratio
     raise ValueError(f"unknown KL estimator '{estimator}' (k1 or k3)")
+
+
+def exact_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(pi(.|prefix) || pi_ref(.|prefix)) per position, summed over the whole vocabulary.
+
+    On a sampled answer, the sum over its positions is an unbiased estimate of the sequence KL with far less
+    variance than sum(log pi - log pi_ref) (it averages over every next token, not only the drawn one) and
+    never negative. ``logits`` [..., vocab]; the two may differ in vocabulary size only if padded (cut to
+    the smaller one).
+    """
+    vocab = min(logits.shape[-1], ref_logits.shape[-1])
+    logp = logits[..., :vocab].float().log_softmax(-1)
+    ref_logp = ref_logits[..., :vocab].float().log_softmax(-1)
+    return (logp.exp() * (logp - ref_logp)).sum(-1).clamp(min=0.0)
 
 
 # ---------------------------------------------------------------- rewards

@@ -68,3 +68,20 @@ def test_eval_policy_rejects_a_folder_that_is_not_a_run(cli, tmp_path):
     res = cli("eval", "policy", tmp_path, "--json")
     assert res.exit_code == 2
     assert "not a finished policy run" in res.stderr
+
+
+def test_eval_policy_best_of_n_baseline_and_exact_kl(cli, ppo_run):
+    import math
+
+    run, rm = ppo_run
+    res = cli("eval", "policy", run, "--n", "3", "--best-of", "3", "--max-new-tokens", "6", "--json")
+    assert res.exit_code == 0, res
+    out = res.json()
+    assert out["best_of_n"] == 3 and out["best_of_n_select_rm"] == str(rm)
+    assert out["best_of_n_kl_bound"] == pytest.approx(math.log(3) - 2 / 3)
+    assert 0.0 <= out["best_of_n_win_rate_vs_ref"] <= 1.0 and 0.0 <= out["win_rate_vs_best_of_n"] <= 1.0
+    assert out["best_of_n_truth_score_mean"] is not None
+    assert out["kl_to_ref"] >= 0.0  # exact: summed over the vocabulary, never negative
+    assert 0.0 <= out["stop_rate"] <= 1.0
+    samples = read_jsonl(run / "samples.jsonl")
+    assert len(samples) == 3 and all(isinstance(s["best_of_n"], str) for s in samples)

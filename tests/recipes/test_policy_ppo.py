@@ -92,3 +92,11 @@ def test_bad_batch_sizes_fail_before_loading_anything(cli, tmp_path):
     )
     assert res.exit_code == 2
     assert "ppo.rollout_batch_size (6) must be a multiple of ppo.mini_batch_size (4)" in res.stderr
+
+
+@pytest.mark.parametrize("setting", ["ppo.top_k=50", "ppo.top_p=0.9"])
+def test_truncated_sampling_is_refused(cli, tmp_path, setting):
+    """PPO's log-probs are softmax(logits / temperature): a top-k/top-p sampler would be off-policy."""
+    res = cli(*ppo_args(tmp_path / "x", tmp_path / "no-rm", setting))
+    assert res.exit_code == 2
+    assert "off-policy" in res.stderr and "ppo.top_k" in res.stderr

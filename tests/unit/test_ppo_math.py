@@ -185,3 +185,20 @@ def test_adaptive_kl_controller():
     ctl2 = pm.AdaptiveKLController(1.0, 6.0, 10)
     ctl2.load_state_dict(ctl.state_dict())
     assert ctl2.value == ctl.value
+
+
+def test_exact_kl_sums_over_the_vocabulary_and_is_never_negative():
+    p, q = torch.tensor([0.5, 0.25, 0.25]), torch.tensor([0.25, 0.5, 0.25])
+    want = 0.5 * math.log(2) + 0.25 * math.log(0.5)  # sum p log p/q
+    got = pm.exact_kl(p.log().reshape(1, 1, 3), q.log().reshape(1, 1, 3))
+    assert got.shape == (1, 1)
+    assert got.item() == pytest.approx(want, abs=1e-6)
+    same = pm.exact_kl(p.log().reshape(1, 3) + 7.0, p.log().reshape(1, 3))  # logits: shift-invariant
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 5, 11), torch.randn(4, 5, 11)
+    assert (pm.exact_kl(a, b) >= 0).all()
+    # the sampled k1 estimate averages to it: E_{y~p}[log p(y) - log q(y)] = KL(p || q)
+    draws = torch.multinomial(p, 200_000, replacement=True)
+    k1 = (p.log() - q.log())[draws].mean().item()
+    assert k1 == pytest.approx(want, abs=0.01)

@@ -1,4 +1,4 @@
-"""`rewardlab train sft|dpo|ppo|grpo|rloo` and `rewardlab eval policy`."""
+"""`rewardlab train sft|dpo|ppo|grpo|rloo|rs` and `rewardlab eval policy`."""
 
 from __future__ import annotations
 
@@ -49,6 +49,8 @@ def _train(
             from rewardlab.recipes import dpo as recipe
         elif stage == "ppo":
             from rewardlab.recipes import ppo as recipe
+        elif stage == "rs":
+            from rewardlab.recipes import rs as recipe
         else:
             from rewardlab.recipes import online as recipe
         metrics = recipe.run(cfg)
@@ -115,6 +117,17 @@ def train_rloo(
     _train("rloo", config, overrides, as_json, launcher)
 
 
+@train_app.command("rs")
+@handle_errors
+def train_rs(
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Rejection-sampling fine-tuning: n answers per prompt, the RM keeps the best, SFT on them, per round."""
+    _train("rs", config, overrides, as_json)
+
+
 @eval_app.command("policy")
 @handle_errors
 def eval_policy(
@@ -132,6 +145,9 @@ def eval_policy(
     max_new_tokens: int = typer.Option(None, help="Response length limit (default: the run's)."),
     seed: int = typer.Option(0, help="Sampling seed (same for policy and reference)."),
     greedy: bool = typer.Option(False, help="Greedy decoding instead of seeded sampling."),
+    best_of: int = typer.Option(
+        0, "--best-of", min=0, help="Also judge best-of-N decoding of the reference (the run's RM picks)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Policy vs its reference on held-out prompts: RM score, win rate, KL, length, truth score; samples file."""
@@ -147,6 +163,7 @@ def eval_policy(
             max_new_tokens=max_new_tokens,
             seed=seed,
             greedy=greedy,
+            best_of=best_of,
         )
     if as_json:
         emit_json(metrics)

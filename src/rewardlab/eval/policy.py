@@ -1,9 +1,17 @@
 """`rewardlab eval policy RUN`: a tuned policy against its reference on held-out prompts.
 
 Both models answer the same prompts; the reward model scores both answers (its own tokenizer and chat
-format), the win rate counts how often the RM prefers the policy's answer (ties count half), the KL to the
-reference is the sequence-level mean of log pi(y|x) - log pi_ref(y|x) over the policy's own samples, and
-prompts from a simulated campaign (``meta.task``) also get the ground-truth rubric score of both answers.
+format), the win rate counts how often the RM prefers the policy's answer (ties count half), and prompts
+from a simulated campaign (``meta.task``) also get the ground-truth rubric score of both answers.
+
+KL to the reference (``kl_to_ref``) is exact per token: on each of the policy's own answers, the sum over
+its positions of KL(pi(.|prefix) || pi_ref(.|prefix)) summed over the whole vocabulary. Its mean over
+answers is an unbiased estimate of the sequence KL that is never negative and has far less variance than
+the sampled log pi(y|x) - log pi_ref(y|x) (also reported, as ``kl_to_ref_sampled``).
+
+``--best-of N``: the decoding baseline DPO and PPO should beat. The reference draws N answers per prompt,
+the run's reward model (the one it trained against) keeps the best, and that answer is judged like the
+policy's; its KL to the reference is at most log N - (N - 1) / N nats (``best_of_n_kl_bound``).
 
 Generation is seeded sampling at temperature 1 with no top-k/top-p (the distribution PPO optimizes and the
 one the KL estimate needs); the policy and the reference draw with the same seed, so repeated runs give the
@@ -53,7 +61,7 @@ def held_out_prompts(cfg: dict[str, Any], prompts: str | None) -> list[dict[str,
 
 
 def reward_model_of(cfg: dict[str, Any]) -> str | None:
-    for section in ("ppo", "online"):
+    for section in ("ppo", "online", "rs"):
         rm = (cfg.get(section) or {}).get("reward_model")
         if rm:
             return rm
@@ -69,41 +77,88 @@ def sample(
     greedy: bool,
     batch_size: int,
     max_prompt_tokens: int,
-) -> tuple[list[str], list[Any], list[Any]]:
-    """Answers, and per answer its (query_response, attention_mask, context) tensors for log-prob passes."""
+    stop_ids: list[int] | None = None,
+) -> tuple[list[str], list[Any], list[int], list[bool]]:
+    """Answers; per batch its (query_response, attention_mask, context) tensors for log-prob passes; per
+    answer its length in tokens and whether it ended on a stop token (not cut by the length limit)."""
     import torch
 
     from rewardlab import ppo_math as pm
 
-    gen_config = pc.generation_config(tokenizer, max_new_tokens, do_sample=not greedy)
-    texts, batches = [], []
+    stop_ids = stop_ids or pc.stop_token_ids(tokenizer, model)
+    gen_config = pc.generation_config(tokenizer, max_new_tokens, do_sample=not greedy, stop_ids=stop_ids)
+    texts, batches, stopped = [], [], []
     for start in range(0, len(prompts), batch_size):
         part = prompts[start : start + batch_size]
         query, query_mask = pc.encode_prompts(tokenizer, part, max_prompt_tokens)
         torch.manual_seed(seed + start)
         response = pc.generate(model, tokenizer, query, query_mask, gen_config)
-        mask, _, _ = pm.response_mask(response, tokenizer.eos_token_id)
+        mask, has_stop, _ = pm.response_mask(response, stop_ids)
+        stopped += has_stop.tolist()
         response = response.masked_fill(mask == 0, tokenizer.pad_token_id)
-        texts += pc.decode_responses(tokenizer, response, tokenizer.eos_token_id)
+        texts += pc.decode_responses(tokenizer, response, stop_ids)
         batches.append(
             (torch.cat([query, response], 1), torch.cat([query_mask, mask.long()], 1), query.shape[1])
         )
-    return texts, batches, [b[1][:, b[2] :].sum(1).tolist() for b in batches]
+    lengths = [int(x) for b in batches for x in b[1][:, b[2] :].sum(1).tolist()]
+    return texts, batches, lengths, stopped
 
 
-def sequence_kl(policy: Any, reference: Any, batches: list[Any]) -> list[float]:
-    """Per answer: sum over its tokens of log pi - log pi_ref (the k1 estimate of KL on policy samples)."""
+def sequence_kl(policy: Any, reference: Any, batches: list[Any]) -> tuple[list[float], list[float]]:
+    """Per answer: the exact KL summed over its positions (``ppo_math.exact_kl``, over the whole vocabulary)
+    and the sampled k1 estimate sum(log pi - log pi_ref). Both models read the same padded batch with the
+    same position ids, in eval mode, without the KV cache."""
     import torch
 
-    from rewardlab.recipes.ppo import policy_logprobs
+    from rewardlab import ppo_math as pm
+    from rewardlab.recipes.ppo import position_ids
 
-    out: list[float] = []
+    exact: list[float] = []
+    sampled: list[float] = []
     with torch.no_grad():
         for query_response, attention_mask, context in batches:
-            logp, _ = policy_logprobs(policy, query_response, attention_mask, context, 1.0)
-            ref_logp, _ = policy_logprobs(reference, query_response, attention_mask, context, 1.0)
+            n = query_response.shape[1] - context
+            kwargs = {
+                "input_ids": query_response,
+                "attention_mask": attention_mask,
+                "position_ids": position_ids(attention_mask),
+                "logits_to_keep": n + 1,
+                "use_cache": False,
+            }
+            logits = policy(**kwargs).logits[:, :-1].float()
+            ref_logits = reference(**kwargs).logits[:, :-1].float()
             mask = attention_mask[:, context:].float()
-            out += ((logp - ref_logp) * mask).sum(1).tolist()
+            exact += (pm.exact_kl(logits, ref_logits) * mask).sum(1).tolist()
+            tokens = query_response[:, context:]
+            logp = pm.logprobs_from_logits(logits, tokens)
+            ref_logp = pm.logprobs_from_logits(ref_logits, tokens)
+            sampled += ((logp - ref_logp) * mask).sum(1).tolist()
+    return exact, sampled
+
+
+def best_of_n(
+    reference: Any,
+    tokenizer: Any,
+    prompts: list[Any],
+    n: int,
+    selector: Any,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int,
+    max_prompt_tokens: int,
+    stop_ids: list[int],
+) -> list[str]:
+    """Per prompt, the reference's answer (of ``n`` samples) that ``selector`` (an RM scorer) scores highest."""
+    repeated = [p for p in prompts for _ in range(n)]
+    texts, _, _, _ = sample(
+        reference, tokenizer, repeated, max_new_tokens, seed + 7919, False, batch_size,
+        max_prompt_tokens, stop_ids,
+    )  # fmt: skip
+    scores = selector.score(repeated, texts)[:, 0].tolist()
+    out = []
+    for i in range(len(prompts)):
+        block = range(i * n, (i + 1) * n)
+        out.append(texts[max(block, key=lambda j: scores[j])])
     return out
 
 
@@ -131,6 +186,7 @@ def evaluate_run(
     greedy: bool = False,
     samples_per_prompt: int = 1,
     batch_size: int = 16,
+    best_of: int = 0,
 ) -> dict[str, Any]:
     """Evaluate, write ``<run>/samples.jsonl``, merge the metrics into ``<run>/metrics.json``; return them."""
     run = Path(run_dir)
@@ -143,6 +199,8 @@ def evaluate_run(
     if not reference_name:
         raise UserError(f"{run_dir}/manifest.json names no reference_model")
     rm_path = reward_model or reward_model_of(cfg)
+    if best_of and not (reward_model_of(cfg) or rm_path):
+        raise UserError("--best-of needs a reward model to select with: pass --reward-model")
     limit = max_new_tokens or int((cfg.get("ppo") or {}).get("max_new_tokens") or 48)
     max_prompt = int((cfg.get("data") or {}).get("max_length") or 512)
 
@@ -153,18 +211,18 @@ def evaluate_run(
     tokenizer = models.load_tokenizer(str(run / "model"), trust_remote_code=trust)
     policy = models.build_reference(str(run / "model"), trust_remote_code=trust)  # frozen, eval mode
     reference = models.build_reference(reference_name, trust_remote_code=trust, allow_pickle=allow_pickle)
+    stops = sorted(set(pc.stop_token_ids(tokenizer, policy)) | set(pc.stop_token_ids(tokenizer, reference)))
     texts_prompts = [item["prompt"] for item in items]
-    policy_texts, policy_batches, policy_lengths = sample(
-        policy, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt
+    policy_texts, policy_batches, lengths, policy_stopped = sample(
+        policy, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt, stops
     )
-    ref_texts, _, ref_lengths = sample(
-        reference, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt
+    ref_texts, _, ref_len, ref_stopped = sample(
+        reference, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt, stops
     )
-    kls = sequence_kl(policy, reference, policy_batches)
-    lengths = [x for part in policy_lengths for x in part]
-    ref_len = [x for part in ref_lengths for x in part]
+    kls, kls_sampled = sequence_kl(policy, reference, policy_batches)
 
     rm_policy = rm_ref = [None] * len(items)
+    scorer = None
     if rm_path:
         from rewardlab.scoring import RewardScorer
 
@@ -184,16 +242,53 @@ def evaluate_run(
         "ref_rm_score_mean": mean(rm_ref),
         "win_rate_vs_ref": wins,
         "kl_to_ref": mean(kls),
+        "kl_to_ref_sampled": mean(kls_sampled),
         "truth_score_mean": mean(truth_policy),
         "ref_truth_score_mean": mean(truth_ref),
         "response_length_mean": mean(lengths),
         "ref_response_length_mean": mean(ref_len),
+        "stop_rate": mean([float(x) for x in policy_stopped]),
+        "ref_stop_rate": mean([float(x) for x in ref_stopped]),
+        "stop_token_ids": stops,
         "eval_prompts": len(items) // samples_per_prompt,
         "eval_samples": len(items),
         "eval_reward_model": rm_path,
         "eval_reference": reference_name,
         "eval_decoding": "greedy" if greedy else f"sampling(seed={seed}, temperature=1)",
     }
+    bon_texts: list[Any] = [None] * len(items)
+    if best_of:
+        import math
+
+        from rewardlab.scoring import RewardScorer
+
+        select_path = reward_model_of(cfg) or rm_path
+        selector = (
+            scorer
+            if select_path == rm_path and scorer is not None
+            else RewardScorer.from_path(select_path, allow_pickle=allow_pickle, trust_remote_code=trust)
+        )
+        bon_texts = best_of_n(
+            reference, tokenizer, texts_prompts, best_of, selector, limit, seed, batch_size, max_prompt, stops
+        )
+        bon_truth = [truth(item["meta"], t) for item, t in zip(items, bon_texts, strict=True)]
+        metrics.update(
+            best_of_n=best_of,
+            best_of_n_select_rm=select_path,
+            best_of_n_truth_score_mean=mean(bon_truth),
+            best_of_n_kl_bound=math.log(best_of) - (best_of - 1) / best_of,
+        )
+        if scorer is not None:
+            bon_rm = scorer.score(texts_prompts, bon_texts)[:, 0].tolist()
+            metrics.update(
+                best_of_n_rm_score_mean=mean(bon_rm),
+                best_of_n_win_rate_vs_ref=mean(
+                    [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(bon_rm, rm_ref, strict=True)]
+                ),
+                win_rate_vs_best_of_n=mean(
+                    [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rm_policy, bon_rm, strict=True)]
+                ),
+            )
     rows = [
         {
             "prompt": item["prompt"],
@@ -204,10 +299,24 @@ def evaluate_run(
             "policy_truth": p_t,
             "reference_truth": r_t,
             "kl": kl,
+            "policy_length": p_len,
+            "reference_length": r_len,
+            **({"best_of_n": bon} if best_of else {}),
         }
-        for item, p_text, r_text, p_rm, r_rm, p_t, r_t, kl in zip(
-            items, policy_texts, ref_texts, rm_policy, rm_ref, truth_policy, truth_ref, kls, strict=True
-        )
+        for item, p_text, r_text, p_rm, r_rm, p_t, r_t, kl, p_len, r_len, bon in zip(
+            items,
+            policy_texts,
+            ref_texts,
+            rm_policy,
+            rm_ref,
+            truth_policy,
+            truth_ref,
+            kls,
+            lengths,
+            ref_len,
+            bon_texts,
+            strict=True,
+        )  # fmt: skip
     ]
     with (run / "samples.jsonl").open("w", encoding="utf-8") as fh:
         for row in rows:

@@ -76,6 +76,9 @@ def run(cfg: Any) -> dict[str, Any]:
     tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     model = pc.build_policy(cfg)
+    # TRL stops on the model's generation_config.eos_token_id (plus the tokenizer's eos): give it every stop
+    # token, so a chat model whose turn ends on another token than eos does not run to the length limit
+    stops = pc.set_stop_tokens(model, tokenizer)
     scorer = RewardScorer.from_path(
         cfg.online.reward_model,
         device=pc.device_name(),
@@ -106,7 +109,11 @@ def run(cfg: Any) -> dict[str, Any]:
     )
     result = trainer.train(resume_from_checkpoint=resume)
     history = [row for row in trainer.state.log_history if "reward" in row]
-    metrics: dict[str, Any] = {"train_loss": result.training_loss, "steps": result.global_step}
+    metrics: dict[str, Any] = {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "stop_token_ids": stops,
+    }
     if history:
         k = min(3, len(history))
         metrics["train_rm_score_start"] = sum(r["reward"] for r in history[:k]) / k

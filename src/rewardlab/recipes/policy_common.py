@@ -148,9 +148,28 @@ def device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def mixed_precision(cfg: Any) -> str:
+    """``train.bf16`` -> "bf16", else accelerate's own setting (``accelerate launch --mixed_precision``).
+
+    accelerate keeps one state per process, so an earlier run in this process (tests, a pipeline) with
+    another precision is reset here rather than silently reused."""
+    import os
+
+    from accelerate.state import AcceleratorState
+
+    wanted = (
+        "bf16" if getattr(cfg.train, "bf16", False) else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    )
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != wanted:
+        AcceleratorState._reset_state()
+    return wanted
+
+
 def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments shared by the TRL recipes, safe on CPU (no bf16, no checkpointing, no pinning)."""
+    """TrainingArguments shared by the TRL recipes, safe on CPU (no checkpointing, no pinning; bf16 autocast
+    only when ``train.bf16`` asks for it: CPUs run it too, so tests cover the path GPU users take)."""
     t = cfg.train
+    bf16 = mixed_precision(cfg) == "bf16"
     kwargs: dict[str, Any] = {
         "output_dir": str(run_dir / "checkpoints"),
         "learning_rate": t.lr,
@@ -169,7 +188,7 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
         "save_strategy": "steps" if t.save_every else "no",
         "save_total_limit": 2,
         "report_to": "none",
-        "bf16": False,
+        "bf16": bf16,
         "fp16": False,
         "gradient_checkpointing": False,
         "dataloader_pin_memory": False,
@@ -307,6 +326,61 @@ def build_policy(cfg: Any) -> Any:
 # ---------------------------------------------------------------- generation
 
 
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The special token the chat template writes right after an assistant message, if any.
+
+    Instruct models often end a turn on another token than ``eos_token`` (Llama 3 ``<|eot_id|>``, Gemma
+    ``<end_of_turn>``, Phi-3 ``<|end|>``): a sampler that stops only on eos runs on to the length limit.
+    Found by rendering a one-turn conversation and reading the first token after the answer.
+    """
+    from rewardlab import models
+
+    marker = "Sure thing"
+    try:
+        text = models.format_conversation(tokenizer, "Hi", marker)
+    except Exception:  # noqa: BLE001 - a template that cannot render a plain chat has no usable marker
+        return None
+    at = text.rfind(marker)
+    if at < 0:
+        return None
+    suffix = text[at + len(marker) :].lstrip(" ")
+    if not suffix:
+        return None
+    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {
+        int(i) for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if tok.special
+    }
+    return int(ids[0]) if ids and ids[0] in special else None
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """Every token that ends an answer: the tokenizer's eos, the model's generation-config eos (an int or a
+    list) and the chat template's end-of-turn token. Sampling, masking and decoding all use this list."""
+    ids: list[int] = []
+
+    def add(value: Any) -> None:
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and int(v) not in ids:
+                ids.append(int(v))
+
+    add(tokenizer.eos_token_id)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:
+        add(gen.eos_token_id)
+    add(end_of_turn_id(tokenizer))
+    if not ids:
+        raise UserError(f"tokenizer of {tokenizer.name_or_path}: no eos or end-of-turn token to stop on")
+    return ids
+
+
+def set_stop_tokens(model: Any, tokenizer: Any) -> list[int]:
+    """Write the stop ids into the model's generation config (what TRL's GRPO/RLOO stop on); returns them."""
+    ids = stop_token_ids(tokenizer, model)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = ids
+    return ids
+
+
 def generation_config(
     tokenizer: Any,
     max_new_tokens: int,
@@ -314,21 +388,28 @@ def generation_config(
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
+    stop_ids: list[int] | None = None,
 ) -> Any:
     """A fresh GenerationConfig so no model default (top_k=50, repetition penalty) changes the sampler.
 
-    PPO's log-probs are computed from softmax(logits / temperature) with no top-k/top-p, so sampling must
-    use exactly that distribution unless the config asks otherwise.
+    ``stop_ids`` (``stop_token_ids``; default: the tokenizer's eos and the template's end-of-turn token)
+    end generation. PPO computes its log-probs from softmax(logits / temperature), so it refuses
+    top-k/top-p: sampling uses exactly the distribution it scores.
     """
     from transformers import GenerationConfig
 
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": do_sample,
-        "eos_token_id": tokenizer.eos_token_id,
+        "eos_token_id": list(stop_ids or stop_token_ids(tokenizer)),
         "pad_token_id": tokenizer.pad_token_id,
         "bos_token_id": tokenizer.bos_token_id,
         "use_cache": True,
+        # transformers fills every field left unset here from the model's own generation_config.json (a hub
+        # model's repetition_penalty 1.1 would tilt the sampler away from the distribution we score): pin them
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "min_new_tokens": 0,
     }
     if do_sample:
         kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
@@ -408,13 +489,13 @@ def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, 
     return LogitsProcessorList([PerRowGumbel()])
 
 
-def decode_responses(tokenizer: Any, response_ids: Any, eos_token_id: int) -> list[str]:
-    """Text of each response up to (not including) its first EOS."""
+def decode_responses(tokenizer: Any, response_ids: Any, stop_ids: int | list[int]) -> list[str]:
+    """Text of each response up to (not including) its first stop token."""
+    stops = {stop_ids} if isinstance(stop_ids, int) else set(stop_ids)
     texts = []
     for row in response_ids.tolist():
-        if eos_token_id in row:
-            row = row[: row.index(eos_token_id)]
-        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+        cut = next((i for i, tok in enumerate(row) if tok in stops), len(row))
+        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
     return texts
 
 

@@ -4,12 +4,17 @@ trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation
 (Huang et al., 2024); the math lives in small tested functions in ``rewardlab.ppo_math``. One step:
 
 1. Rollout (no grad): sample a response per prompt with the KV cache (left-padded batch, plain softmax at
-   ``ppo.temperature``: no model default top-k). Everything after the first EOS is padding.
+   ``ppo.temperature``: no model default top-k). Old, new and reference log-probs are all taken from that
+   same softmax(logits / temperature); top-k/top-p would make the sampler differ from it, so they are
+   refused. Generation stops on every stop token (``pc.stop_token_ids``: eos, the generation config's eos
+   list, the chat template's end-of-turn token); everything after the first one is padding.
 2. Score: the response text is decoded and scored by the RM through ``RewardScorer``, which re-tokenizes
    it with the RM's own tokenizer and chat format, so the RM and the policy may use different tokenizers.
    The score is normalized with the RM's stored mean/std, and an answer with no EOS gets the penalty.
-3. Rewards: -beta * KL_t per token (k1 or k3, against the frozen reference) plus the score on the last
-   real token (the EOS, never a pad after it); beta fixed or adapted to a KL target.
+3. Rewards: -beta * KL_t per token (k1 by default, against the frozen reference) plus the score on the
+   last real token (the EOS, never a pad after it); beta fixed or adapted to a KL target. k1 as a reward
+   gives the exact gradient of the KL penalty; k3 is an unbiased *value* of the KL but, used as a per-token
+   reward, its gradient is biased (it is the gradient of a reverse-KL-like term): only for comparison.
 4. GAE (gamma 1, lambda 0.95) with values from the value model, then whitened advantages.
 5. ``ppo_epochs`` passes over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss,
    ``train.grad_accum`` micro-batches per optimizer step, gradient clipping.
@@ -236,25 +241,28 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     started = time.perf_counter()
     seeds = [sample_seed(ctx.cfg.train.seed, p) for p in positions]
     sampler = pc.seeded_sampling(seeds, o.temperature, o.top_k, o.top_p)
-    response = pc.generate(
-        policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
-        logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
-    )  # fmt: skip
+    with ctx.accelerator.autocast():  # the same precision as the update's forward passes
+        response = pc.generate(
+            policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
+            logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
+        )  # fmt: skip
     gen_seconds = time.perf_counter() - started
-    mask, has_eos, last_index = pm.response_mask(response, ctx.tokenizer.eos_token_id)
+    mask, has_eos, last_index = pm.response_mask(response, ctx.stop_ids)
     response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
     query_response = torch.cat([query, response], dim=1)
     attention_mask = torch.cat([query_mask, mask.long()], dim=1)
     context = query.shape[1]
     logprobs, ref_logprobs, values = [], [], []
-    with torch.no_grad():
+    # Old and reference log-probs: the update's forward function (full sequence, no KV cache, same position
+    # ids, dropout off, same autocast), so the first minibatch's ratio is 1 up to float rounding.
+    with torch.no_grad(), ctx.accelerator.autocast():
         for part in chunks(len(prompts), ctx.forward_batch_size):
             qr, am = query_response[part], attention_mask[part]
             logprobs.append(policy_logprobs(policy, qr, am, context, o.temperature)[0])
             ref_logprobs.append(policy_logprobs(ctx.reference, qr, am, context, o.temperature)[0])
             values.append(token_values(ctx.value, qr, am, context))
     logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
-    texts = pc.decode_responses(ctx.tokenizer, response, ctx.tokenizer.eos_token_id)
+    texts = pc.decode_responses(ctx.tokenizer, response, ctx.stop_ids)
     scores_raw = ctx.scorer.score_tensor(prompts, texts, batch_size=ctx.forward_batch_size)[:, 0].to(device)
     scores = scores_raw
     if o.whiten_rewards:
@@ -290,6 +298,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     accum = ctx.cfg.train.grad_accum
     micro = o.mini_batch_size // accum
     stats: dict[str, list[float]] = {}
+    first: dict[str, float] = {}
     generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
     window_loss = torch.zeros(1, device=batch.mask.device)  # loss summed since the last optimizer step
     for _ in range(o.ppo_epochs):
@@ -307,10 +316,11 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
             share = float(batch.mask[idx].sum()) * accelerator.num_processes * accum / max(mb_tokens, 1.0)
             with accelerator.accumulate(ctx.policy, ctx.value):
                 qr, am, mask = batch.query_response[idx], batch.attention_mask[idx], batch.mask[idx]
-                logp, entropy = policy_logprobs(
-                    ctx.policy, qr, am, batch.context, o.temperature, with_entropy=True
-                )
-                vpred = token_values(ctx.value, qr, am, batch.context)
+                with accelerator.autocast():
+                    logp, entropy = policy_logprobs(
+                        ctx.policy, qr, am, batch.context, o.temperature, with_entropy=True
+                    )
+                    vpred = token_values(ctx.value, qr, am, batch.context)
                 pg_loss, pg_stats = pm.policy_loss(
                     logp, batch.logprobs[idx], batch.advantages[idx], mask, o.cliprange
                 )
@@ -338,9 +348,14 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
                 **{f"policy/{k}": v.item() for k, v in pg_stats.items()},
                 **{f"value/{k}": v.item() for k, v in vf_stats.items()},
             }
+            if not first:  # before any optimizer step: the policy that sampled, so ratio 1 and KL 0
+                first = {
+                    "policy/first_ratio": row["policy/ratio"],
+                    "policy/first_approx_kl": row["policy/approx_kl"],
+                }
             for key, value in row.items():
                 stats.setdefault(key, []).append(value)
-    return {key: sum(v) / len(v) for key, v in stats.items()}
+    return {**{key: sum(v) / len(v) for key, v in stats.items()}, **first}
 
 
 def check_finite_update(ctx: Any, window_loss: Any, grad_norm: Any) -> None:
@@ -465,6 +480,7 @@ class Context:
     scheduler: Any
     kl_ctl: Any
     gen_config: Any
+    stop_ids: list[int]
     forward_batch_size: int
     total_steps: int
     value_source: str
@@ -477,7 +493,16 @@ def check_distributed(accelerator: Any, cfg: Any) -> None:
 
 
 def check_batch_sizes(cfg: Any) -> None:
+    """Batch sizes that divide, and a sampler whose distribution the log-probs can reproduce."""
     o, t = cfg.ppo, cfg.train
+    if o.top_k or o.top_p < 1.0:
+        raise UserError(
+            f"ppo.top_k={o.top_k} / ppo.top_p={o.top_p}: PPO's ratios and KL are computed from "
+            "softmax(logits / temperature); a truncated sampler would make every update off-policy. "
+            "Use ppo.temperature only (top_k=0, top_p=1.0)"
+        )
+    if o.temperature <= 0:
+        raise UserError(f"ppo.temperature must be > 0, got {o.temperature}")
     if o.rollout_batch_size % o.mini_batch_size:
         raise UserError(
             f"ppo.rollout_batch_size ({o.rollout_batch_size}) must be a multiple of ppo.mini_batch_size ({o.mini_batch_size})"
@@ -497,7 +522,11 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     from rewardlab.scoring import RewardScorer
 
     o = cfg.ppo
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.grad_accum, cpu=pc.device_name() == "cpu")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        cpu=pc.device_name() == "cpu",
+        mixed_precision=pc.mixed_precision(cfg),  # train.bf16, else accelerate's own (launch flags)
+    )
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed + accelerator.process_index)
@@ -551,7 +580,8 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     else:
         kl_ctl = pm.FixedKLController(o.kl_coef)
     # greedy over seeded Gumbel noise = sampling at temperature/top-k/top-p (pc.seeded_sampling)
-    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False)
+    stop_ids = pc.stop_token_ids(tokenizer, policy)
+    gen_config = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False, stop_ids=stop_ids)
     return Context(
         cfg,
         run_dir,
@@ -565,6 +595,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         scheduler,
         kl_ctl,
         gen_config,
+        stop_ids,
         o.forward_batch_size or o.mini_batch_size,
         total_steps,
         value_source,
@@ -744,6 +775,10 @@ def summary(history: list[dict[str, float]], ctx: Any) -> dict[str, Any]:
         "train_rm_score_end": mean(history[-k:], "reward/rm_score_mean"),
         "train_kl_end": mean(history[-k:], "objective/kl"),
         "kl_coef": ctx.kl_ctl.value,
+        # the first minibatch of every step sees the policy that sampled: ratio 1, approx-KL 0 (a mismatch
+        # between sampling and scoring shows here first)
+        "first_minibatch_ratio_max_dev": max(abs(r["policy/first_ratio"] - 1.0) for r in history),
+        "first_minibatch_approx_kl_max": max(r["policy/first_approx_kl"] for r in history),
         "response_length_end": mean(history[-k:], "response_length"),
         "eos_rate_end": mean(history[-k:], "reward/eos_rate"),
         "generate_time_share": mean(history, "time/generate_share"),

@@ -314,9 +314,11 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
         source, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle
     )
     model.eval()
+    stops = pc.stop_token_ids(tokenizer, model)  # eos, the generation config's and the end-of-turn token
     gen = pc.generation_config(
-        tokenizer, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p
-    )
+        tokenizer, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
+        stop_ids=stops,
+    )  # fmt: skip
     torch.manual_seed(cfg.seed)
     per_batch = max(1, cfg.batch_size // cfg.k)
     out: list[list[str]] = []
@@ -324,9 +326,7 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
         chunk = prompts[start : start + per_batch]
         repeated = [p for p in chunk for _ in range(cfg.k)]
         ids, mask = pc.encode_prompts(tokenizer, repeated, cfg.max_prompt_length)
-        texts = pc.decode_responses(
-            tokenizer, pc.generate(model, tokenizer, ids, mask, gen), tokenizer.eos_token_id
-        )
+        texts = pc.decode_responses(tokenizer, pc.generate(model, tokenizer, ids, mask, gen), stops)
         out.extend(texts[n * cfg.k : (n + 1) * cfg.k] for n in range(len(chunk)))
     return out
 

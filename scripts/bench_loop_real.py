@@ -1,0 +1,295 @@
+"""Real-model evidence: does DPO, PPO or rejection sampling make SmolLM2-135M-Instruct better, by a judge
+that no stage trained against? A benchmark (CPU, ~30 min on a quiet 2-core machine), not a CI test.
+
+Data: Anthropic HH-RLHF helpful-base (test split, 2,354 human preference pairs), split by prompt into
+three disjoint parts: A (the training RM's pairs, DPO's pairs, PPO's and rejection sampling's prompts),
+B (the judge's pairs) and E (held-out evaluation prompts). Two MiniLM-L6 reward models: the *proxy* on A,
+which DPO/PPO/RS optimise, and the *judge* on B, which only scores. Policy prompts are single user turns
+of moderate length (the "user turns" of the transcripts).
+
+Each method starts from SmolLM2-135M-Instruct and is compared with it by `rewardlab eval policy` on the
+held-out prompts E (seeded sampling at temperature 1, the same seed for both models):
+- judge win rate over the start (ties half), with a 95% interval from a bootstrap over prompts;
+- a length-controlled win rate: a logistic fit of win ~ a + b * (length difference), read at equal length
+  (reward models like long answers; AlpacaEval's length control in one variable);
+- the proxy RM's win rate (what the method optimised);
+- KL to the start, exact per token (summed over the vocabulary), mean +- se over answers;
+- answer length (tokens) and the share of answers that ended on a stop token.
+
+    python scripts/bench_loop_real.py --out runs/bench-loop-real          # the table in docs/benchmarks.md
+    python scripts/bench_loop_real.py --data PATH/hh-rlhf-helpful-base.test.jsonl.gz   # your own copy
+
+Run folders are reused when complete, so a second call only re-evaluates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+DATA = "../shared/realdata/hh-rlhf-helpful-base.test.jsonl.gz"
+
+
+def cli(*args: object) -> None:
+    """One rewardlab command in this process."""
+    from rewardlab.cli import app
+
+    started = time.perf_counter()
+    try:
+        app([str(a) for a in args], standalone_mode=False)
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise RuntimeError(f"rewardlab {' '.join(map(str, args))} exited {stop.code}") from None
+    print(
+        f"[{time.perf_counter() - started:6.0f} s] rewardlab {' '.join(map(str, args[:3]))}", file=sys.stderr
+    )
+
+
+def done(run: Path) -> bool:
+    return (run / "model" / "config.json").exists() and (run / "metrics.json").exists()
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_pairs(path: str) -> list[dict]:
+    """HH-RLHF pairs as canonical records (prompt = chat messages, ranks [1, 2])."""
+    from rewardlab.data.formats.hh_rlhf import split, to_messages
+    from rewardlab.data.schema import normalize
+
+    out = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            try:
+                prompt, chosen, rejected = split(row["chosen"], row["rejected"])
+            except Exception:  # noqa: BLE001 - a malformed pair is skipped and counted below
+                continue
+            messages = to_messages(prompt)
+            if messages and chosen and rejected and chosen != rejected:
+                try:
+                    out.append(
+                        normalize({"prompt": messages, "responses": [chosen, rejected], "ranks": [1, 2]})
+                    )
+                except Exception:  # noqa: BLE001 - the importer would quarantine it; counted below
+                    continue
+    return out
+
+
+def single_turn(rec: dict, max_chars: int) -> bool:
+    msgs = rec["prompt"]
+    return len(msgs) == 1 and msgs[0]["role"] == "user" and len(msgs[0]["content"]) <= max_chars
+
+
+def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
+    """Disjoint parts A (proxy RM, DPO, PPO/RS prompts), B (judge) and E (held-out prompts), by prompt."""
+    from rewardlab.data.dataset import write_dataset
+
+    paths = {name: out / "data" / name for name in ("rm_a", "judge_b", "policy_a", "dpo_a")}
+    paths["eval"] = out / "data" / "eval_prompts.jsonl"
+    if (
+        all((p / "rewardlab.json").exists() for k, p in paths.items() if k != "eval")
+        and paths["eval"].exists()
+    ):
+        return paths
+    records = load_pairs(args.data)
+    by_prompt: dict[str, list[dict]] = {}
+    for rec in records:
+        by_prompt.setdefault(json.dumps(rec["prompt"]), []).append(rec)
+    keys = sorted(by_prompt)
+    random.Random(args.seed).shuffle(keys)
+    # held-out prompts: single-turn ones, drawn first so E has enough of them
+    short = [k for k in keys if single_turn(by_prompt[k][0], args.max_prompt_chars)]
+    eval_keys = set(short[: args.eval_prompts])
+    rest = [k for k in keys if k not in eval_keys]
+    half = len(rest) // 2
+    a_keys, b_keys = rest[:half], rest[half:]
+    a = [r for k in a_keys for r in by_prompt[k]]
+    b = [r for k in b_keys for r in by_prompt[k]]
+    write_dataset(a[: args.rm_pairs], paths["rm_a"])
+    write_dataset(b[: args.rm_pairs], paths["judge_b"])
+    policy_a = [by_prompt[k][0] for k in a_keys if single_turn(by_prompt[k][0], args.max_prompt_chars)]
+    write_dataset(policy_a, paths["policy_a"])
+    dpo = [r for r in policy_a if max(len(x) for x in r["responses"]) <= args.max_dpo_response_chars]
+    write_dataset(dpo, paths["dpo_a"])
+    with paths["eval"].open("w", encoding="utf-8") as fh:
+        for k in sorted(eval_keys):
+            fh.write(json.dumps({"prompt": by_prompt[k][0]["prompt"]}) + "\n")
+    print(
+        f"data: {len(records)} pairs; A {len(a)} pairs ({len(policy_a)} single-turn prompts, {len(dpo)} DPO "
+        f"pairs), B {len(b)} pairs (judge), E {len(eval_keys)} held-out prompts",
+        file=sys.stderr,
+    )
+    return paths
+
+
+# ---------------------------------------------------------------- stats
+
+
+def bootstrap(values: list[list[float]], stat, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:  # noqa: ANN001
+    """stat over per-prompt rows, and its 95% percentile interval from resampling prompts."""
+    rng = random.Random(seed)
+    point = stat(values)
+    draws = sorted(stat([values[rng.randrange(len(values))] for _ in values]) for _ in range(n))
+    return point, draws[int(0.025 * n)], draws[int(0.975 * n) - 1]
+
+
+def win(a: float, b: float) -> float:
+    return 1.0 if a > b else 0.5 if a == b else 0.0
+
+
+def lc_win_rate(rows: list[list[float]]) -> float:
+    """P(win) at zero length difference from a logistic fit win ~ a + b * dlen/100 (ties as half wins)."""
+    a = b = 0.0
+    for _ in range(50):  # Newton's method on the 2-parameter log-likelihood (tiny ridge for separability)
+        ga = gb = 0.0
+        haa = hab = hbb = 1e-3
+        for w, d, *_ in rows:
+            x = d / 100.0
+            p = 1.0 / (1.0 + math.exp(-(a + b * x)))
+            ga += w - p
+            gb += (w - p) * x
+            h = p * (1 - p)
+            haa += h
+            hab += h * x
+            hbb += h * x * x
+        det = haa * hbb - hab * hab
+        a += (hbb * ga - hab * gb) / det
+        b += (-hab * ga + haa * gb) / det
+    return 1.0 / (1.0 + math.exp(-a))
+
+
+def summarize(run: Path, judge: Path, proxy: Path) -> dict:
+    """Judge and proxy win rates (raw and length-controlled) with bootstrap intervals, KL, lengths."""
+    from rewardlab.scoring import RewardScorer
+
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
+    prompts = [s["prompt"] for s in samples]
+    judge_rm = RewardScorer.from_path(str(judge))
+    j_pol = judge_rm.score(prompts, [s["policy"] for s in samples])[:, 0].tolist()
+    j_ref = judge_rm.score(prompts, [s["reference"] for s in samples])[:, 0].tolist()
+    rows = [
+        [
+            win(jp, jr),
+            s["policy_length"] - s["reference_length"],
+            win(s["policy_rm"], s["reference_rm"]),
+            s["kl"],
+        ]
+        for s, jp, jr in zip(samples, j_pol, j_ref, strict=True)
+    ]
+    mean = lambda col: lambda rs: sum(r[col] for r in rs) / len(rs)  # noqa: E731
+    judge_win = bootstrap(rows, mean(0))
+    lc = bootstrap(rows, lc_win_rate, n=300)
+    proxy_win = bootstrap(rows, mean(2))
+    kls = [r[3] for r in rows]
+    kl_se = (sum((k - sum(kls) / len(kls)) ** 2 for k in kls) / (len(kls) - 1)) ** 0.5 / len(kls) ** 0.5
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {
+        "judge_win": judge_win, "judge_lc_win": lc, "proxy_win": proxy_win,
+        "kl": (sum(kls) / len(kls), kl_se),
+        "len": metrics["response_length_mean"], "ref_len": metrics["ref_response_length_mean"],
+        "stop": metrics["stop_rate"], "ref_stop": metrics["ref_stop_rate"], "n": len(rows),
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=DATA, help="hh-rlhf-helpful-base.test.jsonl.gz")
+    parser.add_argument("--policy", default="offline:smollm2-135m-instruct")
+    parser.add_argument("--rm-source", default="offline:minilm-l6")
+    parser.add_argument("--out", default="runs/bench-loop-real")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-prompts", type=int, default=100)
+    parser.add_argument("--max-prompt-chars", type=int, default=300)
+    parser.add_argument("--max-dpo-response-chars", type=int, default=400)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--rm-epochs", type=float, default=1)
+    parser.add_argument("--rm-pairs", type=int, default=600, help="pairs per RM (A and B each)")
+    parser.add_argument("--rm-max-length", type=int, default=160)
+    parser.add_argument("--dpo-steps", type=int, default=24)
+    parser.add_argument("--dpo-lr", type=float, default=1e-5)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--dpo-batch", type=int, default=8)
+    parser.add_argument("--ppo-steps", type=int, default=8)
+    parser.add_argument("--ppo-lr", type=float, default=1e-5)
+    parser.add_argument("--ppo-kl", type=float, default=0.05)
+    parser.add_argument("--ppo-batch", type=int, default=16, help="rollouts per PPO step")
+    parser.add_argument("--rs-prompts", type=int, default=64)
+    parser.add_argument("--rs-samples", type=int, default=4)
+    parser.add_argument("--rs-lr", type=float, default=2e-5)
+    parser.add_argument("--methods", nargs="+", default=["dpo", "ppo", "rs"])
+    args = parser.parse_args()
+    out = Path(args.out)
+    started = time.perf_counter()
+    paths = prepare(args, out)
+    rm, judge = out / "rm-proxy", out / "rm-judge"
+    for run, data in ((rm, paths["rm_a"]), (judge, paths["judge_b"])):
+        if not done(run):
+            cli("train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={data}", f"output_dir={run}",
+                f"model.name_or_path={args.rm_source}", "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
+                f"data.max_length={args.rm_max_length}", "data.eval_fraction=0.05",
+                "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}")  # fmt: skip
+    common = [f"model.name_or_path={args.policy}", f"train.seed={args.seed}", "data.eval_fraction=0"]
+    train = {
+        "dpo": lambda: cli(
+            "train", "dpo", ROOT / "configs/dpo/tiny.yaml", f"data.train={paths['dpo_a']}", f"output_dir={out / 'dpo'}",
+            *common, "data.max_length=256", f"train.lr={args.dpo_lr}", f"train.max_steps={args.dpo_steps}",
+            f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none"),
+        "ppo": lambda: cli(
+            "train", "ppo", ROOT / "configs/ppo/smollm.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'ppo'}",
+            *common, f"ppo.reward_model={rm / 'model'}", f"train.lr={args.ppo_lr}", f"train.max_steps={args.ppo_steps}",
+            "train.save_every=null", f"ppo.kl_coef={args.ppo_kl}", f"ppo.max_new_tokens={args.max_new_tokens}",
+            f"ppo.rollout_batch_size={args.ppo_batch}", f"ppo.mini_batch_size={args.ppo_batch // 2}"),
+        "rs": lambda: cli(
+            "train", "rs", ROOT / "configs/rs/tiny.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'rs'}",
+            *common, "data.max_length=256", f"rs.reward_model={rm / 'model'}", "rs.rounds=1",
+            f"rs.prompts_per_round={args.rs_prompts}", f"rs.num_samples={args.rs_samples}",
+            f"rs.max_new_tokens={args.max_new_tokens}", f"train.lr={args.rs_lr}", "train.epochs=1",
+            "train.batch_size=8", "rs.generation_batch_size=32"),
+    }  # fmt: skip
+    results = {}
+    for method in args.methods:  # train and evaluate one method at a time: partial results survive a failure
+        run = out / method
+        try:
+            if not done(run):
+                train[method]()
+            cli("eval", "policy", run, "--prompts", paths["eval"], "--reward-model", rm / "model",
+                "--max-new-tokens", args.max_new_tokens, "--seed", args.seed, "--json")  # fmt: skip
+            results[method] = summarize(run, judge / "model", rm / "model")
+        except Exception as err:  # noqa: BLE001 - report the failed method, keep the others
+            print(f"{method}: FAILED: {err!r}", file=sys.stderr)
+            continue
+        r = results[method]
+        print(f"{method}: judge win {r['judge_win']}, LC {r['judge_lc_win']}, proxy {r['proxy_win']}, "
+              f"KL {r['kl']}, len {r['len']:.1f} vs {r['ref_len']:.1f}", file=sys.stderr, flush=True)  # fmt: skip
+    if not results:
+        raise SystemExit("every method failed")
+    minutes = (time.perf_counter() - started) / 60
+    print(f"\n{args.policy} vs itself after each method; judge = {args.rm_source} RM on disjoint HH-RLHF pairs; "
+          f"{next(iter(results.values()))['n']} held-out prompts; {minutes:.1f} min")  # fmt: skip
+    print(f"{'method':6} {'judge win [95% CI]':>22} {'LC win [95% CI]':>22} {'proxy win':>10} {'KL (nats)':>13} "
+          f"{'len':>5} {'start len':>9} {'stop':>5}")  # fmt: skip
+    for method, r in results.items():
+        jw, lc, pw = r["judge_win"], r["judge_lc_win"], r["proxy_win"]
+        print(f"{method:6} {jw[0]:6.3f} [{jw[1]:.3f}, {jw[2]:.3f}] {lc[0]:6.3f} [{lc[1]:.3f}, {lc[2]:.3f}] "
+              f"{pw[0]:10.3f} {r['kl'][0]:6.3f}+-{r['kl'][1]:.3f} {r['len']:5.1f} {r['ref_len']:9.1f} {r['stop']:5.2f}")  # fmt: skip
+    (out / "bench_loop_real.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    print(f"(rows in {out}/bench_loop_real.json)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

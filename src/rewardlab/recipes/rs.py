@@ -1,0 +1,220 @@
+"""`rewardlab train rs`: rejection-sampling fine-tuning (Llama 2's "rejection sampling", RAFT), one recipe.
+
+Each round: the current policy answers every training prompt ``rs.num_samples`` times (seeded sampling at
+``rs.temperature``, stopping on every stop token), the reward model scores the answers with its own
+tokenizer and chat format, the best answer per prompt is kept, and the policy is fine-tuned on the kept
+answers with TRL's SFTTrainer (completion-only loss, the ``train`` section's optimizer settings). The next
+round samples from the tuned policy. Answers that hit the length limit without a stop token are never kept
+(``rs.require_stop``): training on them would teach the policy not to stop.
+
+It is the simple baseline DPO and PPO are compared against: no reference model, no value model, no
+on-policy ratios, only best-of-n distilled back into the policy. ``eval policy`` compares the result with
+the starting policy (the manifest's ``reference_model``).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from rewardlab import models, runs
+from rewardlab.errors import UserError
+from rewardlab.recipes import policy_common as pc
+from rewardlab.tracking import open_tracker
+
+
+def sample_answers(
+    model: Any, tokenizer: Any, prompts: list[Any], cfg: Any, round_index: int, stop_ids: list[int]
+) -> tuple[list[list[str]], list[list[bool]]]:
+    """``num_samples`` answers per prompt and whether each ended on a stop token; seeded per answer."""
+    from rewardlab import ppo_math as pm
+
+    o = cfg.rs
+    n = o.num_samples
+    repeated = [p for p in prompts for _ in range(n)]
+    gen = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False, stop_ids=stop_ids)
+    texts: list[str] = []
+    stopped: list[bool] = []
+    model.eval()
+    for start in range(0, len(repeated), o.generation_batch_size):
+        part = repeated[start : start + o.generation_batch_size]
+        seeds = [
+            (cfg.train.seed * 1_000_003 + (round_index + 1) * 10_000_019 + start + i) * 2_654_435_761 % 2**63
+            for i in range(len(part))
+        ]
+        ids, mask = pc.encode_prompts(tokenizer, part, cfg.data.max_length)
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        response = pc.generate(
+            model, tokenizer, ids, mask, gen, logits_processor=pc.seeded_sampling(seeds, o.temperature)
+        )
+        _, has_stop, _ = pm.response_mask(response, stop_ids)
+        texts += pc.decode_responses(tokenizer, response, stop_ids)
+        stopped += has_stop.tolist()
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))], [
+        stopped[i * n : (i + 1) * n] for i in range(len(prompts))
+    ]
+
+
+def select_best(
+    prompts: list[Any],
+    answers: list[list[str]],
+    scores: list[list[float]],
+    stopped: list[list[bool]],
+    require_stop: bool,
+) -> tuple[list[dict[str, Any]], int]:
+    """The best-scored answer per prompt (among those that stopped, when required); prompts with none skipped."""
+    kept, skipped = [], 0
+    for prompt, texts, row, ends in zip(prompts, answers, scores, stopped, strict=True):
+        ok = [i for i in range(len(texts)) if texts[i] and (ends[i] or not require_stop)]
+        if not ok:
+            skipped += 1
+            continue
+        best = max(ok, key=lambda i: row[i])
+        kept.append({"prompt": prompt, "response": texts[best], "score": row[best]})
+    return kept, skipped
+
+
+def fine_tune(
+    model: Any, tokenizer: Any, demos: list[dict], cfg: Any, run_dir: Path, round_index: int
+) -> Any:
+    """One SFT pass on the kept answers (TRL SFTTrainer); returns the trainer's result."""
+    from trl import SFTConfig, SFTTrainer
+
+    from rewardlab.recipes.sft import to_conversations
+
+    kwargs = pc.trainer_kwargs(cfg, run_dir, has_eval=False)
+    kwargs.update(
+        output_dir=str(run_dir / "checkpoints" / f"round-{round_index}"),
+        save_strategy="no",
+        seed=cfg.train.seed + round_index,
+        data_seed=cfg.train.seed + round_index,
+    )
+    kwargs.pop("save_steps", None)
+    args = SFTConfig(**kwargs, max_length=cfg.data.max_length, completion_only_loss=True)
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_conversations(demos),
+        processing_class=tokenizer,
+        callbacks=[pc.finite_guard_callback("rs", run_dir)],
+    )
+    return trainer.train()
+
+
+PROBE_PROMPTS = 64  # training prompts sampled before and after (same seeds): the run's start/end RM score
+
+
+def probe(
+    model: Any, tokenizer: Any, prompts: list[Any], cfg: Any, stop_ids: list[int], scorer: Any
+) -> tuple[float, float]:
+    """Mean RM score and stop rate of the policy's answers on ``prompts`` (fixed seeds: paired start/end)."""
+    answers, stopped = sample_answers(model, tokenizer, prompts, cfg, -1, stop_ids)
+    flat_prompts = [p for p, texts in zip(prompts, answers, strict=True) for _ in texts]
+    scores = scorer.score(flat_prompts, [t for texts in answers for t in texts])[:, 0].tolist()
+    return sum(scores) / len(scores), sum(map(sum, stopped)) / max(len(scores), 1)
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    import torch
+
+    from rewardlab.scoring import RewardScorer
+
+    if cfg.train.resume:
+        raise UserError("train.resume: `train rs` cannot resume yet (rounds are short); start it again")
+    run_dir = runs.check_writable(cfg.output_dir)
+    train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    prompts = [p["prompt"] for p in pc.unique_prompts(train_records)]
+    if not prompts:
+        raise UserError(f"{cfg.data.train}: no training prompts")
+    runs.clear_stale_checkpoints(run_dir)
+    runs.prepare_run(
+        cfg,
+        {
+            "base_model": cfg.model.name_or_path,
+            "reference_model": cfg.model.name_or_path,
+            "data": data_info,
+            "reward_model": cfg.rs.reward_model,
+            "train_prompts": len(prompts),
+        },
+    )
+    tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=False)
+    torch.manual_seed(cfg.train.seed)
+    tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+    model = pc.build_policy(cfg)
+    stop_ids = pc.stop_token_ids(tokenizer, model)
+    scorer = RewardScorer.from_path(
+        cfg.rs.reward_model,
+        device=pc.device_name(),
+        allow_pickle=cfg.model.allow_pickle,
+        trust_remote_code=cfg.model.trust_remote_code,
+    )
+    probe_prompts = prompts[:PROBE_PROMPTS]
+    start, start_stop = probe(model, tokenizer, probe_prompts, cfg, stop_ids, scorer)
+    rng = random.Random(cfg.train.seed)
+    history: list[dict[str, float]] = []
+    steps = 0
+    for round_index in range(cfg.rs.rounds):
+        chosen = prompts
+        if cfg.rs.prompts_per_round and cfg.rs.prompts_per_round < len(prompts):
+            chosen = rng.sample(prompts, cfg.rs.prompts_per_round)
+        answers, stopped = sample_answers(model, tokenizer, chosen, cfg, round_index, stop_ids)
+        flat_prompts = [p for p, texts in zip(chosen, answers, strict=True) for _ in texts]
+        flat = scorer.score(flat_prompts, [t for texts in answers for t in texts])[:, 0].tolist()
+        n = cfg.rs.num_samples
+        scores = [flat[i * n : (i + 1) * n] for i in range(len(chosen))]
+        kept, skipped = select_best(chosen, answers, scores, stopped, cfg.rs.require_stop)
+        if not kept:
+            raise UserError(
+                f"rs round {round_index + 1}: no answer ended on a stop token within rs.max_new_tokens="
+                f"{cfg.rs.max_new_tokens}; raise it or set rs.require_stop=false"
+            )
+        result = fine_tune(model, tokenizer, kept, cfg, run_dir, round_index)
+        steps += result.global_step
+        row = {
+            "round": round_index + 1,
+            "rm_score_mean": sum(flat) / len(flat),
+            "kept_rm_score_mean": sum(k["score"] for k in kept) / len(kept),
+            "stop_rate": sum(map(sum, stopped)) / max(len(flat), 1),
+            "kept": len(kept),
+            "skipped_no_stop": skipped,
+            "sft_loss": result.training_loss,
+            "sft_steps": result.global_step,
+        }
+        history.append(row)
+        tracker.log({k: float(v) for k, v in row.items()}, step=round_index + 1)
+        print(
+            f"rs: round {round_index + 1}/{cfg.rs.rounds}: RM score of samples {row['rm_score_mean']:.4f}, "
+            f"kept {len(kept)} best answers (mean {row['kept_rm_score_mean']:.4f}), {skipped} prompts without "
+            f"a stopped answer, SFT loss {result.training_loss:.4f}"
+        )
+    # the tuned policy's own samples on the same prompts and seeds as at the start: did the RM score rise?
+    end, end_stop = probe(model, tokenizer, probe_prompts, cfg, stop_ids, scorer)
+    metrics: dict[str, Any] = {
+        "rounds": cfg.rs.rounds,
+        "steps": steps,
+        "train_rm_score_start": start,
+        "train_rm_score_end": end,
+        "stop_rate_start": start_stop,
+        "stop_rate_end": end_stop,
+        "kept_per_round": [h["kept"] for h in history],
+        "stop_token_ids": stop_ids,
+    }
+    pc.save_policy(
+        model,
+        tokenizer,
+        run_dir / "model",
+        {
+            "stage": "rs",
+            "base_model": cfg.model.name_or_path,
+            "reward_model": cfg.rs.reward_model,
+            "data": cfg.data.train,
+            "rounds": cfg.rs.rounds,
+            "num_samples": cfg.rs.num_samples,
+            "steps": steps,
+        },
+    )
+    runs.write_metrics(run_dir, metrics)
+    tracker.summary(metrics)
+    tracker.finish()
+    return metrics
