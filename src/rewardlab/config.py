@@ -84,6 +84,15 @@ class TrackingConfig(Strict):
     run_name: str | None = None
 
 
+class CardConfig(Strict):
+    """Model-card metadata the base model cannot supply (cards.py): used when the base has no known license."""
+
+    license: str | None = None  # e.g. apache-2.0, mit, other; the base model's license wins when known
+    # hub dataset ids the training data came from, beside those `data import hf:` records
+    datasets: list[str] = []
+    tags: list[str] = []
+
+
 class RunConfig(Strict):
     """Fields every training stage has (DESIGN.md)."""
 
@@ -93,6 +102,7 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    card: CardConfig = CardConfig()
 
 
 # ---------------------------------------------------------------- data / simulate / raters

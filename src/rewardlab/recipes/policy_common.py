@@ -422,16 +422,25 @@ def decode_responses(tokenizer: Any, response_ids: Any, eos_token_id: int) -> li
 
 
 def save_policy(model: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -> Path:
-    """Save a policy as a plain HF folder (LoRA merged in, safetensors only) with a README model card."""
+    """Save a policy as a plain HF folder (LoRA merged in, safetensors only) with a README model card.
+
+    ``card`` holds ``stage``, ``config`` (the stage config), ``metrics`` and facts for the card's text
+    (reference, reward model, steps); cards.py builds the card with Hub metadata from them.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    lines = [f"# {card.get('stage', 'policy')} policy (rewardlab)", ""]
-    lines += [f"- {k}: {v}" for k, v in card.items()]
-    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
+    from rewardlab import cards
+
+    facts = {k: v for k, v in card.items() if k not in ("stage", "config", "metrics", "base_model", "data")}
+    cfg = card.get("config") or {
+        "model": {"name_or_path": card.get("base_model")},
+        "data": {"train": card.get("data")},
+    }
+    cards.write_card(out_dir, card.get("stage", "policy"), cfg, card.get("metrics"), extra=facts)
     return out_dir
 
 

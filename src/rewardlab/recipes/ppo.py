@@ -727,6 +727,8 @@ def run(cfg: Any) -> dict[str, Any]:
                 run_dir / "model",
                 {
                     "stage": "ppo",
+                    "config": cfg,
+                    "metrics": metrics,
                     "base_model": cfg.model.name_or_path,
                     "reward_model": cfg.ppo.reward_model,
                     "data": cfg.data.train,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardlab import runs
+from rewardlab import cards, runs
 from rewardlab.config import RMConfig, fingerprint
 from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
 from rewardlab.errors import UserError
@@ -502,50 +502,6 @@ def evaluate_model(
     return evaluate_rewards(records, rewards, cfg.heads, ties[0], cfg.loss.tie_param, threshold)
 
 
-def model_card(cfg: RMConfig, metrics: dict, data_info: dict) -> str:
-    meta = data_info.get("train_meta", {})
-    policy = {
-        k: meta[k]
-        for k in ("aggregated_from", "method", "excluded_raters", "rater_policy", "thresholds", "import")
-        if k in meta
-    }
-    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [reward-model, rewardlab]",
-        "---",
-        f"# Reward model: {Path(cfg.output_dir).name}",
-        "",
-        "Trained with `rewardlab train rm` from human rankings. Load it with",
-        "`AutoModelForSequenceClassification.from_pretrained(...)`; one output per head "
-        f"({', '.join(cfg.heads)}); format inputs with the saved tokenizer's chat template (prompt as the user",
-        "turn, response as the assistant turn), or use `rewardlab score`.",
-        "",
-        "## Data",
-        f"- train: `{data_info.get('train')}` (fingerprint `{data_info.get('train_fingerprint')}`)",
-        f"- eval: `{data_info.get('eval') or 'split of train by prompt'}`"
-        + (
-            f" (fingerprint `{data_info.get('eval_fingerprint')}`)"
-            if data_info.get("eval_fingerprint")
-            else ""
-        ),
-        f"- rater policy: `{json.dumps(policy) if policy else 'raw judgments (no aggregation metadata)'}`",
-        "",
-        "## Training",
-        f"- base model: `{cfg.model.name_or_path}`" + (" (LoRA, merged)" if cfg.model.lora else ""),
-        f"- loss: {cfg.loss.kind}, ties: {cfg.loss.ties} ({cfg.loss.tie_param}), margin: {cfg.loss.margin}",
-        f"- reward mean/std on training responses: {metrics.get('reward_mean')} / {metrics.get('reward_std')}",
-        "",
-        "## Metrics (held-out)",
-        "```json",
-        json.dumps(shown, indent=2),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def save_model(
     model: Any, tokenizer: Any, out: Path, cfg: RMConfig, stats: dict, ties: list[str | None]
 ) -> None:
@@ -824,7 +780,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         _check_weights(final, total_steps, run_dir)
         with runs.writing(model_dir):
             save_model(final, tokenizer, model_dir, cfg, stats, ties)
-            (model_dir / "README.md").write_text(model_card(cfg, metrics, data_info))
+            cards.write_card(model_dir, "rm", cfg, metrics, data_info=data_info)
             runs.write_metrics(run_dir, metrics)
         runs.update_manifest(run_dir, {"model": str(model_dir), "steps": total_steps})
         tracker.log(
