@@ -76,7 +76,8 @@ class TrainConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    backend: Literal["jsonl", "wandb", "none"] = "jsonl"  # metrics.jsonl is written in every case
+    # metrics.jsonl is written in every case; trackio and tensorboard are optional extras (local, no account)
+    backend: Literal["jsonl", "wandb", "trackio", "tensorboard", "none"] = "jsonl"
     project: str = "rewardlab"
     entity: str | None = None
     group: str | None = None
