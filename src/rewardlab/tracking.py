@@ -198,8 +198,12 @@ class Tracker:
     def finish(self) -> None:
         self._file.close()
         if self.trackio_run is not None:
+            from trackio import context_vars
+
             with contextlib.redirect_stdout(sys.stderr):
                 self.trackio_run.finish()
+            if context_vars.current_run.get() is self.trackio_run:  # else trackio's atexit finishes it again
+                context_vars.current_run.set(None)
             self.trackio_run = None
         if self.tb_writer is not None:
             self.tb_writer.close()

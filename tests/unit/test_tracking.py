@@ -125,6 +125,9 @@ def test_trackio_logs_offline_and_reads_back(tmp_path, monkeypatch):
     tr.log({"loss": 0.7, "lr": 0.1}, step=1)
     tr.log({"loss": 0.5, "eval/accuracy": 0.8, "note": "text is skipped"}, step=2)
     tr.finish()
+    from trackio import context_vars
+
+    assert context_vars.current_run.get() is None  # else trackio's atexit prints on stdout after --json
     logs = store.SQLiteStorage.get_logs("rl-test", "run")
     assert [(r["step"], r["loss"]) for r in logs] == [(1, 0.7), (2, 0.5)]
     assert logs[1]["eval/accuracy"] == 0.8
