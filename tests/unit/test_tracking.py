@@ -131,8 +131,8 @@ def test_trackio_logs_offline_and_reads_back(tmp_path, monkeypatch):
     logs = store.SQLiteStorage.get_logs("rl-test", "run")
     assert [(r["step"], r["loss"]) for r in logs] == [(1, 0.7), (2, 0.5)]
     assert logs[1]["eval/accuracy"] == 0.8
-    runs = store.SQLiteStorage.get_run_records("rl-test")
-    assert any(getattr(r, "group", None) == "pipeline-a" or "pipeline-a" in str(r) for r in runs)
+    config = store.SQLiteStorage.get_run_config("rl-test", "run")
+    assert config["_Group"] == "pipeline-a" and config["job_type"] == "rm" and config["train"] == {"lr": 0.1}
 
 
 def test_tensorboard_scalars_read_back(tmp_path):
