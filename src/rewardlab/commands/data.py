@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,9 +26,18 @@ FORMAT_HELP = (
 
 @contextmanager
 def _progress(total: int, label: str):
-    """A byte-progress bar on stderr when it is a terminal; a no-op callback otherwise."""
-    if not sys.stderr.isatty() or total <= 0:
+    """A byte-progress bar on stderr when it is a terminal, plain periodic lines when it is a log."""
+    from rewardlab import progress
+
+    if total <= 0 or os.environ.get("DISABLE_TQDM"):
         yield lambda n: None
+        return
+    if not progress.interactive():
+        plain = progress.PlainProgress(total, label, unit="B")
+        try:
+            yield plain.update
+        finally:
+            plain.close()
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn

@@ -185,14 +185,36 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
 
 
 def tracker_callback(tracker: Any) -> Any:
-    """A TrainerCallback that forwards TRL's logged numbers to our Tracker (metrics.jsonl, wandb)."""
+    """A TrainerCallback that forwards TRL's logged numbers to our Tracker (metrics.jsonl, wandb).
+
+    When stderr is not a terminal it also prints plain progress lines (rewardlab.progress): the Trainer's
+    tqdm bar redraws one line with carriage returns, which CI logs and nohup files do not show as progress.
+    """
     from transformers import TrainerCallback
 
+    from rewardlab import progress
+
     class TrackerCallback(TrainerCallback):
+        plain: Any = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if state.is_world_process_zero and not progress.interactive():
+                self.plain = progress.bar(state.max_steps, "train", unit="steps", initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if self.plain is not None:
+                self.plain.update(state.global_step - self.plain.n)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if self.plain is not None:
+                self.plain.close()
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
             if state.is_world_process_zero and logs:
                 numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
                 tracker.log(numbers, step=state.global_step)
+                if self.plain is not None and "loss" in numbers:
+                    self.plain.set_postfix(loss=f"{numbers['loss']:.4f}")
 
     return TrackerCallback()
 

@@ -662,15 +662,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         return result
 
     # 6. the loop
-    from tqdm.auto import tqdm
+    from rewardlab import progress
 
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc="train rm",
-        file=sys.stderr,
-        disable=not main or bool(os.environ.get("DISABLE_TQDM")),
-    )
+    bar = progress.bar(total_steps, "train rm", unit="steps", initial=start_step, disable=not main)
     model.train()
     epoch_cache: dict[int, list[list[int]]] = {}
     last: dict[str, float] = {}
