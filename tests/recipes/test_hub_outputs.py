@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,26 @@ def test_card_base_model_maps_offline_sources_and_follows_local_lineage(tmp_path
     assert rs.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert "rejection-sampling" in rs.data.tags
     assert ModelCard(str(rs)).data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_trl_grpo_trains_with_the_exported_head_as_reward_funcs_path(minilm_rm, tmp_path, cli):
+    """The issue's failure: TRL's GRPO with `reward_funcs=<folder>` on a 2-head RM (size mismatch)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from rewardlab import models
+
+    out = tmp_path / "overall"
+    assert cli("export", "rm", minilm_rm, "--head", "overall", "--out", out).exit_code == 0
+    args = GRPOConfig(
+        output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=4, num_generations=4,
+        max_completion_length=6, report_to="none", use_cpu=True, bf16=False, dataloader_pin_memory=False,
+        save_strategy="no", logging_steps=1, disable_tqdm=True,
+    )  # fmt: skip
+    prompts = Dataset.from_list([{"prompt": f"What is {i} + 1?"} for i in range(4)])
+    trainer = GRPOTrainer(
+        model=models.resolve("offline:tiny-llama"), reward_funcs=str(out), args=args, train_dataset=prompts
+    )
+    trainer.train()
+    logged = next(r for r in trainer.state.log_history if "rewards/overall/mean" in r)
+    assert math.isfinite(logged["rewards/overall/mean"])  # the RM scored the completions
