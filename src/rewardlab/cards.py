@@ -131,11 +131,15 @@ def base_model_info(source: str | None) -> dict[str, Any]:
 
 
 def hub_datasets(data_info: dict[str, Any]) -> list[str]:
-    """Hub dataset ids recorded in the training data's metadata (``data import hf:<id>...``)."""
+    """Hub dataset ids recorded in the training data's metadata (``data import hf:<id>...``), following
+    ``aggregated_from`` back to the imported dataset when the training data is an aggregation of it."""
     meta = data_info.get("train_meta") or {}
     ids = list(meta.get("hub_datasets") or [])
-    for key in ("import",):
-        ids += list((meta.get(key) or {}).get("hub_datasets") or [])
+    source, hops = meta.get("aggregated_from"), 0
+    while not ids and isinstance(source, str) and hops < 5:
+        parent = _dataset_lineage(source).get("train_meta") or {}
+        ids = list(parent.get("hub_datasets") or [])
+        source, hops = parent.get("aggregated_from"), hops + 1
     return list(dict.fromkeys(i for i in ids if isinstance(i, str)))
 
 
@@ -301,9 +305,13 @@ def build_card(
     name = name or Path(str(dumped.get("output_dir") or stage)).name
     hub_data = hub_datasets(data_info) + [d for d in card_cfg.get("datasets") or [] if d]
     hub_data = list(dict.fromkeys(hub_data))
+    # the held-out metrics' dataset: data.eval when set, else the split of train they came from
+    eval_path = data_info.get("eval")
+    eval_hub = hub_datasets(_dataset_lineage(eval_path)) if eval_path else hub_data
+    shown = Path(str(eval_path or data_info.get("train"))).name
     dataset = {
-        "type": hub_data[0] if hub_data else "rewardlab-local",
-        "name": hub_data[0] if hub_data else f"{Path(str(data_info.get('train'))).name} (local)",
+        "type": eval_hub[0] if eval_hub else "rewardlab-local",
+        "name": eval_hub[0] if eval_hub else f"{shown} (local)",
     }
     is_rm = stage == "rm"
     tags = ["rewardlab", "rlhf", *STAGE_TAGS.get(stage, [stage]), *(card_cfg.get("tags") or [])]

@@ -151,3 +151,15 @@ def test_trl_grpo_trains_with_the_exported_head_as_reward_funcs_path(minilm_rm, 
     trainer.train()
     logged = next(r for r in trainer.state.log_history if "rewards/overall/mean" in r)
     assert math.isfinite(logged["rewards/overall/mean"])  # the RM scored the completions
+
+
+def test_card_lists_hub_datasets_through_an_aggregation(tmp_path):
+    from rewardlab import cards
+    from rewardlab.config import RMConfig
+
+    write_dataset([], tmp_path / "imported", extra_meta={"hub_datasets": ["Anthropic/hh-rlhf"]})
+    write_dataset([], tmp_path / "agg", extra_meta={"aggregated_from": str(tmp_path / "imported")})
+    card = cards.build_card("rm", RMConfig(), {"accuracy": 0.7}, {"train": str(tmp_path / "agg")})
+    assert card.data.datasets == ["Anthropic/hh-rlhf"]
+    assert card.data.eval_results[0].dataset_type == "Anthropic/hh-rlhf"
+    assert card.data.license is None  # offline:tiny-rm: no known base license and no card.license
