@@ -96,10 +96,9 @@ class TrackingConfig(Strict):
 class CardConfig(Strict):
     """Model-card metadata the base model cannot supply (cards.py): used when the base has no known license."""
 
-    license: str | None = None  # e.g. apache-2.0, mit, other; the base model's license wins when known
-    # hub dataset ids the training data came from, beside those `data import hf:` records
-    datasets: list[str] = []
-    tags: list[str] = []
+    license: str | None = None  # the card's license when the base's is unknown (e.g. apache-2.0, mit)
+    datasets: list[str] = []  # hub dataset ids of the training data, beside those `data import hf:` records
+    tags: list[str] = []  # extra Hub tags on the model card
 
 
 class RunConfig(Strict):
@@ -111,7 +110,7 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
-    card: CardConfig = CardConfig()
+    card: CardConfig = CardConfig()  # model-card metadata for the Hub (a section)
 
 
 # ---------------------------------------------------------------- data / simulate / raters
