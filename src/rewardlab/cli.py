@@ -7,7 +7,7 @@ import importlib
 from rewardlab.commands.apps import app
 
 # Each module registers its commands on the shared apps (see commands/apps.py).
-COMMAND_MODULES = ["config_cmd", "loop", "policy", "simulate", "rm", "data", "raters"]
+COMMAND_MODULES = ["config_cmd", "loop", "policy", "simulate", "rm", "data", "raters", "export"]
 for _name in COMMAND_MODULES:
     importlib.import_module(f"rewardlab.commands.{_name}")
 

@@ -84,12 +84,21 @@ class TrainConfig(Strict):
 
 
 class TrackingConfig(Strict):
-    backend: Literal["jsonl", "wandb", "none"] = "jsonl"  # metrics.jsonl is written in every case
+    # metrics.jsonl is written in every case; trackio and tensorboard are optional extras (local, no account)
+    backend: Literal["jsonl", "wandb", "trackio", "tensorboard", "none"] = "jsonl"
     project: str = "rewardlab"
     entity: str | None = None
     group: str | None = None
     tags: list[str] = []
     run_name: str | None = None
+
+
+class CardConfig(Strict):
+    """Model-card metadata the base model cannot supply (cards.py): used when the base has no known license."""
+
+    license: str | None = None  # the card's license when the base's is unknown (e.g. apache-2.0, mit)
+    datasets: list[str] = []  # hub dataset ids of the training data, beside those `data import hf:` records
+    tags: list[str] = []  # extra Hub tags on the model card
 
 
 class RunConfig(Strict):
@@ -101,6 +110,7 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    card: CardConfig = CardConfig()  # model-card metadata for the Hub (a section)
 
 
 # ---------------------------------------------------------------- data / simulate / raters

@@ -14,7 +14,6 @@ survives; only when the response alone does not fit is it cut on its right side.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,9 +324,9 @@ def _pad_id(tokenizer: Any, config: Any) -> int:
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from rewardlab import progress
 
-    return tqdm(total=total, desc="scoring", unit="resp", file=sys.stderr)
+    return progress.bar(total, "scoring", unit="resp")
 
 
 def read_model_meta(model_dir: str | Path) -> dict[str, Any]:

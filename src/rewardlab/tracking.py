@@ -1,12 +1,19 @@
-"""One small tracking interface: metrics.jsonl always, plus wandb when asked.
+"""One small tracking interface: metrics.jsonl always, plus wandb, trackio or tensorboard when asked.
 
 Why always JSONL: the run folder must be comparable (``rewardlab compare``) and scriptable with no
 service at all. wandb runs online only when a key is configured; otherwise it runs offline and we print
-the ``wandb sync`` command, so a missing key never hangs or fails a run.
+the ``wandb sync`` command, so a missing key never hangs or fails a run. trackio (TRL's recommended local
+dashboard) and tensorboard need no account and no network: trackio keeps every run of a project in one
+local database (``trackio show``), tensorboard writes event files under ``<run>/tensorboard``.
+
+Steps: wandb refuses a step lower than one it has seen (a table logged first would move it to 1 and drop
+a later ``step=0``). We log our step as the ``step`` metric and make it every metric's x-axis
+(``define_metric``), so wandb's own counter never decides what is kept. The run's ``job_type`` is its stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,6 +29,10 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def wandb_has_key() -> bool:
@@ -48,17 +59,68 @@ class Tracker:
         tags: list[str] | None = None,
         name: str | None = None,
         resume: bool = False,
+        job_type: str | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         self._file = self.path.open("a" if resume else "w", encoding="utf-8")
         self.wandb_run = None
+        self.trackio_run = None
+        self.tb_writer = None
         self.backend = backend
+        self._last_step = 0
+        config = config or {}
+        job_type = job_type or (config.get("stage") if isinstance(config, dict) else None) or None
         if backend == "wandb":
-            self._start_wandb(config or {}, project, entity, group, tags or [], name)
+            self._start_wandb(config, project, entity, group, tags or [], name, job_type)
+        elif backend == "trackio":
+            self._start_trackio(config, project, group, name, job_type)
+        elif backend == "tensorboard":
+            self._start_tensorboard(config, job_type)
 
-    def _start_wandb(self, config, project, entity, group, tags, name) -> None:
+    def _start_trackio(self, config, project, group, name, job_type) -> None:
+        try:
+            import trackio
+        except ImportError:
+            from rewardlab.errors import UserError
+
+            raise UserError(
+                "tracking.backend trackio needs the trackio package: pip install trackio"
+            ) from None
+        from rewardlab.redact import redact
+
+        with contextlib.redirect_stdout(sys.stderr):  # trackio prints; stdout belongs to --json
+            self.trackio_run = trackio.init(
+                project=project,
+                name=redact(name or self.run_dir.name),
+                group=group or job_type,
+                config=redact({**config, "job_type": job_type}),
+                resume="allow",
+                embed=False,
+                auto_log_gpu=False,
+                auto_log_cpu=False,
+            )
+
+    def _start_tensorboard(self, config, job_type) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from rewardlab.errors import UserError
+
+            raise UserError(
+                "tracking.backend tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from None
+        from rewardlab.redact import redact
+
+        self.tb_writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+        self.tb_writer.add_text(
+            "config", "```json\n" + json.dumps(redact(config), indent=1, default=str) + "\n```"
+        )
+        if job_type:
+            self.tb_writer.add_text("job_type", job_type)
+
+    def _start_wandb(self, config, project, entity, group, tags, name, job_type=None) -> None:
         import wandb
 
         from rewardlab.redact import redact, redact_argv
@@ -76,6 +138,7 @@ class Tracker:
                 tags=redact(tags),
                 name=redact(name or self.run_dir.name),
                 config=redact(config),
+                job_type=job_type,
                 dir=str(self.run_dir),
                 mode=mode,
                 reinit="finish_previous",
@@ -83,6 +146,8 @@ class Tracker:
             )
         finally:
             sys.argv = argv
+        self.wandb_run.define_metric("step")
+        self.wandb_run.define_metric("*", step_metric="step")
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         row = {k: _clean(v) for k, v in metrics.items()}
@@ -91,8 +156,18 @@ class Tracker:
         row.setdefault("time", round(time.time(), 3))
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        if step is not None:
+            self._last_step = step
+        numbers = {k: v for k, v in row.items() if k not in ("step", "time") and _is_number(v)}
+        at = self._last_step if step is None else step
         if self.wandb_run is not None:
-            self.wandb_run.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=step)
+            self.wandb_run.log({**{k: v for k, v in row.items() if k not in ("step", "time")}, "step": at})
+        if self.trackio_run is not None and numbers:
+            with contextlib.redirect_stdout(sys.stderr):
+                self.trackio_run.log(numbers, step=at)
+        if self.tb_writer is not None:
+            for k, v in numbers.items():
+                self.tb_writer.add_scalar(k, v, global_step=at)
 
     def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
         """A table (policy samples, rater stats): a wandb Table, and ``<run>/<name>.jsonl`` locally."""
@@ -103,9 +178,16 @@ class Tracker:
             import wandb
 
             cols = list(rows[0])
-            self.wandb_run.log(
-                {name: wandb.Table(columns=cols, data=[[str(r.get(c)) for c in cols] for r in rows])}
-            )
+            table = wandb.Table(columns=cols, data=[[str(r.get(c)) for c in cols] for r in rows])
+            self.wandb_run.log({name: table, "step": self._last_step})
+        if self.tb_writer is not None and rows:
+            cols = list(rows[0])
+            lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            lines += [
+                "| " + " | ".join(str(r.get(c)).replace("|", "/")[:300] for c in cols) + " |"
+                for r in rows[:50]
+            ]
+            self.tb_writer.add_text(name, "\n".join(lines), global_step=self._last_step)
 
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.wandb_run is not None:
@@ -115,6 +197,17 @@ class Tracker:
 
     def finish(self) -> None:
         self._file.close()
+        if self.trackio_run is not None:
+            from trackio import context_vars
+
+            with contextlib.redirect_stdout(sys.stderr):
+                self.trackio_run.finish()
+            if context_vars.current_run.get() is self.trackio_run:  # else trackio's atexit finishes it again
+                context_vars.current_run.set(None)
+            self.trackio_run = None
+        if self.tb_writer is not None:
+            self.tb_writer.close()
+            self.tb_writer = None
         if self.wandb_run is not None:
             offline = self.wandb_run.settings.mode == "offline"
             run_dir = getattr(self.wandb_run.settings, "sync_dir", None)

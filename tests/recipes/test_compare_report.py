@@ -7,7 +7,9 @@ fails (never skips) when that is impossible: a report nobody can open is a bug.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -48,8 +50,13 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 def runs(tmp_path: Path) -> list[Path]:
     """Two RM runs that differ in lr, one raters run, one policy run, a sample run, an active-learning run."""
     rm_cfg = {"stage": "rm", "output_dir": "x", "train": {"lr": 1e-3, "batch_size": 8}, "heads": ["overall"]}
-    hist = [{"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.03 * s} for s in range(1, 11)]
-    hist.append({"step": 10, "eval_loss": 0.45, "eval_accuracy": 0.8})
+    hist = [
+        {"step": s, "loss": 0.7 - 0.05 * s, "accuracy": 0.5 + 0.03 * s, "lr": 1e-3 * (1 - s / 10),
+         "grad_norm": 2.0 / s, "rankings": 8 * s}
+        for s in range(1, 11)
+    ]  # fmt: skip
+    hist.insert(5, {"step": 5, "eval/loss": 0.55, "eval/accuracy": 0.7})  # eval during training
+    hist.append({"step": 10, "eval/loss": 0.45, "eval/accuracy": 0.8})
     rm_a = _write_run(
         tmp_path / "rm-a",
         rm_cfg,
@@ -217,6 +224,19 @@ def test_html_report_renders_in_headless_chromium(cli, runs, tmp_path):
     assert re.search(r'data-name="chosen" data-count="\d+"', dom)
     assert "held-out RM accuracy vs labels" in dom and "uncertainty" in dom
     assert "r-3" in dom and "What is 3+3?" in dom
+    # a run dashboard: held-out curves over steps apart from training-batch numbers, lr and grad norm
+    titles = re.findall(r'<svg class="plot"[^>]* aria-label="([^"]+)"', dom)
+    for title in ("rm-a: eval (held-out): accuracy", "rm-a: eval (held-out): loss", "rm-a: training: loss",
+                  "rm-a: training batches: accuracy", "rm-a: optimizer: lr", "rm-a: optimizer: grad norm",
+                  "eval/accuracy across runs (held-out)"):  # fmt: skip
+        assert title in titles, (title, titles)
+    assert 'data-name="accuracy (training batches)"' in dom
+    assert not any("rankings" in t for t in titles)  # cumulative counters are not curves
+    # final metrics: a delta against the first run, the best run starred and named
+    assert re.search(r'data-metric="accuracy">0\.74 <span class="delta">\(Δ −0\.07\)</span></td>', dom)
+    assert re.search(r'data-metric="accuracy">0\.81 <span class="best"', dom)
+    assert re.search(r'data-metric="ece">0\.05 <span class="best"', dom)  # lower is better
+    assert re.search(r'data-best-stage="rm">rm: <b>rm-a</b> \(accuracy 0\.81', dom)
 
     shot = tmp_path / "report.png"
     shot_run = chromium(
@@ -224,6 +244,9 @@ def test_html_report_renders_in_headless_chromium(cli, runs, tmp_path):
     )
     assert shot_run.returncode == 0, shot_run.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # a blank page is ~5 KB
+    # to look at it: REWARDLAB_KEEP_SCREENSHOT=/tmp/report.png
+    if os.environ.get("REWARDLAB_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["REWARDLAB_KEEP_SCREENSHOT"])
     assert console_messages(shot_run.stderr) == []
 
 

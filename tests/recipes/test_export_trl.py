@@ -90,3 +90,47 @@ def test_dpo_trainer_on_conversational_export(tmp_path):
     trainer.train()
     assert trainer.state.global_step == 2
     assert losses(trainer) and all(math.isfinite(x) for x in losses(trainer))
+
+
+def test_export_says_what_raw_multi_rater_data_holds_and_maps_margins(tmp_path, cli):
+    # two raters agree on q1, disagree on q2, one rater on q3 (with a strength the map knows)
+    recs = [
+        {"prompt": "q1", "responses": ["a", "b"], "ranks": [1, 2], "rater": "r1", "strength": "better"},
+        {"prompt": "q1", "responses": ["a", "b"], "ranks": [1, 2], "rater": "r2", "strength": "better"},
+        {"prompt": "q2", "responses": ["c", "d"], "ranks": [1, 2], "rater": "r1"},
+        {"prompt": "q2", "responses": ["c", "d"], "ranks": [2, 1], "rater": "r2", "strength": "slightly better"},
+        {"prompt": "q3", "responses": ["e", "f"], "ranks": [2, 1], "rater": "r1", "strength": "significantly better"},
+    ]  # fmt: skip
+    src = tmp_path / "raw.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert cli("data", "import", src, "--out", tmp_path / "ds").exit_code == 0
+    out = tmp_path / "trl.jsonl"
+    res = cli("data", "export", tmp_path / "ds", "--to", "trl", "--out", out, "--json",
+              "--margin", "configs/rm/tiny.yaml")  # fmt: skip
+    assert res.exit_code == 0, res
+    got = res.json()
+    assert (got["pairs"], got["distinct_rows"], got["duplicate_rows"], got["contradicting_rows"]) == (
+        5,
+        4,
+        1,
+        2,
+    )
+    assert got["raters"] == 2 and got["aggregated"] is False
+    assert "raters aggregate" in got["warnings"][0] and "raters aggregate" in res.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # tiny.yaml's map: better 0.66, slightly better 0.33, significantly better 1.0; no strength -> 0.0
+    assert [r["margin"] for r in rows] == [0.66, 0.66, 0.0, 0.33, 1.0]
+    # a label the map does not know is refused, not exported as 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: rm\nloss: {margin: {better: 1.0}}\n")
+    res = cli("data", "export", tmp_path / "ds", "--to", "trl", "--out", out, "--margin", bad)
+    assert res.exit_code == 2 and "strength 'slightly better' is not in the margin map" in res.stderr
+    # an aggregated dataset exports one row per comparison: no warning
+    assert (
+        cli(
+            "raters", "aggregate", tmp_path / "ds", "--out", tmp_path / "agg", "--method", "majority"
+        ).exit_code
+        == 0
+    )
+    res = cli("data", "export", tmp_path / "agg", "--to", "trl", "--out", out, "--json")
+    assert res.json()["duplicate_rows"] == 0 and res.json()["warnings"] == [] and res.json()["aggregated"]

@@ -696,8 +696,9 @@ def test_export_argilla_round_trip(tmp_path):
     result = export_argilla(recs, tmp_path / "argilla.json")
     assert result["records"] == 3 and result["ties_as_order"] == 2
     settings = json.loads(Path(result["settings"]).read_text())
-    assert settings["questions"][0]["type"] == "ranking"
-    assert list(settings["questions"][0]["values"]) == ["response1", "response2", "response3"]
+    assert settings["questions"][0]["settings"]["type"] == "ranking"  # argilla 2.x shape
+    options = settings["questions"][0]["settings"]["options"]
+    assert [o["value"] for o in options] == ["response1", "response2", "response3"]
     rows = json.loads((tmp_path / "argilla.json").read_text())
     assert rows[2]["suggestions"]["ranking"]["value"] == ["response1", "response2"]  # no rater: a suggestion
     (tmp_path / "rt").mkdir()

@@ -52,11 +52,15 @@ raters_app = typer.Typer(help="Rater quality report and aggregation of repeated 
 train_app = typer.Typer(help="Train a reward model or tune a policy from a YAML config.", **_settings)
 eval_app = typer.Typer(help="Evaluate a reward model or a policy run.", **_settings)
 config_app = typer.Typer(help="Inspect configs.", **_settings)
+export_app = typer.Typer(
+    help="Export models in the shape other tools load (TRL, the Hugging Face Hub).", **_settings
+)
 app.add_typer(data_app, name="data")
 app.add_typer(raters_app, name="raters")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
+app.add_typer(export_app, name="export")
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +27,18 @@ FORMAT_HELP = (
 
 @contextmanager
 def _progress(total: int, label: str):
-    """A byte-progress bar on stderr when it is a terminal; a no-op callback otherwise."""
-    if not sys.stderr.isatty() or total <= 0:
+    """A byte-progress bar on stderr when it is a terminal, plain periodic lines when it is a log."""
+    from rewardlab import progress
+
+    if total <= 0 or os.environ.get("DISABLE_TQDM"):
         yield lambda n: None
+        return
+    if not progress.interactive():
+        plain = progress.PlainProgress(total, label, unit="B")
+        try:
+            yield plain.update
+        finally:
+            plain.close()
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -186,30 +195,74 @@ def export(
     to: str = typer.Option(..., "--to", help="trl | label-studio | argilla | canonical"),
     out: str = typer.Option(..., "--out", help="The file to write."),
     template: str = typer.Option("auto", help="Label Studio template: auto | pairwise | ranker."),
+    margin: str = typer.Option(
+        None,
+        "--margin",
+        help="TRL only: an RM config (e.g. configs/rm/tiny.yaml) whose loss.margin map turns strength "
+        "labels into TRL's margin column.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the export counts as one JSON object."),
 ) -> None:
-    """Export a dataset for training (TRL) or for raters (Label Studio tasks, Argilla records)."""
-    from rewardlab.data.dataset import iter_records
+    """Export a dataset for training (TRL) or for raters (Label Studio tasks, Argilla records).
 
-    exporter = _exporter(to, template)
+    A TRL export says how many rows repeat an earlier one and how many contradict another (chosen and
+    rejected swapped): raw multi-rater judgments have both; `raters aggregate` merges them first.
+    """
+    from rewardlab.data.dataset import dataset_meta, iter_records
+
+    if margin is not None and to != "trl":
+        raise UserError("--margin applies to --to trl only (TRL's margin column)")
+    exporter = _exporter(to, template, _margin_map(margin) if margin else None)
     result = exporter(iter_records(_load(dataset)), out)
+    if to == "trl":
+        meta = dataset_meta(dataset)
+        result["aggregated"] = bool(meta.get("aggregated_from"))
+        result["warnings"] = _trl_warnings(result, dataset)
     if as_json:
         emit_json({"to": to, **result})
     else:
-        typer.echo("  ".join(f"{k}={v}" for k, v in result.items()))
-        if result.get("ties_not_exported"):
-            typer.echo(
-                f"note: {result['ties_not_exported']} tied pair(s) have no chosen/rejected and were not "
-                "exported",
-                err=True,
-            )
+        typer.echo("  ".join(f"{k}={v}" for k, v in result.items() if k != "warnings"))
+    for line in result.get("warnings", []):
+        typer.echo(f"warning: {line}", err=True)
+    if result.get("ties_not_exported"):
+        typer.echo(
+            f"note: {result['ties_not_exported']} tied pair(s) have no chosen/rejected and were not exported",
+            err=True,
+        )
 
 
-def _exporter(to: str, template: str) -> Callable[..., dict[str, Any]]:
+def _margin_map(config_path: str) -> dict[str, float]:
+    """``loss.margin`` of an RM config file (the same map `train rm` would use)."""
+    from rewardlab import config as cfglib
+
+    cfg = cfglib.load(config_path, [], stage="rm")
+    margins = getattr(getattr(cfg, "loss", None), "margin", None)
+    if not margins:
+        raise UserError(f"{config_path}: loss.margin is not set; it maps strength labels to margins")
+    return dict(margins)
+
+
+def _trl_warnings(result: dict[str, Any], dataset: str) -> list[str]:
+    """What a TRL trainer would otherwise learn from silently: repeated rows and both-way pairs."""
+    warnings = []
+    dup, contra = result["duplicate_rows"], result["contradicting_rows"]
+    if dup or contra:
+        warnings.append(
+            f"{dup} of {result['pairs']} rows repeat an earlier row and {contra} of {result['distinct_rows']} "
+            "distinct rows also appear with chosen and rejected swapped"
+            + (f" ({result['raters']} raters' raw judgments)" if result["raters"] > 1 else "")
+            + f"; merge them into one label per comparison first: rewardlab raters aggregate {dataset} --out DIR"
+        )
+    return warnings
+
+
+def _exporter(
+    to: str, template: str, margins: dict[str, float] | None = None
+) -> Callable[..., dict[str, Any]]:
     if to == "trl":
         from rewardlab.data.formats.trl import export_trl
 
-        return export_trl
+        return lambda recs, out: export_trl(recs, out, margins=margins)
     if to == "label-studio":
         from rewardlab.data.formats.label_studio import export_label_studio
 

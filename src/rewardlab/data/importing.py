@@ -61,6 +61,10 @@ EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
+# Compressed files are read as a stream through the matching decompressor (zstandard is an optional extra);
+# the format comes from the inner extension (data.jsonl.gz is JSONL) or from the first decompressed bytes.
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+HF_PREFIX = "hf:"
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -201,9 +205,12 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         path = Path(p)
+        if is_hf_id(p):
+            out.append(Path(str(p)))
+            continue
         if not path.exists():
             raise UserError(f"{path}: unreadable: no such file or folder")
-        if path.is_dir() and not is_dataset_dir(path):
+        if path.is_dir() and not is_dataset_dir(path) and not is_hf_disk_dir(path):
             found = sorted(f for f in path.iterdir() if f.is_file() and _extension(f) in EXTENSIONS)
             if not found:
                 raise UserError(
@@ -216,32 +223,99 @@ def expand(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def _extension(path: Path) -> str:
+    """The data extension: ``.jsonl`` for ``x.jsonl`` and for ``x.jsonl.gz``."""
+    if compression_of(path):
+        return Path(path.stem).suffix.lower()
     return path.suffix.lower()
+
+
+def compression_of(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return suffix if suffix in COMPRESSIONS else None
+
+
+def open_bytes(path: Path) -> Any:
+    """A binary reader of the file's data: decompressed on the fly for .gz/.bz2/.xz/.zst (streaming)."""
+    kind = compression_of(path)
+    if kind is None:
+        return path.open("rb")
+    if kind == ".gz":
+        import gzip
+
+        return gzip.open(path, "rb")
+    if kind == ".bz2":
+        import bz2
+
+        return bz2.open(path, "rb")
+    if kind == ".xz":
+        import lzma
+
+        return lzma.open(path, "rb")
+    try:
+        import zstandard
+    except ImportError:
+        raise UserError(
+            f"{path}: reading .zst files needs the zstandard package: pip install zstandard"
+        ) from None
+    raw = path.open("rb")
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+
+
+def _compressed_errors() -> tuple[type[BaseException], ...]:
+    """What a corrupt or truncated compressed stream raises while reading."""
+    import gzip
+    import lzma
+    import zlib
+
+    errors: list[type[BaseException]] = [EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error]
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def _sniff(path: Path) -> bytes:
     """The first non-blank bytes of a file ('' for an empty or all-blank file)."""
-    with path.open("rb") as f:
-        while True:
-            block = f.read(65536)
-            if not block:
-                return b""
-            stripped = block.lstrip()
-            if stripped.startswith(BOM):
-                stripped = stripped[len(BOM) :].lstrip()
-            if stripped:
-                return stripped[:1]
+    try:
+        with open_bytes(path) as f:
+            return _sniff_stream(f)
+    except (OSError, *_compressed_errors()) as exc:
+        raise UserError(f"{path}: unreadable: {_one_line(exc)}") from None
+
+
+def _sniff_stream(f: Any) -> bytes:
+    while True:
+        block = f.read(65536)
+        if not block:
+            return b""
+        stripped = block.lstrip()
+        if stripped.startswith(BOM):
+            stripped = stripped[len(BOM) :].lstrip()
+        if stripped:
+            return stripped[:1]
 
 
 def container_of(path: Path) -> str:
     from rewardlab.data.dataset import is_dataset_dir
 
+    if is_hf_id(path):
+        return "hf"
     if path.is_dir():
         if is_dataset_dir(path):
             return "dataset"
-        raise UserError(f"{path}: unknown_format: a folder that is not a rewardlab dataset")
+        if is_hf_disk_dir(path):
+            return "hf-disk"
+        raise UserError(
+            f"{path}: unknown_format: a folder that is neither a rewardlab dataset nor a `datasets` "
+            "save_to_disk folder"
+        )
     ext = _extension(path)
     kind = EXTENSIONS.get(ext)
+    if kind == "parquet" and compression_of(path):
+        raise UserError(f"{path}: Parquet compresses its own pages: decompress the file before importing")
     if kind in ("parquet", "csv", "tsv"):
         return kind
     first = _sniff(path)
@@ -253,11 +327,14 @@ def container_of(path: Path) -> str:
         if first == b"[":
             return "json"
         return "jsonl" if kind != "json" or _first_line_is_object(path) else "json"
-    raise UserError(f"{path}: unknown_format: extension '{ext}' is not one of {', '.join(EXTENSIONS)}")
+    raise UserError(
+        f"{path}: unknown_format: extension '{ext}' is not one of {', '.join(EXTENSIONS)} "
+        f"(optionally compressed: {', '.join(COMPRESSIONS)})"
+    )
 
 
 def _first_line_is_object(path: Path) -> bool:
-    with path.open("rb") as f:
+    with open_bytes(path) as f:
         for n, line in enumerate(f):
             if n == 0:
                 line = line.removeprefix(BOM)
@@ -272,7 +349,7 @@ def _first_line_is_object(path: Path) -> bool:
 def _first_rows(path: Path, container: str, limit: int = 50) -> Iterator[Any]:
     """A few rows for detection (parsed objects or header dicts), skipping unreadable lines."""
     if container == "jsonl":
-        with path.open("rb") as f:
+        with open_bytes(path) as f:
             for n, line in enumerate(f):
                 if n >= limit:
                     break
@@ -293,13 +370,13 @@ def _first_rows(path: Path, container: str, limit: int = 50) -> Iterator[Any]:
 
 def prepare_input(path: Path, fmt: str = "auto") -> Input:
     """Decide container and format for one path, or raise UserError (unreadable, empty, unknown format)."""
-    if not os.access(path, os.R_OK):
+    if not is_hf_id(path) and not os.access(path, os.R_OK):
         raise UserError(f"{path}: unreadable: permission denied")
     container = container_of(path)
     if container == "dataset":
         return Input(path, container, "canonical", 0)
-    size = path.stat().st_size
-    if size == 0:
+    size = 0 if container in ("hf", "hf-disk") else path.stat().st_size
+    if size == 0 and container not in ("hf", "hf-disk"):
         raise UserError(f"{path}: empty_file: the file holds no records")
     if fmt != "auto":
         if not formats.known(fmt):
@@ -309,7 +386,10 @@ def prepare_input(path: Path, fmt: str = "auto") -> Input:
         formats.module(fmt)  # a wide:MAPPING with a bad mapping fails here, naming the file and field
         _require_rows(path, container)
         return Input(path, container, fmt, size)
-    rows = list(_first_rows(path, container))
+    try:
+        rows = list(_first_rows(path, container))
+    except _compressed_errors() as exc:
+        raise UserError(f"{path}: unreadable: corrupt compressed data ({_one_line(exc)})") from None
     if not rows:
         _require_rows(path, container)
         if container in ("jsonl", "json"):  # every sampled row is broken: read as canonical, quarantine them
@@ -369,6 +449,8 @@ def jsonl_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[tuple[int, 
     Counting the newlines up front (one fast pass over the bytes) lets every chunk, in any process, number
     its lines as the file does.
     """
+    if compression_of(path):  # a compressed stream cannot be cut at byte offsets: one sequential chunk
+        return [(0, -1, 1)]
     size = path.stat().st_size
     chunks = []
     start, line = 0, 1
@@ -403,10 +485,14 @@ def read_jsonl(
     ``max_line_bytes`` is skipped in blocks without ever being held whole.
     """
     source = source or str(path)
+    compressed = compression_of(path) is not None
     size = path.stat().st_size
-    end = size if end is None else end
-    with path.open("rb") as f:
-        f.seek(start)
+    end = size if end is None or end < 0 else end
+    if compressed:  # decompressed byte positions have no bound known up front
+        size = end = sys.maxsize
+    with open_bytes(path) as f:
+        if start:
+            f.seek(start)
         pos, line_no = start, first_line - 1
         while pos < end:
             raw = f.readline(max_line_bytes + 1)
@@ -437,13 +523,14 @@ def read_jsonl(
                 continue
             if raw.isspace():
                 continue
-            yield _decode_line(source, line_no, raw, pos >= size)
+            yield _decode_line(source, line_no, raw, pos >= size or compressed)
 
 
 def read_json(path: Path, source: str | None = None) -> Iterator[Item]:
     """A JSON document: a list of rows (Label Studio, Argilla), or one object (a list under data/records/tasks)."""
     source = source or str(path)
-    blob = path.read_bytes().removeprefix(BOM)
+    with open_bytes(path) as fh:
+        blob = fh.read().removeprefix(BOM)
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError:
@@ -494,7 +581,7 @@ def read_csv(
     """CSV/TSV rows as dicts keyed by the header; a quoted cell may span lines (line = where the row starts)."""
     source = source or str(path)
     csv.field_size_limit(sys.maxsize)
-    with path.open("rb") as fb:
+    with open_bytes(path) as fb:
         text = io.TextIOWrapper(fb, encoding="utf-8", errors="surrogateescape", newline="")
         reader = csv.reader(text, delimiter=delimiter)
         header: list[str] | None = None
@@ -591,7 +678,130 @@ def read_dataset(path: Path, source: str | None = None) -> Iterator[Item]:
         yield Item(source, n, rec, None, "", None)
 
 
+# ------------------------------------------------------------------------------ Hugging Face datasets
+
+
+def is_hf_id(path: str | Path) -> bool:
+    """``hf:<repo id>[:<subset>][:<split>]``, a dataset on the Hugging Face Hub (or in its local cache)."""
+    return str(path).startswith(HF_PREFIX)
+
+
+def is_hf_disk_dir(path: str | Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (one split, or a DatasetDict of splits)."""
+    p = Path(path)
+    return (p / "dataset_dict.json").is_file() or (
+        (p / "state.json").is_file() and (p / "dataset_info.json").is_file()
+    )
+
+
+def parse_hf_id(spec: str) -> tuple[str, str | None, str]:
+    """``hf:repo[:subset][:split]`` -> (repo, subset, split); one extra part is the split, default train."""
+    parts = str(spec)[len(HF_PREFIX) :].split(":")
+    repo = parts[0].strip()
+    if not repo or len(parts) > 3 or any(not x.strip() for x in parts):
+        raise UserError(f"{spec}: a Hugging Face source is hf:<repo id>[:<subset>][:<split>]")
+    if len(parts) == 3:
+        return repo, parts[1], parts[2]
+    return repo, None, parts[1] if len(parts) == 2 else "train"
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(k, "").lower() for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(f in ("1", "true", "yes", "on") for f in flags)
+
+
+def _load_hf(source: str | Path, subset: str | None, split: str, streaming: bool) -> Any:
+    """``datasets.load_dataset`` with ``subset`` as a config name, else as a data folder (hh-rlhf's
+    ``helpful-base`` is a folder of the repo, not a config)."""
+    import datasets
+
+    if subset is None:
+        return datasets.load_dataset(str(source), split=split, streaming=streaming)
+    try:
+        return datasets.load_dataset(str(source), subset, split=split, streaming=streaming)
+    except ValueError as exc:
+        if "BuilderConfig" not in str(exc) and "config" not in str(exc).lower():
+            raise
+        return datasets.load_dataset(str(source), data_dir=subset, split=split, streaming=streaming)
+
+
+def open_hf(spec: str | Path) -> Any:
+    """The rows of an ``hf:`` id or a save_to_disk folder, streamed (an iterable of dicts).
+
+    Online, ``datasets`` streams from the Hub. Offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), the dataset
+    comes from the local caches: ``datasets``' own cache of an earlier download, else the repo's files in the
+    Hugging Face hub cache, read through ``datasets`` from there.
+    """
+    if not is_hf_id(spec):
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(spec))
+        except Exception as exc:  # noqa: BLE001 - any failure: the folder cannot be read
+            raise UserError(f"{spec}: unreadable: not a `datasets` folder ({_one_line(exc)})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if len(ds) != 1:
+                names = ", ".join(ds)
+                raise UserError(
+                    f"{spec}: a DatasetDict with splits {names}: give one split's folder ({spec}/<split>)"
+                )
+            ds = next(iter(ds.values()))
+        return ds
+    repo, subset, split = parse_hf_id(str(spec))
+    if not _offline():
+        try:
+            return _load_hf(repo, subset, split, streaming=True)
+        except Exception as exc:  # noqa: BLE001 - DatasetNotFoundError, ConnectionError, bad split ...
+            raise UserError(f"{spec}: cannot load through datasets: {_one_line(exc)}") from None
+    try:
+        return _load_hf(repo, subset, split, streaming=False)  # datasets' cache of an earlier download
+    except Exception:  # noqa: BLE001, S110 - not in datasets' cache: try the hub cache below
+        pass
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(repo, repo_type="dataset", local_files_only=True)
+    except Exception:  # noqa: BLE001 - LocalEntryNotFoundError and friends
+        raise UserError(
+            f"{spec}: offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) and the dataset is in neither the "
+            "datasets cache nor the Hugging Face hub cache; download it once online or give a local file"
+        ) from None
+    try:
+        return _load_hf(folder, subset, split, streaming=True)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"{spec}: cannot load the cached copy through datasets: {_one_line(exc)}") from None
+
+
+def read_hf(path: str | Path, source: str | None = None) -> Iterator[Item]:
+    """Rows of a Hugging Face dataset as Items (line = 1-based row number), streamed."""
+    source = source or str(path)
+    for n, row in enumerate(open_hf(path), start=1):
+        yield Item(source, n, row, None, "", None)
+
+
+def guarded(path: Path, items: Iterator[Item]) -> Iterator[Item]:
+    """A compressed file that is corrupt or cut short mid-stream is a file-level error naming the last line
+    read (the records before it were fine; the rest cannot be reached)."""
+    if compression_of(path) is None:
+        yield from items
+        return
+    line = 0
+    try:
+        for item in items:
+            line = item.line
+            yield item
+    except _compressed_errors() as exc:
+        raise UserError(
+            f"{path}: unreadable: the compressed data is corrupt or truncated after line {line} "
+            f"({_one_line(exc) or type(exc).__name__})"
+        ) from None
+
+
 def read_items(path: Path, container: str, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[Item]:
+    return guarded(path, _read_items(path, container, max_line_bytes))
+
+
+def _read_items(path: Path, container: str, max_line_bytes: int) -> Iterator[Item]:
     if container == "jsonl":
         return read_jsonl(path, max_line_bytes=max_line_bytes)
     if container == "json":
@@ -604,6 +814,8 @@ def read_items(path: Path, container: str, max_line_bytes: int = MAX_LINE_BYTES)
         return read_parquet(path)
     if container == "dataset":
         return read_dataset(path)
+    if container in ("hf", "hf-disk"):
+        return read_hf(path)
     raise ValueError(container)
 
 
@@ -683,7 +895,7 @@ def process_chunk(args: tuple) -> ChunkResult:
     records: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     read = 0
-    items = read_jsonl(path, start, end, source, max_line_bytes, first_line)
+    items = guarded(path, read_jsonl(path, start, end, source, max_line_bytes, first_line))
     for item, rec, reason, detail in validate_items(items, fmt):
         read += 1
         if rec is None:
@@ -752,7 +964,7 @@ def _run_jsonl(
             sink.accept(None, res.accepted)
             if res.batch is not None:
                 sink.writer.add_batch(res.batch)
-            progress(e - s)
+            progress(e - s if e >= 0 else inp.size)
     finally:
         if pool is not None:
             pool.terminate()
@@ -825,6 +1037,9 @@ def run(
                 {
                     "import": {k: v for k, v in report.to_json().items() if k != "files"},
                     "sources": [f["path"] for f in report.files],
+                    "hub_datasets": list(
+                        dict.fromkeys(parse_hf_id(f["path"])[0] for f in report.files if is_hf_id(f["path"]))
+                    ),
                 }
             )
             writer.close()

@@ -248,6 +248,8 @@ def run(cfg: Any) -> dict[str, Any]:
         Path(run_dir) / "model",
         {
             "stage": "dpo",
+            "config": cfg,
+            "metrics": metrics,
             "base_model": cfg.model.name_or_path,
             "reference": reference,
             "data": cfg.data.train,

@@ -124,6 +124,8 @@ def run(cfg: Any) -> dict[str, Any]:
         Path(run_dir) / "model",
         {
             "stage": cfg.stage,
+            "config": cfg,
+            "metrics": metrics,
             "base_model": cfg.model.name_or_path,
             "reward_model": cfg.online.reward_model,
             "data": cfg.data.train,

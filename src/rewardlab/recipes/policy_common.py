@@ -204,14 +204,36 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
 
 
 def tracker_callback(tracker: Any) -> Any:
-    """A TrainerCallback that forwards TRL's logged numbers to our Tracker (metrics.jsonl, wandb)."""
+    """A TrainerCallback that forwards TRL's logged numbers to our Tracker (metrics.jsonl, wandb).
+
+    When stderr is not a terminal it also prints plain progress lines (rewardlab.progress): the Trainer's
+    tqdm bar redraws one line with carriage returns, which CI logs and nohup files do not show as progress.
+    """
     from transformers import TrainerCallback
 
+    from rewardlab import progress
+
     class TrackerCallback(TrainerCallback):
+        plain: Any = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if state.is_world_process_zero and not progress.interactive():
+                self.plain = progress.bar(state.max_steps, "train", unit="steps", initial=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if self.plain is not None:
+                self.plain.update(state.global_step - self.plain.n)
+
+        def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001 - HF signature
+            if self.plain is not None:
+                self.plain.close()
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - HF signature
             if state.is_world_process_zero and logs:
                 numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
                 tracker.log(numbers, step=state.global_step)
+                if self.plain is not None and "loss" in numbers:
+                    self.plain.set_postfix(loss=f"{numbers['loss']:.4f}")
 
     return TrackerCallback()
 
@@ -503,16 +525,25 @@ def decode_responses(tokenizer: Any, response_ids: Any, stop_ids: int | list[int
 
 
 def save_policy(model: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -> Path:
-    """Save a policy as a plain HF folder (LoRA merged in, safetensors only) with a README model card."""
+    """Save a policy as a plain HF folder (LoRA merged in, safetensors only) with a README model card.
+
+    ``card`` holds ``stage``, ``config`` (the stage config), ``metrics`` and facts for the card's text
+    (reference, reward model, steps); cards.py builds the card with Hub metadata from them.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    lines = [f"# {card.get('stage', 'policy')} policy (rewardlab)", ""]
-    lines += [f"- {k}: {v}" for k, v in card.items()]
-    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
+    from rewardlab import cards
+
+    facts = {k: v for k, v in card.items() if k not in ("stage", "config", "metrics", "base_model", "data")}
+    cfg = card.get("config") or {
+        "model": {"name_or_path": card.get("base_model")},
+        "data": {"train": card.get("data")},
+    }
+    cards.write_card(out_dir, card.get("stage", "policy"), cfg, card.get("metrics"), extra=facts)
     return out_dir
 
 

@@ -748,6 +748,8 @@ def run(cfg: Any) -> dict[str, Any]:
                 run_dir / "model",
                 {
                     "stage": "ppo",
+                    "config": cfg,
+                    "metrics": metrics,
                     "base_model": cfg.model.name_or_path,
                     "reward_model": cfg.ppo.reward_model,
                     "data": cfg.data.train,
@@ -790,8 +792,6 @@ def summary(history: list[dict[str, float]], ctx: Any) -> dict[str, Any]:
 def _progress(total: int, done: int, enabled: bool) -> Any:
     if not enabled:
         return None
-    import sys
+    from rewardlab import progress
 
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="ppo", unit="step", file=sys.stderr)
+    return progress.bar(total, "ppo", unit="steps", initial=done)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import random
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardlab import runs
+from rewardlab import cards, runs
 from rewardlab.config import RMConfig
 from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
 from rewardlab.errors import UserError
@@ -545,48 +544,12 @@ def evaluate_model(
     return evaluate_rewards(records, rewards, cfg.heads, ties[0], cfg.loss.tie_param, threshold)
 
 
-def model_card(cfg: RMConfig, metrics: dict, data_info: dict) -> str:
-    meta = data_info.get("train_meta", {})
-    policy = {
-        k: meta[k]
-        for k in ("aggregated_from", "method", "excluded_raters", "rater_policy", "thresholds", "import")
-        if k in meta
-    }
-    shown = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags: [reward-model, rewardlab]",
-        "---",
-        f"# Reward model: {Path(cfg.output_dir).name}",
-        "",
-        "Trained with `rewardlab train rm` from human rankings. Load it with",
-        "`AutoModelForSequenceClassification.from_pretrained(...)`; one output per head "
-        f"({', '.join(cfg.heads)}); format inputs with the saved tokenizer's chat template (prompt as the user",
-        "turn, response as the assistant turn), or use `rewardlab score`.",
-        "",
-        "## Data",
-        f"- train: `{data_info.get('train')}` (fingerprint `{data_info.get('train_fingerprint')}`)",
-        f"- eval: `{data_info.get('eval') or 'split of train by prompt'}`"
-        + (
-            f" (fingerprint `{data_info.get('eval_fingerprint')}`)"
-            if data_info.get("eval_fingerprint")
-            else ""
-        ),
-        f"- rater policy: `{json.dumps(policy) if policy else 'raw judgments (no aggregation metadata)'}`",
-        "",
-        "## Training",
-        f"- base model: `{cfg.model.name_or_path}`" + (" (LoRA, merged)" if cfg.model.lora else ""),
-        f"- loss: {cfg.loss.kind}, ties: {cfg.loss.ties} ({cfg.loss.tie_param}), margin: {cfg.loss.margin}",
-        f"- reward mean/std on training responses: {metrics.get('reward_mean')} / {metrics.get('reward_std')}",
-        "",
-        "## Metrics (held-out)",
-        "```json",
-        json.dumps(shown, indent=2),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+def _card_pooling(model: Any) -> str | None:
+    """The pooling the card's usage snippet must apply: None when transformers' own class does the same."""
+    from rewardlab import models
+
+    pooling = getattr(model.config, "rewardlab_pooling", None)
+    return None if pooling in (None, models.native_pooling(model.config)) else pooling
 
 
 def scoring_section(model: Any) -> str:
@@ -780,15 +743,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         return result
 
     # 6. the loop
-    from tqdm.auto import tqdm
+    from rewardlab import progress
 
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc="train rm",
-        file=sys.stderr,
-        disable=not main or bool(os.environ.get("DISABLE_TQDM")),
-    )
+    bar = progress.bar(total_steps, "train rm", unit="steps", initial=start_step, disable=not main)
     model.train()
     epoch_cache: dict[int, list[list[int]]] = {}
     last: dict[str, float] = {}
@@ -909,7 +866,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         _check_weights(final, total_steps, run_dir)
         with runs.writing(model_dir):
             save_model(final, tokenizer, model_dir, cfg, stats, ties)
-            (model_dir / "README.md").write_text(model_card(cfg, metrics, data_info) + scoring_section(final))
+            card = cards.write_card(model_dir, "rm", cfg, metrics, data_info=data_info, pooling=_card_pooling(final))
+            card.write_text(card.read_text() + "\n" + scoring_section(final))
             runs.write_metrics(run_dir, metrics)
         runs.update_manifest(run_dir, {"model": str(model_dir), "steps": total_steps})
         tracker.log(

@@ -95,6 +95,8 @@ def run(cfg: Any) -> dict[str, Any]:
         Path(run_dir) / "model",
         {
             "stage": "sft",
+            "config": cfg,
+            "metrics": metrics,
             "base_model": cfg.model.name_or_path,
             "data": cfg.data.train,
             "steps": result.global_step,

@@ -1,7 +1,8 @@
 """The static HTML report: one self-contained file (inline CSS and SVG, no JavaScript, no network).
 
-Sections, each drawn only from what the run folders hold: final metrics and config differences, training
-curves (metrics.jsonl), reward histograms of chosen vs rejected answers (RM runs), rater charts (raters
+Sections, each drawn only from what the run folders hold: final metrics side by side (a delta against the
+first run, the best run starred and named per stage) and config differences; curves over steps from
+metrics.jsonl, held-out eval curves apart from training-batch numbers, and the optimizer's lr and grad norm; reward histograms of chosen vs rejected answers (RM runs), rater charts (raters
 runs), the active-learning curve (``active_learning.json``), policy samples (``samples.jsonl``) and the
 next-round batch (``batch.jsonl``). A section with no data says so instead of disappearing.
 """
@@ -28,7 +29,24 @@ from rewardlab.report.compare import (
 
 RATER_REPORT_FILES = ("rater_report.json", "raters_report.json", "report.json")
 REWARD_FILES = ("eval_rewards.jsonl", "rewards.jsonl")
-SKIP_KEYS = {"step", "time", "epoch", "global_step", "lr", "learning_rate"}
+# not curves: the x axis, clocks, cumulative counters (throughput is in metrics.json)
+SKIP_KEYS = {"step", "time", "epoch", "global_step", "rankings", "tokens", "num_tokens", "total_flos"}
+OPTIMIZER_KEYS = {"lr": "lr", "learning_rate": "lr", "grad_norm": "grad norm"}
+# Direction of the metrics a "best run" is picked by (others get a delta but no star).
+HIGHER_IS_BETTER = {
+    "accuracy", "rm_truth_accuracy", "win_rate_vs_ref", "rm_score_mean", "truth_score_mean",
+    "eval_rewards/accuracies", "tie_accuracy", "accuracy_vs_majority",
+}  # fmt: skip
+LOWER_IS_BETTER = {"ece", "train_loss", "eval_loss"}
+# The metric that ranks runs of a stage (the first one a run has).
+PRIMARY = {
+    "rm": ["accuracy"],
+    "dpo": ["win_rate_vs_ref", "truth_score_mean", "eval_rewards/accuracies", "eval_loss"],
+    "ppo": ["win_rate_vs_ref", "truth_score_mean", "rm_score_mean"],
+    "grpo": ["win_rate_vs_ref", "truth_score_mean", "train_rm_score_end"],
+    "rloo": ["win_rate_vs_ref", "truth_score_mean", "train_rm_score_end"],
+    "sft": ["eval_loss", "train_loss"],
+}
 MAX_SAMPLE_ROWS = 12
 # samples.jsonl of `eval policy` (policy vs reference) and of `sample` (every generated answer)
 SAMPLE_COLUMNS = [
@@ -60,6 +78,7 @@ svg.plot text{font-size:11px;fill:#333} svg.plot text.title{font-size:13px;font-
 svg.plot text.label{font-size:11px;fill:#555} svg.plot text.note{fill:#888;font-style:italic}
 svg.plot .frame{fill:none;stroke:#999} svg.plot .grid{stroke:#eee}
 .muted{color:#777;font-size:13px} code{background:#f4f4f4;padding:1px 4px}
+.delta{color:#777;font-size:12px} .best{color:#c98a00} td.best-cell{background:#fff8e1}
 .wide{overflow-x:auto;max-width:100%} details{margin:4px 0;font-size:13px} summary{cursor:pointer;color:#1f5fa8}
 """
 
@@ -117,36 +136,72 @@ def _series(history: list[dict[str, Any]], key: str) -> list[tuple[float, float]
     return pts
 
 
+def is_eval_key(key: str) -> bool:
+    """Held-out numbers logged during training (``eval/accuracy`` of our RM loop, ``eval_loss`` of TRL)."""
+    return key.startswith(("eval/", "eval_"))
+
+
+def _kind(key: str) -> str:
+    low = key.lower()
+    if "loss" in low:
+        return "loss"
+    if "acc" in low:
+        return "accuracy"
+    if any(t in low for t in ("reward", "score", "kl", "win", "margin")):
+        return "reward / KL"
+    return "other"
+
+
 def curve_groups(keys: list[str]) -> dict[str, list[str]]:
-    """Metric names -> chart groups: loss, accuracy, reward and KL, other (at most 6 keys a chart)."""
-    groups: dict[str, list[str]] = {"loss": [], "accuracy": [], "reward / KL": [], "other": []}
+    """Metric names -> chart groups, labelled so nobody takes a training number for a held-out one:
+    ``eval (held-out): loss|accuracy|...`` from eval keys, ``training: loss``, ``training batches:
+    accuracy`` (the accuracy on the batch just trained on), ``optimizer: lr`` and ``optimizer: grad norm``.
+    At most 6 keys a chart; the training group ``other`` is not drawn (throughput counters and the like)."""
+    groups: dict[str, list[str]] = {}
     for k in keys:
-        low = k.lower()
-        if "loss" in low:
-            groups["loss"].append(k)
-        elif "acc" in low:
-            groups["accuracy"].append(k)
-        elif any(t in low for t in ("reward", "score", "kl", "win")):
-            groups["reward / KL"].append(k)
+        if k in OPTIMIZER_KEYS:
+            group = f"optimizer: {OPTIMIZER_KEYS[k]}"
+        elif is_eval_key(k):
+            group = f"eval (held-out): {_kind(k)}"
         else:
-            groups["other"].append(k)
-    return {g: ks[:6] for g, ks in groups.items() if ks}
+            kind = _kind(k)
+            group = "training batches: accuracy" if kind == "accuracy" else f"training: {kind}"
+        groups.setdefault(group, []).append(k)
+    order = ["eval (held-out)", "training", "optimizer"]
+    ranked = sorted(
+        groups.items(), key=lambda kv: next(i for i, p in enumerate(order) if kv[0].startswith(p))
+    )
+    return {g: ks[:6] for g, ks in ranked}
+
+
+def _series_label(key: str, group: str) -> str:
+    if group.startswith("training batches") and not key.startswith("train"):
+        return f"{key} (training batches)"
+    if group.startswith("training") and not key.startswith("train"):
+        return f"{key} (training)"
+    return key
 
 
 def curves_section(runs: list[RunInfo]) -> str:
-    parts = ["<h2>Training curves</h2>"]
+    parts = [
+        "<h2>Curves over steps</h2>",
+        _note(
+            "eval (held-out): measured on data the run does not train on, every train.eval_every steps. "
+            "training: numbers of the batches just trained on (not a held-out measure)."
+        ),
+    ]
     drawn = 0
     for run in runs:
         if len(run.history) < 1:
             continue
         keys = [k for k in _numeric_keys(run.history) if len(_series(run.history, k)) >= 2]
-        groups = {g: ks for g, ks in curve_groups(keys).items() if g != "other"}
+        groups = {g: ks for g, ks in curve_groups(keys).items() if g != "training: other"}
         if not groups:
             continue
         charts = []
         for group, keys in groups.items():
-            series = {k: _series(run.history, k) for k in keys}
-            charts.append(plots.line_chart(series, f"{run.name}: {group}", "step", group))
+            series = {_series_label(k, group): _series(run.history, k) for k in keys}
+            charts.append(plots.line_chart(series, f"{run.name}: {group}", "step", group.split(": ")[-1]))
         parts.append(f'<h3>{escape(run.name)}</h3><div class="charts">{"".join(charts)}</div>')
         drawn += 1
     # the same loss/accuracy key in several runs: one overlay chart so runs read side by side
@@ -155,9 +210,16 @@ def curves_section(runs: list[RunInfo]) -> str:
         for k in _numeric_keys(run.history):
             if ("loss" in k.lower() or "acc" in k.lower()) and len(_series(run.history, k)) >= 2:
                 shared.setdefault(k, []).append(run)
+    # held-out curves first: they are what runs are compared by
+    ordered = sorted(shared.items(), key=lambda kv: not is_eval_key(kv[0]))
     overlays = [
-        plots.line_chart({r.name: _series(r.history, k) for r in rs}, f"{k} across runs", "step", k)
-        for k, rs in shared.items()
+        plots.line_chart(
+            {r.name: _series(r.history, k) for r in rs},
+            f"{k} across runs" + (" (held-out)" if is_eval_key(k) else " (training)"),
+            "step",
+            k,
+        )
+        for k, rs in ordered
         if len(rs) >= 2
     ][:6]
     if overlays:
@@ -405,9 +467,18 @@ def summary_section(runs: list[RunInfo]) -> str:
     out = ["<h2>Runs</h2>", _table(["run", "stage", "folder", "steps logged"], rows)]
     metrics = metric_table(runs)
     out.append("<h2>Final metrics</h2>")
-    key_rows = [[k, *metrics[k]] for k in KEY_METRICS if k in metrics]
-    if key_rows:
-        out.append(_wide(_table(["metric", *names], key_rows)))
+    keys = [k for k in KEY_METRICS if k in metrics]
+    keys += [k for k in metrics if k not in keys and (k in HIGHER_IS_BETTER or k in LOWER_IS_BETTER)]
+    if keys:
+        if len(runs) > 1:
+            out.append(
+                _note(
+                    f"Δ: difference to the first run ({runs[0].name}); ★ marks the best run on a metric with a "
+                    "known direction (higher accuracy and win rate, lower loss and calibration error)."
+                )
+            )
+        out.append(_wide(_delta_table(keys, metrics, names)))
+        out.append(best_runs(runs))
     if not metrics:
         out.append(_note("No run has a metrics.json yet."))
     for run in runs:
@@ -422,6 +493,64 @@ def summary_section(runs: list[RunInfo]) -> str:
     out.append("<h2>Config differences</h2>")
     out.append(config_section(runs))
     return "".join(out)
+
+
+def _best_index(key: str, values: list[Any]) -> int | None:
+    nums = [(i, v) for i, v in enumerate(values) if _number(v)]
+    if len(nums) < 2 or (key not in HIGHER_IS_BETTER and key not in LOWER_IS_BETTER):
+        return None
+    pick = max if key in HIGHER_IS_BETTER else min
+    best = pick(v for _, v in nums)
+    winners = [i for i, v in nums if v == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _delta_table(keys: list[str], metrics: dict[str, list[Any]], names: list[str]) -> str:
+    """Final metrics side by side; later runs show their difference to the first; the best is starred."""
+    out = ["<table><tr><th>metric</th>", *[f"<th>{escape(n)}</th>" for n in names], "</tr>"]
+    for key in keys:
+        values = metrics[key]
+        best = _best_index(key, values)
+        out.append(f"<tr><td>{escape(key)}</td>")
+        for i, value in enumerate(values):
+            text = escape(format_value(value))
+            if i and _number(value) and _number(values[0]):
+                delta = value - values[0]
+                text += (
+                    f' <span class="delta">(Δ {"+" if delta >= 0 else "−"}{format_value(abs(delta))})</span>'
+                )
+            star = ' <span class="best" title="best run">★</span>' if i == best else ""
+            cls = "num best-cell" if i == best else ("num" if _number(value) else "")
+            out.append(f'<td class="{cls}" data-metric="{escape(key)}">{text}{star}</td>')
+        out.append("</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def best_runs(runs: list[RunInfo]) -> str:
+    """Per stage with two or more runs: the best run by the stage's primary metric."""
+    by_stage: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        by_stage.setdefault(run.stage or "?", []).append(run)
+    lines = []
+    for stage, group in by_stage.items():
+        if len(group) < 2:
+            continue
+        for key in PRIMARY.get(stage, []):
+            values = [r.metrics.get(key) for r in group]
+            best = _best_index(key, values)
+            if best is not None:
+                lines.append(
+                    f'<li data-best-stage="{escape(stage)}">{escape(stage)}: <b>{escape(group[best].name)}</b> '
+                    f"({escape(key)} {escape(format_value(values[best]))}, "
+                    f"{'higher' if key in HIGHER_IS_BETTER else 'lower'} is better)</li>"
+                )
+                break
+    return f"<h3>Best run</h3><ul>{''.join(lines)}</ul>" if lines else ""
 
 
 def config_section(runs: list[RunInfo]) -> str:

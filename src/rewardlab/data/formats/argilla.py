@@ -209,6 +209,47 @@ def _one(obj: dict[str, Any]) -> list[tuple[dict | None, str | None, str]]:
 convert = per_row(_one)
 
 
+def argilla_settings(max_k: int, question: str = "ranking") -> dict[str, Any]:
+    """Dataset settings in the shape argilla 2.x writes and ``argilla.Settings.from_json`` reads.
+
+    Fields and questions carry their type under ``settings`` (the SDK's models); the ranking options are
+    ``{value, text, description}`` entries. Checked against argilla 2.8 in tests/unit/test_formats_hub.py.
+    """
+    fields = [{"name": "prompt", "title": "Prompt", "required": True, "description": None,
+               "settings": {"type": "text", "use_markdown": False}}]  # fmt: skip
+    fields += [
+        {
+            "name": f"response{i + 1}",
+            "title": f"Response {i + 1}",
+            "required": i < 2,
+            "description": None,
+            "settings": {"type": "text", "use_markdown": False},
+        }
+        for i in range(max_k)
+    ]
+    options = [
+        {"value": f"response{i + 1}", "text": f"Response {i + 1}", "description": None} for i in range(max_k)
+    ]
+    return {
+        "guidelines": "Rank the responses from best (first) to worst.",
+        "allow_extra_metadata": True,  # records carry rewardlab's meta (batch, task, chat prompt)
+        "distribution": {"strategy": "overlap", "min_submitted": 1},
+        "fields": fields,
+        "questions": [
+            {
+                "name": question,
+                "title": "Rank the responses",
+                "description": None,
+                "required": True,
+                "settings": {"type": "ranking", "options": options},
+            }
+        ],
+        "metadata": [],
+        "vectors": [],
+        "mapping": None,
+    }
+
+
 def export_argilla(
     records: Iterable[dict[str, Any]],
     path: str | Path,
@@ -253,18 +294,7 @@ def export_argilla(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, ensure_ascii=False, indent=1), encoding="utf-8")
-    settings = {
-        "fields": [{"name": "prompt", "type": "text", "required": True}]
-        + [{"name": f"response{i + 1}", "type": "text", "required": i < 2} for i in range(max_k)],
-        "questions": [
-            {
-                "name": question,
-                "type": "ranking",
-                "required": True,
-                "values": {f"response{i + 1}": f"Response {i + 1}" for i in range(max_k)},
-            }
-        ],
-    }
+    settings = argilla_settings(max_k, question)
     settings_path = path.with_name(path.stem + ".settings.json")
     settings_path.write_text(json.dumps(settings, indent=1), encoding="utf-8")
     return {

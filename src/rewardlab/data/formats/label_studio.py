@@ -6,12 +6,14 @@ In: one record per annotation. Templates understood:
   ``{"type": "pairwise", "value": {"selected": "left"|"right"}}`` (left is the first ``toName`` object).
   A ``choices`` result whose value reads tie/equal/same marks a tie (the exported config carries that
   option); a ``choices`` result named ``strength`` becomes the record's strength.
-- ranker ("LLM Ranker"): ``data = {prompt, items: [{id, title, body}]}``; ``{"ranker": {"<Ranker name>":
-  [ids best first]}}``, the older ``{"ranker": [ids]}``, or buckets ``{"ranker": {"<bucket>": [ids], ...}}``
-  read as tie groups in the order the buckets are listed (an item left unplaced, e.g. in ``"_"``, makes the
-  ranking incomplete: quarantined).
+- ranker ("LLM Ranker"): ``data = {prompt, items: [{id, title, body}]}``; ``{"ranker": {"<Ranker or List
+  name>": [ids best first]}}``, the older ``{"ranker": [ids]}``, or buckets ``{"ranker": {"<bucket>": [ids],
+  ...}}`` read as tie groups in the order the buckets are listed (an item left unplaced, e.g. in ``"_"``,
+  makes the ranking incomplete: quarantined). A single key that names neither the Ranker nor its List is
+  quarantined (``unmatched_ranker_key``): it could be a strict order or one bucket of ties.
 
-``completed_by`` becomes the rater, ``lead_time`` the time in seconds, ``ground_truth`` the gold flag.
+``completed_by`` becomes the rater, ``lead_time`` the time in seconds, ``ground_truth`` the gold flag; the
+task's ``rewardlab_id`` (written by our export) is kept as ``meta.rewardlab_id``.
 Cancelled annotations (``was_cancelled``) and tasks with no annotation are read and skipped with a reason.
 
 Out: ``export_label_studio(records, path, template)`` writes the tasks JSON and the matching labeling config
@@ -158,8 +160,18 @@ def _ranker_groups(result: dict[str, Any]) -> list[list[Any]]:
     if isinstance(ranking, dict):
         if not all(isinstance(ids, list) for ids in ranking.values()):
             raise RowError("wrong_type", "ranker buckets must be lists of item ids")
-        if len(ranking) == 1 and next(iter(ranking)) == result.get("from_name"):
-            return [[i] for i in next(iter(ranking.values()))]
+        if len(ranking) == 1:
+            # One key: the Ranker's own name or its List's name holds a strict order. Any other single
+            # key cannot tell a strict order from one bucket of ties: refused, never read as all ties.
+            key, ids = next(iter(ranking.items()))
+            if key in (result.get("from_name"), result.get("to_name")):
+                return [[i] for i in ids]
+            if len(ids) > 1:
+                raise RowError(
+                    "unmatched_ranker_key",
+                    f"the ranker result is keyed by {key!r}, neither the Ranker ({result.get('from_name')!r}) "
+                    f"nor its List ({result.get('to_name')!r}): a strict order or one bucket of ties?",
+                )
         return [list(ids) for name, ids in ranking.items() if name != "_" and ids]
     raise RowError("wrong_type", "ranker result value must be a list or an object of lists")
 
@@ -223,7 +235,12 @@ def _annotation(task: dict[str, Any], ann: dict[str, Any]) -> dict[str, Any]:
         rec["time_s"] = float(ann["lead_time"])
     meta = dict(data["meta"]) if isinstance(data.get("meta"), dict) else {}
     meta.update(
-        {"task_id": task.get("id"), "annotation_id": ann.get("id"), "created_at": ann.get("created_at")}
+        {
+            "task_id": task.get("id"),
+            "annotation_id": ann.get("id"),
+            "created_at": ann.get("created_at"),
+            "rewardlab_id": data.get("rewardlab_id"),  # the record a `sample` / `data export` task came from
+        }
     )
     rec["meta"] = {k: v for k, v in meta.items() if v is not None}
     rec["id"] = f"ls-{task.get('id')}-{ann.get('id')}"

@@ -125,18 +125,57 @@ def trl_rows(rec: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     return rows, ties
 
 
-def export_trl(records: Iterable[dict[str, Any]], path: str | Path) -> dict[str, Any]:
+def margin_of(rec: dict[str, Any], margins: dict[str, float]) -> float:
+    """TRL's ``margin`` for a record, by the RM config's ``loss.margin`` map (the rule recipes/rm.py uses).
+
+    No strength: 0.0 (no margin), as in the RM recipe. A number (a TRL ``margin`` read back) is kept. A label
+    the map does not know is an error: a silent 0 would train quietly wrong.
+    """
+    strength = rec.get("strength")
+    if strength is None:
+        return 0.0
+    if isinstance(strength, (int, float)) and not isinstance(strength, bool):
+        return float(strength)
+    if strength not in margins:
+        raise UserError(
+            f"record {rec.get('id')}: strength '{strength}' is not in the margin map (known: {', '.join(margins)})"
+        )
+    return float(margins[strength])
+
+
+def _row_key(row: dict[str, Any], swap: bool = False) -> bytes:
+    import hashlib
+
+    a, b = (row["rejected"], row["chosen"]) if swap else (row["chosen"], row["rejected"])
+    blob = json.dumps([row["prompt"], a, b], ensure_ascii=False, sort_keys=True).encode(
+        "utf-8", "surrogatepass"
+    )
+    return hashlib.blake2b(blob, digest_size=12).digest()
+
+
+def export_trl(
+    records: Iterable[dict[str, Any]], path: str | Path, margins: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Write TRL preference JSONL (one line per implied pair). Returns counts, ties included.
 
+    The counts say what the file holds: rows that repeat an earlier row (several raters agreeing, or a
+    record imported twice) and distinct rows whose chosen and rejected also appear swapped (raters
+    disagreeing). Raw multi-rater data has both; ``raters aggregate`` merges them into one label per
+    comparison. With ``margins`` (an RM config's ``loss.margin``), each row gets TRL's ``margin`` column.
     Standard and conversational rows cannot share one TRL dataset, so a mixed input is an error.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_records = n_pairs = n_ties = 0
     kinds = set()
+    seen: dict[bytes, bytes] = {}  # row key -> the key of the same row with chosen and rejected swapped
+    raters: set[str] = set()
+    duplicates = 0
     with path.open("w", encoding="utf-8") as f:
         for rec in records:
             n_records += 1
+            if rec.get("rater") is not None:
+                raters.add(str(rec["rater"]))
             rows, ties = trl_rows(rec)
             n_ties += ties
             if rows:
@@ -145,7 +184,27 @@ def export_trl(records: Iterable[dict[str, Any]], path: str | Path) -> dict[str,
                     raise UserError(
                         f"record {rec.get('id')}: mixes plain-text and chat prompts; TRL needs one kind per dataset"
                     )
+            margin = margin_of(rec, margins) if margins is not None else None
             for row in rows:
+                key = _row_key(row)
+                if key in seen:
+                    duplicates += 1
+                else:
+                    seen[key] = _row_key(row, swap=True)
+                if margin is not None:
+                    row["margin"] = margin
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n_pairs += 1
-    return {"records": n_records, "pairs": n_pairs, "ties_not_exported": n_ties, "out": str(path)}
+    # a distinct row contradicts when its swap is also in the file (both directions are counted)
+    contradicting = sum(1 for swapped in seen.values() if swapped in seen)
+    return {
+        "records": n_records,
+        "pairs": n_pairs,
+        "ties_not_exported": n_ties,
+        "distinct_rows": len(seen),
+        "duplicate_rows": duplicates,
+        "contradicting_rows": contradicting,
+        "raters": len(raters),
+        "margin": margins is not None,
+        "out": str(path),
+    }
