@@ -866,7 +866,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         _check_weights(final, total_steps, run_dir)
         with runs.writing(model_dir):
             save_model(final, tokenizer, model_dir, cfg, stats, ties)
-            card = cards.write_card(model_dir, "rm", cfg, metrics, data_info=data_info, pooling=_card_pooling(final))
+            card = cards.write_card(
+                model_dir, "rm", cfg, metrics, data_info=data_info, pooling=_card_pooling(final)
+            )
             card.write_text(card.read_text() + "\n" + scoring_section(final))
             runs.write_metrics(run_dir, metrics)
         runs.update_manifest(run_dir, {"model": str(model_dir), "steps": total_steps})

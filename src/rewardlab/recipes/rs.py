@@ -206,6 +206,8 @@ def run(cfg: Any) -> dict[str, Any]:
         run_dir / "model",
         {
             "stage": "rs",
+            "config": cfg,
+            "metrics": metrics,
             "base_model": cfg.model.name_or_path,
             "reward_model": cfg.rs.reward_model,
             "data": cfg.data.train,
