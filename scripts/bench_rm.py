@@ -315,9 +315,10 @@ def main() -> None:
             opts["rl_override"] = args.rl_override
             for k in (int(x) for x in args.ks.split(",")):
                 train, held = make_data(k, opts["train"], opts["eval"], Path(tmp) / f"{name}-k{k}")
-                runs: dict[str, list[dict]] = {"rewardlab": [], "trl": []}
+                trainers = args.trainers.split(",")
+                runs: dict[str, list[dict]] = {t: [] for t in trainers}
                 for seed in range(args.seeds or opts["seeds"]):
-                    for trainer in ("rewardlab", "trl"):  # interleaved: both see the same machine load
+                    for trainer in trainers:  # interleaved: both see the same machine load
                         print(f"[{name} K={k} seed {seed}] {trainer} ...", file=sys.stderr, flush=True)
                         runs[trainer].append(
                             run_worker(trainer, MODELS[name], k, train, held, opts, args.threads, seed)
@@ -325,7 +326,12 @@ def main() -> None:
                 rows.append(
                     {"model": name, "k": k, **opts, **{t: mean_of(r) for t, r in runs.items()}, "runs": runs}
                 )
+                for seed, res in enumerate(zip(*runs.values())):  # per seed, as each cell ends
+                    accs = " ".join(f"{t}={r['accuracy']:.4f}" for t, r in zip(runs, res))
+                    print(f"[{name} K={k} seed {seed}] {accs}", file=sys.stderr, flush=True)
 
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     print()
     head = (
         f"{'model':7} {'K':>2} {'trainer':10} {'rankings/s':>10} {'tokens/s':>9} {'RSS MB':>7} "
@@ -334,13 +340,15 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for row in rows:
-        for trainer in ("rewardlab", "trl"):
+        for trainer in [t for t in ("rewardlab", "trl") if t in row]:
             r = row[trainer]
             print(
                 f"{row['model']:7} {row['k']:>2} {trainer:10} {fmt(r['rankings_per_s']):>10} "
                 f"{fmt(r['tokens_per_s'], '.0f'):>9} {fmt(r['peak_rss_mb'], '.0f'):>7} "
                 f"{fmt(r['accuracy'], '.3f'):>8} {r['n_pairs']:>5.0f} {r['steps']:>5.0f}"
             )
+        if "rewardlab" not in row or "trl" not in row:
+            continue
         ours, trl = row["rewardlab"], row["trl"]
         speed = ours["rankings_per_s"] / trl["rankings_per_s"]
         target = 2.5 if row["k"] >= 4 else 1.1
@@ -352,8 +360,6 @@ def main() -> None:
             f"{ours['peak_rss_mb'] / trl['peak_rss_mb']:>6.2f}x {acc_gap:>+7.1f}pt   "
             f"target >= {target}x and >= -1pt: {verdict}"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

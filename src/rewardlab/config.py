@@ -52,6 +52,12 @@ class DataConfig(Strict):
     train: str | None = "data/sample"
     eval: str | None = None  # null: a split of train, grouped by prompt
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # The eval split's own seed, apart from train.seed: an RM and a policy trained with different seeds on
+    # the same data still hold out the same prompts (0 keeps the split of runs made before this key).
+    split_seed: int = 0
+    # Gold records (``gold: true``) are the raters' answer key: set aside from training and evaluation
+    # (and counted in the manifest) unless this is true.
+    use_gold: bool = False
     max_length: int = Field(512, gt=8)
     format: str = "auto"
 
@@ -173,18 +179,34 @@ class RatersConfig(Strict):
 class RMLossConfig(Strict):
     kind: Literal["bradley-terry", "plackett-luce"] = "bradley-terry"
     ties: Literal["rao-kupper", "davidson"] = "rao-kupper"
-    tie_param: float = 1.5  # Rao-Kupper theta > 1, or Davidson nu >= 0
+    # null: learned per head (theta = 1 + softplus(raw), nu = softplus(raw)), started where P(tie | equal
+    # rewards) is the head's share of tied training pairs; a number fixes it (Rao-Kupper theta > 1,
+    # Davidson nu > 0) for every tie head.
+    tie_param: float | None = None
+    tie_lr: float = Field(0.01, gt=0)  # AdamW lr of the learned tie parameters (one scalar per head)
+    # A head trains with the tie model only when its training pairs hold at least min_ties ties making up
+    # at least min_tie_share of its pairs; otherwise it stays Bradley-Terry (its few ties count as p = 0.5
+    # pairs), so a stray tie does not change the reward scale of a whole head. Metrics say which.
+    min_ties: int = Field(10, ge=1)
+    min_tie_share: float = Field(0.01, ge=0, le=1)
     margin: dict[str, float] | None = None  # strength label -> margin (Llama 2)
-    center_coef: float = 0.0  # reward centering: coef * mean(r)^2
+    center_coef: float = 0.0  # reward centering: coef * mean over pairs of (r_w + r_l)^2
     use_soft_labels: bool = True
     use_weights: bool = True
     head_weight: float = 1.0  # weight of the rubric-head losses against the overall head
+
+
+class RMTrainConfig(TrainConfig):
+    # bf16 autocast for the forward pass (accelerate's mixed_precision="bf16"); runs on CPU too, so the
+    # path GPU users take is tested. Weights, optimizer state and the loss stay float32.
+    bf16: bool = False
 
 
 class RMConfig(RunConfig):
     stage: str = "rm"
     output_dir: str = "runs/rm"
     model: ModelConfig = ModelConfig(name_or_path="offline:tiny-rm")
+    train: RMTrainConfig = RMTrainConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
     loss: RMLossConfig = RMLossConfig()
     group_by_length: bool = True

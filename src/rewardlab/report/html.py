@@ -211,7 +211,7 @@ def compute_rewards(run: RunInfo, max_pairs: int = 200) -> dict[str, list[float]
         return None
     ds = load_dataset(source)
     if not data.get("eval"):
-        seed = (run.config.get("train") or {}).get("seed", 0)
+        seed = data.get("split_seed", (run.config.get("train") or {}).get("seed", 0))
         _, ds = split_by_prompt(ds, data.get("eval_fraction", 0.1), seed)
     chosen, rejected, prompts = [], [], []
     for rec in _iter(ds):
