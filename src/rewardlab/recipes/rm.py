@@ -686,10 +686,23 @@ def check_distributed(accelerator: Any, cfg: RMConfig) -> None:
     pc.refuse_unsupported_sharding(accelerator, cfg, "RM", ("save_every", "eval_every", "resume"))
 
 
+def make_accelerator(cfg: RMConfig) -> Any:
+    """gloo on CPU even without ACCELERATE_USE_CPU. ``train.bf16`` asks for bf16 autocast; otherwise
+    accelerate's own setting (`accelerate launch --mixed_precision`, i.e. ACCELERATE_MIXED_PRECISION)
+    decides. accelerate keeps its state per process, so an earlier run in this process (tests, a pipeline)
+    with another precision is reset first rather than silently reused."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    wanted = "bf16" if cfg.train.bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != wanted:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=pc.device_name() == "cpu", mixed_precision=wanted)
+
+
 def run(cfg: RMConfig) -> dict[str, Any]:
     """Train, evaluate and save a reward model; returns the final metrics (also in metrics.json)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -697,11 +710,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     from rewardlab.tracking import open_tracker
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # gloo on CPU even without ACCELERATE_USE_CPU; train.bf16 asks for bf16 autocast (else accelerate's own
-    # setting, e.g. `accelerate launch --mixed_precision`, decides)
-    accelerator = Accelerator(
-        cpu=pc.device_name() == "cpu", mixed_precision="bf16" if cfg.train.bf16 else None
-    )
+    accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
@@ -957,6 +966,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
                 "tokens_per_s": totals["tokens"] / totals["time"] if totals["time"] else None,
                 "padding_ratio": totals["padded"] / pad_total if pad_total else None,
                 "train_time_s": totals["time"],
+                "mixed_precision": str(accelerator.mixed_precision),
                 "tie_model": ties[0],
                 **tie_report(counts, ties, final_params, cfg),
                 "heads": list(cfg.heads),
