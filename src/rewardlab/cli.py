@@ -13,7 +13,7 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    app()
+    app(prog_name="rewardlab")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Why pydantic with ``extra="forbid"``: a typo in a YAML key (``train.lrr``) must fail loudly with the dotted
 path and a "did you mean" hint instead of silently training with the default. Each stage owns one schema
 class below; add fields to your stage's class, keep the shared sections (model, data, train, tracking)
-stable because users' scripts rely on them (DESIGN.md, "Config keys that scripts rely on").
+stable because users' scripts rely on them (docs/design.md, "Config keys that scripts rely on").
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rewardlab.errors import UserError
 
@@ -32,9 +40,9 @@ class Strict(BaseModel):
 
 
 class LoraConfig(Strict):
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | str = "all-linear"
 
 
@@ -54,7 +62,7 @@ class DataConfig(Strict):
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     # The eval split's own seed, apart from train.seed: an RM and a policy trained with different seeds on
     # the same data still hold out the same prompts (0 keeps the split of runs made before this key).
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, lt=2**32)
     # Gold records (``gold: true``) are the raters' answer key: set aside from training and evaluation
     # (and counted in the manifest) unless this is true.
     use_gold: bool = False
@@ -67,18 +75,18 @@ class TrainConfig(Strict):
         1.0e-5, gt=0, le=1.0e38, allow_inf_nan=False
     )  # float32 schedulers overflow above ~3.4e38
     epochs: float = Field(1, gt=0)
-    max_steps: int | None = None
+    max_steps: int | None = Field(None, ge=1)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
-    seed: int = 0
-    eval_every: int | None = None
-    save_every: int | None = None
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy seeds are unsigned 32-bit
+    eval_every: int | None = Field(None, ge=1)
+    save_every: int | None = Field(None, ge=1)
     resume: bool = False
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
     lr_scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    log_every: int = 1
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    log_every: int = Field(1, ge=1)
 
 
 class TrackingConfig(Strict):
@@ -91,7 +99,7 @@ class TrackingConfig(Strict):
 
 
 class RunConfig(Strict):
-    """Fields every training stage has (DESIGN.md)."""
+    """Fields every training stage has (docs/design.md)."""
 
     stage: str = ""
     output_dir: str = "runs/run"
@@ -125,6 +133,19 @@ class RaterProfileMix(Strict):
     adversarial: float = 0.0
     too_fast: float = 0.1
 
+    @field_validator("*")
+    @classmethod
+    def _share(cls, value: float) -> float:
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"a share must be >= 0 and finite, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _some_raters(self) -> RaterProfileMix:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("the shares of the rater mix sum to 0: give at least one profile a share > 0")
+        return self
+
 
 class SimulateConfig(Strict):
     stage: Literal["simulate"] = "simulate"
@@ -144,13 +165,17 @@ class SimulateConfig(Strict):
 
 
 class RaterThresholds(Strict):
-    min_gold_accuracy: float = 0.6
-    min_gold_items: int = 3
-    min_agreement: float = 0.6  # vs the reliability-weighted leave-one-out consensus; random clickers ~0.5
-    max_position_bias: float = 0.8
-    min_median_time_ratio: float = 0.25  # flagged when median time < ratio * pool median
-    min_items: int = 5
-    min_reliability: float | None = None  # Dawid-Skene accuracy on pair outcomes; null: not a flagging rule
+    min_gold_accuracy: float = Field(0.6, ge=0, le=1)
+    min_gold_items: int = Field(3, ge=0)
+    min_agreement: float = Field(
+        0.6, ge=0, le=1
+    )  # vs the reliability-weighted leave-one-out consensus; random clickers ~0.5
+    max_position_bias: float = Field(0.8, ge=0, le=1)
+    min_median_time_ratio: float = Field(0.25, ge=0)  # flagged when median time < ratio * pool median
+    min_items: int = Field(5, ge=1)
+    min_reliability: float | None = Field(
+        None, ge=0, le=1
+    )  # Dawid-Skene accuracy on pair outcomes; null: not a flagging rule
 
 
 class NoisyBTOptions(Strict):
@@ -190,10 +215,10 @@ class RMLossConfig(Strict):
     min_ties: int = Field(10, ge=1)
     min_tie_share: float = Field(0.01, ge=0, le=1)
     margin: dict[str, float] | None = None  # strength label -> margin (Llama 2)
-    center_coef: float = 0.0  # reward centering: coef * mean over pairs of (r_w + r_l)^2
+    center_coef: float = Field(0.0, ge=0)  # reward centering: coef * mean over pairs of (r_w + r_l)^2
     use_soft_labels: bool = True
     use_weights: bool = True
-    head_weight: float = 1.0  # weight of the rubric-head losses against the overall head
+    head_weight: float = Field(1.0, ge=0)  # weight of the rubric-head losses against the overall head
 
 
 class RMTrainConfig(TrainConfig):
@@ -216,6 +241,13 @@ class RMConfig(RunConfig):
     stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
     disable_dropout: bool = True  # as TRL's RewardTrainer: dropout noise hurts pairwise reward learning
 
+    @field_validator("heads")
+    @classmethod
+    def _distinct_heads(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value) or not all(value):
+            raise ValueError(f"heads must be distinct, non-empty names, got {value}")
+        return value
+
 
 # ---------------------------------------------------------------- policy stages
 
@@ -232,14 +264,22 @@ class SFTConfig(RunConfig):
 
 
 class DPOOptions(Strict):
-    beta: float = 0.1
-    loss_type: list[str] = ["sigmoid"]
+    beta: float = Field(0.1, gt=0)
+    loss_type: list[str] = Field(["sigmoid"], min_length=1)
     loss_weights: list[float] | None = None  # one per loss_type (e.g. [sigmoid, sft] with [1.0, 0.5]: RPO)
     pairs: Literal["all", "best-vs-worst"] = "all"
-    label_smoothing: float = 0.0
+    label_smoothing: float = Field(0.0, ge=0, le=0.5)
     soft_labels: Literal["none", "label_smoothing", "weights"] = "weights"
     precompute_ref_log_probs: bool = True
-    max_prompt_length: int | None = None
+    max_prompt_length: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _weights_match_losses(self) -> DPOOptions:
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"dpo.loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} dpo.loss_type entries"
+            )
+        return self
 
 
 class DPOConfig(RunConfig):
@@ -252,33 +292,37 @@ class DPOConfig(RunConfig):
 class PPOOptions(Strict):
     reward_model: str = "runs/rm/model"
     value_model: str | None = None  # null: initialised from the reward model
-    rollout_batch_size: int = 16
-    mini_batch_size: int = 8
-    ppo_epochs: int = 4
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    kl_coef: float = 0.05
+    rollout_batch_size: int = Field(16, ge=1)
+    mini_batch_size: int = Field(8, ge=1)
+    ppo_epochs: int = Field(4, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    kl_coef: float = Field(0.05, ge=0)
     kl_estimator: Literal["k1", "k3"] = "k1"
     adaptive_kl: bool = False
-    kl_target: float = 6.0
-    kl_horizon: int = 10000
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
+    kl_target: float = Field(6.0, gt=0)
+    kl_horizon: int = Field(10000, ge=1)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
     whiten_rewards: bool = True  # RM score -> (s - reward_mean) / reward_std with the RM's stored statistics
     missing_eos_penalty: float | None = -1.0
-    value_lr: float | None = None
-    episodes: int | None = None  # null: train.epochs * unique train prompts (train.max_steps caps rollouts)
+    value_lr: float | None = Field(None, gt=0)
+    episodes: int | None = Field(
+        None, ge=1
+    )  # null: train.epochs * unique train prompts (train.max_steps caps rollouts)
     missing_eos_mode: Literal["replace", "add"] = (
         "replace"  # replace the score (N+ details) or add the penalty
     )
     batch_whiten_rewards: bool = False  # also rescale per-token rewards by their batch std (mean kept)
     whiten_advantages: bool = True
-    forward_batch_size: int | None = None  # rollout forward passes in chunks (null: mini_batch_size)
+    forward_batch_size: int | None = Field(
+        None, ge=1
+    )  # rollout forward passes in chunks (null: mini_batch_size)
 
 
 class PPOConfig(RunConfig):
@@ -286,15 +330,32 @@ class PPOConfig(RunConfig):
     output_dir: str = "runs/ppo"
     ppo: PPOOptions = PPOOptions()
 
+    @field_validator("ppo")
+    @classmethod
+    def _batches_divide(cls, ppo: PPOOptions, info: ValidationInfo) -> PPOOptions:
+        """Rollouts split into whole minibatches, minibatches into whole micro-batches (checked here, not at
+        the first optimizer step)."""
+        if ppo.rollout_batch_size % ppo.mini_batch_size:
+            raise ValueError(
+                f"ppo.rollout_batch_size ({ppo.rollout_batch_size}) must be a multiple of "
+                f"ppo.mini_batch_size ({ppo.mini_batch_size})"
+            )
+        train = info.data.get("train")
+        if train is not None and ppo.mini_batch_size % train.grad_accum:
+            raise ValueError(
+                f"ppo.mini_batch_size ({ppo.mini_batch_size}) must be a multiple of train.grad_accum ({train.grad_accum})"
+            )
+        return ppo
+
 
 class OnlineOptions(Strict):
     """GRPO / RLOO (TRL trainers) with our RM as the reward function."""
 
     reward_model: str = "runs/rm/model"
-    num_generations: int = 4
-    max_completion_length: int = 48
-    beta: float = 0.05
-    temperature: float = 1.0
+    num_generations: int = Field(4, ge=2)  # answers per prompt: a group needs two to compare
+    max_completion_length: int = Field(48, ge=1)
+    beta: float = Field(0.05, ge=0)
+    temperature: float = Field(1.0, gt=0)
 
 
 class GRPOConfig(RunConfig):
@@ -318,14 +379,14 @@ class SampleConfig(Strict):
     policy: str = "offline:tiny-llama"  # a run folder, a model folder or a source
     reward_models: list[str] = []
     prompts: str = "data/sample"
-    num_prompts: int | None = None
-    k: int = 4
+    num_prompts: int | None = Field(None, ge=1)
+    k: int = Field(4, ge=2)
     select: Literal["random", "uncertainty", "disagreement", "coverage"] = "uncertainty"
-    budget: int = 50
+    budget: int = Field(50, ge=1)
     export: Literal["label-studio", "argilla", "canonical"] = "label-studio"
     template: Literal["pairwise", "ranker"] = "pairwise"
-    max_new_tokens: int = 48
-    temperature: float = 1.0
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     max_prompt_length: int = Field(256, gt=8)
     batch_size: int = Field(32, ge=1)  # prompts x k generated per call
@@ -490,6 +551,8 @@ def _format_error(
             msg += f" (valid keys here: {', '.join(options)})"
         return msg
     msg = " ".join(str(first["msg"]).split())  # one line, whatever a validator wrote
+    if first["type"] == "value_error":  # our own validators: the message names the keys and values
+        return f"{source}: {dotted}: {msg.removeprefix('Value error, ')}"
     return f"{source}: {dotted}: {msg} (got {_short(first.get('input'))})"
 
 

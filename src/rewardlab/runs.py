@@ -1,4 +1,4 @@
-"""The run folder contract (DESIGN.md, "Run folder"): config.yaml, manifest.json, metrics, model/, checkpoints/.
+"""The run folder contract (docs/design.md, "Run folder"): config.yaml, manifest.json, metrics, model/, checkpoints/.
 
 Why atomic writes: a killed run must never leave a checkpoint that looks complete. Every checkpoint is
 written into ``<name>.tmp`` and renamed; a ``COMPLETE`` marker inside is the last file written, and the

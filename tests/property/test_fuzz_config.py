@@ -264,3 +264,40 @@ def test_random_yaml_never_crashes(stage: str, text: str, tmp_path_factory: Any)
     if result.exit_code == 2:
         err = result.stderr.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+
+
+# ------------------------------------------------------------------------------------------------ values
+
+EDGE_VALUES = [0, -1, 1, -0.5, 1e-12, 1e308, 2**63, float("nan"), float("inf"), -float("inf")]
+
+
+def _numeric_leaves(raw: dict[str, Any], schema: type[BaseModel]) -> list[list[str]]:
+    return [
+        [str(part) for part in p]
+        for p, v in nodes(raw)
+        if p
+        and all(isinstance(part, str) for part in p)
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and kind_at(schema, p, raw) == "leaf"
+    ]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+@settings(max_examples=examples(8))
+@given(data=st.data())
+def test_edge_values_are_accepted_or_refused_with_their_key(config: Path, data: Any) -> None:
+    """A number at any numeric key (zero, negative, tiny, huge, NaN, inf) is either a valid setting or exits 2
+    naming that key when the config is built: never an internal error later."""
+    raw = yaml.safe_load(config.read_text())
+    leaves = _numeric_leaves(raw, cfglib.SCHEMAS[raw["stage"]])
+    if not leaves:
+        return
+    path = data.draw(st.sampled_from(leaves), label="key")
+    value = data.draw(st.sampled_from(EDGE_VALUES), label="value")
+    text = {float("nan"): ".nan", float("inf"): ".inf", -float("inf"): "-.inf"}.get(value, repr(value))
+    with at_root():
+        result = show(config.relative_to(ROOT), "--", f"{'.'.join(path)}={text}")
+    assert result.exit_code in (0, 2), (result.exit_code, result.stderr, result.exception)
+    if result.exit_code == 2:
+        assert_refused(result, path, config.parent.name == "pipeline")

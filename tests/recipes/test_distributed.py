@@ -30,7 +30,7 @@ ACCELERATE = ROOT / "configs" / "accelerate"
 METRIC_TOL = 1e-5
 ENV = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "DISABLE_TQDM": "1"}  # fmt: skip
-# The DESIGN.md command: real 2-process DDP on CPU (`--cpu --num_processes 2` would start one process).
+# The docs/design.md command: real 2-process DDP on CPU (`--cpu --num_processes 2` would start one process).
 LAUNCH_2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
 

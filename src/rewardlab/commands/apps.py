@@ -1,4 +1,4 @@
-"""The command tree (DESIGN.md, "CLI contract") and the helpers every command uses for exit codes and JSON."""
+"""The command tree (docs/design.md, "CLI contract") and the helpers every command uses for exit codes and JSON."""
 
 from __future__ import annotations
 
@@ -12,11 +12,41 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from rewardlab.errors import UserError
 
+# `rewardlab --help` lists commands in the order of the loop they run, not alphabetically.
+LOOP_ORDER = (
+    "data",
+    "raters",
+    "train",
+    "eval",
+    "score",
+    "export",
+    "sample",
+    "simulate",
+    "pipeline",
+    "compare",
+    "config",
+)
+
+
+class LoopOrderGroup(TyperGroup):
+    """The top-level group: commands listed in LOOP_ORDER, any other after them by name."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(LOOP_ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(LOOP_ORDER)), n))
+
+
 _settings = {"no_args_is_help": True, "add_completion": False, "pretty_exceptions_enable": False}
-app = typer.Typer(help="rewardlab: from human rankings to reward models and tuned policies.", **_settings)
+app = typer.Typer(
+    help="rewardlab: from human rankings to reward models and tuned policies.",
+    cls=LoopOrderGroup,
+    **_settings,
+)
 data_app = typer.Typer(help="Import, validate, audit and export ranking data.", **_settings)
 raters_app = typer.Typer(help="Rater quality report and aggregation of repeated judgments.", **_settings)
 train_app = typer.Typer(help="Train a reward model or tune a policy from a YAML config.", **_settings)

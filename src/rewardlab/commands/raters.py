@@ -49,7 +49,7 @@ def report(
     overrides: list[str] = typer.Argument(None, help=OVERRIDES_HELP),
     html: str = typer.Option(None, "--html", help="Also write a self-contained HTML report (charts, table)."),
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md fields)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (docs/design.md fields)."),
 ) -> None:
     """Per-rater agreement, gold accuracy, position bias, speed and reliability, with flags and reasons."""
     cfg = _config(config, overrides)
@@ -107,7 +107,7 @@ def aggregate(
         None, "--method", help="majority | noisy-bt | dawid-skene | none (default: config)."
     ),
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (DESIGN.md fields)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (docs/design.md fields)."),
 ) -> None:
     """Merge repeated judgments into one record per comparison with soft pairwise labels and a weight.
 

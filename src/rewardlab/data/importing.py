@@ -68,7 +68,7 @@ EXTENSIONS = {
 
 @dataclass
 class Report:
-    """What an import or validation read: the --json fields of DESIGN.md plus per-file counts."""
+    """What an import or validation read: the --json fields of docs/design.md plus per-file counts."""
 
     read: int = 0
     accepted: int = 0

@@ -1,4 +1,4 @@
-"""The canonical ranking record and its rules (DESIGN.md, "Canonical ranking record").
+"""The canonical ranking record and its rules (docs/design.md, "Canonical ranking record").
 
 One comparison group per record: a prompt, K >= 2 responses, one rank per response (1 is best, equal
 ranks are ties). ``normalize`` turns any dict in the canonical JSON shape into the normalized record every

@@ -74,7 +74,7 @@ def _list_parts(column: Any) -> tuple[Any, np.ndarray, np.ndarray]:
 
 
 def compute_stats(ds: Any, eval_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
-    """The DESIGN.md `data stats --json` object for a loaded dataset."""
+    """The docs/design.md `data stats --json` object for a loaded dataset."""
     import pyarrow.compute as pc
 
     table = _table(ds)

@@ -336,7 +336,7 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 def rater_metrics(
     j: Judgments, cfg: Any = None, nbt: noisy_bt.NoisyBTFit | None = None
 ) -> list[dict[str, Any]]:
-    """One dict per rater (before flagging): the DESIGN.md fields plus a few more."""
+    """One dict per rater (before flagging): the docs/design.md fields plus a few more."""
     n_r = len(j.raters)
     prater = j.p_rater
     agree, agree_n = rater_agreement(j)
@@ -448,7 +448,7 @@ def flag(
 
 
 def build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None = None) -> dict[str, Any]:
-    """The ``raters report --json`` object (DESIGN.md fields first, then extras)."""
+    """The ``raters report --json`` object (docs/design.md fields first, then extras)."""
     with one_blas_thread():
         return _build_report(j, cfg, nbt)
 

@@ -20,7 +20,7 @@ def held_out_items(ctx: Any, opts: Any) -> list[dict[str, Any]] | None:
     if "simulate" not in ctx.outputs:
         return None
     from rewardlab.data.simulate import make_items
-    from rewardlab.recipes.pipeline import stage_raw
+    from rewardlab.recipes.pipeline_state import stage_raw
 
     raw = stage_raw(ctx.cfg, "simulate")
     raw = {**raw, "seed": opts.seed, "prompts": opts.prompts, "sweep": None, "stage": "simulate"}
@@ -72,7 +72,7 @@ def run(opts: Any, run_dir: Path, ctx: Any) -> dict[str, Any]:
     """Write ``<run>/metrics.json`` with ``rm_truth_*`` and ``<policy>.*`` metrics; return them."""
     from rewardlab import runs
     from rewardlab.eval.policy import evaluate_run
-    from rewardlab.recipes.pipeline import POLICY_STAGES, tracking_for
+    from rewardlab.recipes.pipeline_state import POLICY_STAGES, tracking_for
     from rewardlab.tracking import open_tracker
 
     runs.prepare_run(opts, {"stage": "eval", "pipeline": ctx.cfg.name}, run_dir=run_dir)

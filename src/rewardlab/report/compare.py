@@ -18,7 +18,7 @@ import yaml
 from rewardlab.errors import UserError
 
 RUN_FILES = ("config.yaml", "metrics.json", "metrics.jsonl", "manifest.json")
-# The metrics a reader looks for first (DESIGN.md JSON fields), in this order.
+# The metrics a reader looks for first (docs/design.md JSON fields), in this order.
 KEY_METRICS = [
     "accuracy", "n_pairs", "ece", "agreement_ceiling", "rm_truth_accuracy", "alpha", "agreement", "flagged",
     "judgments_excluded", "records", "prompts", "train_loss", "win_rate_vs_ref", "rm_score_mean",

@@ -1,4 +1,4 @@
-"""The canonical record itself (DESIGN.md) in JSONL, CSV or Parquet, and the canonical exporter.
+"""The canonical record itself (docs/design.md) in JSONL, CSV or Parquet, and the canonical exporter.
 
 In CSV every cell is a string: list and object fields (``responses``, ``ranks``, ``scores``, ``meta``, ...)
 are JSON in their cell, a chat prompt is the JSON list of messages, ``gold`` is true/false. Parquet written
