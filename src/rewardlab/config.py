@@ -212,8 +212,8 @@ class RMLossConfig(Strict):
     # A head trains with the tie model only when its training pairs hold at least min_ties ties making up
     # at least min_tie_share of its pairs; otherwise it stays Bradley-Terry (its few ties count as p = 0.5
     # pairs), so a stray tie does not change the reward scale of a whole head. Metrics say which.
-    min_ties: int = Field(10, ge=1)
-    min_tie_share: float = Field(0.01, ge=0, le=1)
+    min_ties: int = Field(10, ge=1)  # tie model only with >= this many tied pairs (else BT, ties as p = 0.5)
+    min_tie_share: float = Field(0.01, ge=0, le=1)  # ... and at least this share of the head's pairs
     margin: dict[str, float] | None = None  # strength label -> margin (Llama 2)
     center_coef: float = Field(0.0, ge=0)  # reward centering: coef * mean over pairs of (r_w + r_l)^2
     use_soft_labels: bool = True

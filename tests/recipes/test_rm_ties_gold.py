@@ -95,7 +95,7 @@ def test_bf16_autocast_other_seed_same_split_use_gold(tie_run, tie_data, tmp_pat
     from safetensors import safe_open
 
     with safe_open(str(out / "model" / "model.safetensors"), "pt") as f:  # weights stay float32
-        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}  # noqa: SIM118
 
 
 def test_one_stray_tie_keeps_a_head_bradley_terry(tie_data, tmp_path, cli):
@@ -104,7 +104,9 @@ def test_one_stray_tie_keeps_a_head_bradley_terry(tie_data, tmp_path, cli):
     one_tie = [r for r in records if len(set(r["ranks"])) < len(r["ranks"])][:1]
     data = tmp_path / "one-tie"
     write_dataset(decided[:80] + one_tie, data)
-    m = train(cli, data, tmp_path / "run", "data.eval_fraction=0.0", "train.max_steps=2", "train.eval_every=null")
+    m = train(
+        cli, data, tmp_path / "run", "data.eval_fraction=0.0", "train.max_steps=2", "train.eval_every=null"
+    )
     assert m["train_tie_pairs_by_head"]["overall"] >= 1
     assert m["tie_model_by_head"] == {"overall": "bradley-terry"} and m["tie_model"] is None
     assert m["tie_param_by_head"] == {"overall": None}

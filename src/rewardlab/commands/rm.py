@@ -121,7 +121,9 @@ def eval_rm(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=CODE_HELP),
     use_gold: bool = typer.Option(
-        False, "--use-gold", help="Also evaluate on gold records (the raters' answer key; set aside by default)."
+        False,
+        "--use-gold",
+        help="Also evaluate on gold records (the raters' answer key; set aside by default).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
@@ -138,7 +140,12 @@ def eval_rm(
     )
     metrics = evaluate_scorer(scorer, records, batch_size=batch_size, progress=True)
     metrics.update(
-        {"data": data, "data_fingerprint": meta.get("fingerprint"), "model": str(folder), "gold_set_aside": n_gold}
+        {
+            "data": data,
+            "data_fingerprint": meta.get("fingerprint"),
+            "model": str(folder),
+            "gold_set_aside": n_gold,
+        }
     )
     target = Path(out) if out else None
     if target is None and folder.name == "model" and (folder.parent / "config.yaml").exists():

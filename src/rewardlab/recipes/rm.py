@@ -156,7 +156,9 @@ def encode_records(
 
 def build_groups(records: list[dict], ids: list[list[np.ndarray]], cfg: RMConfig) -> list[Group]:
     """Attach each record's labels: pairs per head with soft label, tie flag and margin; the weight."""
-    margins = None if cfg.loss.margin is None else {normalize_strength(k): v for k, v in cfg.loss.margin.items()}
+    margins = (
+        None if cfg.loss.margin is None else {normalize_strength(k): v for k, v in cfg.loss.margin.items()}
+    )
     groups = []
     for rec, rec_ids in zip(records, ids, strict=True):
         margin = 0.0
@@ -229,7 +231,9 @@ def tie_params(ties: list[str | None], raw: Any, cfg: RMConfig) -> list[Any]:
     return [losses.tie_param_from_raw(raw[h], kind) if kind else None for h, kind in enumerate(ties)]
 
 
-def tie_report(counts: list[tuple[int, int]], ties: list[str | None], params: list[Any], cfg: RMConfig) -> dict:
+def tie_report(
+    counts: list[tuple[int, int]], ties: list[str | None], params: list[Any], cfg: RMConfig
+) -> dict:
     """What each head trained with, for metrics and the model config: model, parameter, tie counts."""
     return {
         "tie_model_by_head": {h: kind or "bradley-terry" for h, kind in zip(cfg.heads, ties, strict=True)},
@@ -490,7 +494,13 @@ def _check_weights(model: Any, step: int, run_dir: Path) -> None:
 
 
 def load_checkpoint(
-    ckpt: Path, model: Any, optimizer: Any, scheduler: Any, accelerator: Any, cfg: RMConfig, tie_raw: Any = None
+    ckpt: Path,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Any,
+    cfg: RMConfig,
+    tie_raw: Any = None,
 ) -> tuple[int, dict[str, float]]:
     """Restore what ``save_checkpoint`` wrote; returns the step to continue from and the run's counters."""
     import torch
@@ -802,7 +812,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     totals = {"groups": 0, "sequences": 0, "tokens": 0, "padded": 0, "time": 0.0}  # for the whole run
     ckpt = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
     if ckpt is not None:
-        start_step, saved_totals = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator, cfg, tie_raw)
+        start_step, saved_totals = load_checkpoint(
+            ckpt, model, optimizer, scheduler, accelerator, cfg, tie_raw
+        )
         totals.update(saved_totals)
         say(f"resumed from {ckpt} at step {start_step}")
     elif cfg.train.resume:
