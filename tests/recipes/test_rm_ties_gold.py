@@ -110,3 +110,25 @@ def test_one_stray_tie_keeps_a_head_bradley_terry(tie_data, tmp_path, cli):
     assert m["train_tie_pairs_by_head"]["overall"] >= 1
     assert m["tie_model_by_head"] == {"overall": "bradley-terry"} and m["tie_model"] is None
     assert m["tie_param_by_head"] == {"overall": None}
+
+
+def test_shp_import_trains_with_a_shipped_margin_map(tmp_path, cli):
+    """SHP's strength labels ("significantly better", ...) are the shipped configs' margin keys."""
+    rows = []
+    for i in range(12):
+        a, b = 10 + i, (i % 4) * 4 + 1  # score ratios from 0.9 to 11: every strength bucket
+        rows.append(
+            {"post_id": f"p{i}", "domain": "askscience_train", "upvote_ratio": 0.9, "history": f"Question {i}?",
+             "c_root_id_A": f"a{i}", "c_root_id_B": f"b{i}", "created_at_utc_A": 1, "created_at_utc_B": 2,
+             "human_ref_A": f"A careful answer {i}.", "human_ref_B": f"A short reply {i}.", "labels": int(a > b),
+             "score_A": a, "score_B": b, "seconds_difference": 1.0}
+        )  # fmt: skip
+    path = tmp_path / "shp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = cli(
+        "train", "rm", CONFIG, f"data.train={path}", "data.format=shp", f"output_dir={tmp_path / 'run'}",
+        "heads=[overall]", "data.eval_fraction=0.0", "train.max_steps=1", "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "significantly better" in card  # the margin map it trained with
