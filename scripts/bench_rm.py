@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 MODELS = {"tiny": "offline:tiny-rm", "minilm": "offline:minilm-l6"}
@@ -285,6 +286,12 @@ def main() -> None:
     ap.add_argument("--models", default="tiny,minilm")
     ap.add_argument("--ks", default="2,4")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (the same for both)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="seeds run at the same time (each seed's trainers still one after another)",
+    )
     ap.add_argument("--train-rankings", type=int, default=None)
     ap.add_argument("--train-epochs", type=float, default=None)
     ap.add_argument(
@@ -333,15 +340,24 @@ def main() -> None:
             for k in (int(x) for x in args.ks.split(",")):
                 train, held = make_data(k, opts["train"], opts["eval"], Path(tmp) / f"{name}-k{k}")
                 trainers = [*args.trainers.split(","), *opts["variants"]]
-                runs: dict[str, list[dict]] = {t: [] for t in trainers}
-                for seed in range(args.seeds or opts["seeds"]):
-                    for trainer in trainers:  # interleaved: both see the same machine load
+
+                def one_seed(
+                    seed: int, trainers=trainers, train=train, held=held, name=name, k=k, opts=opts
+                ) -> dict:
+                    out = {}
+                    for trainer in trainers:  # interleaved: all trainers see the same machine load
                         print(f"[{name} K={k} seed {seed}] {trainer} ...", file=sys.stderr, flush=True)
-                        runs[trainer].append(
-                            run_worker(trainer, MODELS[name], k, train, held, opts, args.threads, seed)
+                        out[trainer] = run_worker(
+                            trainer, MODELS[name], k, train, held, opts, args.threads, seed
                         )
-                    accs = " ".join(f"{t}={r[-1]['accuracy']:.4f}" for t, r in runs.items())
+                    accs = " ".join(f"{t}={r['accuracy']:.4f}" for t, r in out.items())
                     print(f"[{name} K={k} seed {seed}] {accs}", file=sys.stderr, flush=True)
+                    return out
+
+                seeds = range(args.seeds or opts["seeds"])
+                with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each worker is its own process
+                    per_seed = list(pool.map(one_seed, seeds))
+                runs: dict[str, list[dict]] = {t: [r[t] for r in per_seed] for t in trainers}
                 rows.append(
                     {"model": name, "k": k, **opts, **{t: mean_of(r) for t, r in runs.items()}, "runs": runs}
                 )
