@@ -209,16 +209,21 @@ def tie_models(counts: list[tuple[int, int]], cfg: RMConfig) -> list[str | None]
     return out
 
 
+def listwise_head(h: int, cfg: RMConfig) -> bool:
+    """Head 0 under ``loss.kind: plackett-luce`` learns from whole rankings (ties by Breslow), not pairs."""
+    return h == 0 and cfg.loss.kind == "plackett-luce" and cfg.heads[0] == "overall"
+
+
 def tie_start(counts: list[tuple[int, int]], ties: list[str | None], cfg: RMConfig) -> list[float | None]:
     """Per head: the starting raw value of the learned tie parameter (``losses.tie_raw_init`` from the
-    head's tie share), None for Bradley-Terry heads and when ``loss.tie_param`` fixes it."""
+    head's tie share), None for Bradley-Terry and listwise heads and when ``loss.tie_param`` fixes it."""
     from rewardlab import losses
 
     if cfg.loss.tie_param is not None:
         return [None] * len(ties)
     return [
-        losses.tie_raw_init(n_ties / n_pairs, kind) if kind else None
-        for (n_ties, n_pairs), kind in zip(counts, ties, strict=True)
+        losses.tie_raw_init(n_ties / n_pairs, kind) if kind and not listwise_head(h, cfg) else None
+        for h, ((n_ties, n_pairs), kind) in enumerate(zip(counts, ties, strict=True))
     ]
 
 
@@ -227,8 +232,13 @@ def tie_params(ties: list[str | None], raw: Any, cfg: RMConfig) -> list[Any]:
     from rewardlab import losses
 
     if raw is None or cfg.loss.tie_param is not None:
-        return [cfg.loss.tie_param if kind else None for kind in ties]
-    return [losses.tie_param_from_raw(raw[h], kind) if kind else None for h, kind in enumerate(ties)]
+        return [
+            cfg.loss.tie_param if kind and not listwise_head(h, cfg) else None for h, kind in enumerate(ties)
+        ]
+    return [
+        losses.tie_param_from_raw(raw[h], kind) if kind and not listwise_head(h, cfg) else None
+        for h, kind in enumerate(ties)
+    ]
 
 
 def tie_report(
@@ -236,7 +246,10 @@ def tie_report(
 ) -> dict:
     """What each head trained with, for metrics and the model config: model, parameter, tie counts."""
     return {
-        "tie_model_by_head": {h: kind or "bradley-terry" for h, kind in zip(cfg.heads, ties, strict=True)},
+        "tie_model_by_head": {
+            h: "plackett-luce" if listwise_head(n, cfg) else kind or "bradley-terry"
+            for n, (h, kind) in enumerate(zip(cfg.heads, ties, strict=True))
+        },
         "tie_param_by_head": {
             h: None if p is None else float(p) for h, p in zip(cfg.heads, params, strict=True)
         },
@@ -609,8 +622,9 @@ def evaluate_model(
         gaps = [abs(float(r[w, 0] - r[lo, 0])) for rec, r in zip(records, rewards, strict=True)
                 for w, lo, _, _ in head_pairs(rec, cfg.heads[0])]  # fmt: skip
         threshold = float(np.quantile(gaps, tie_share)) if gaps and tie_share and ties[0] else 0.0
-    param = tie_param if tie_param is not None else (cfg.loss.tie_param or 1.5)
-    return evaluate_rewards(records, rewards, cfg.heads, ties[0], param, threshold)
+    param = tie_param if tie_param is not None else cfg.loss.tie_param
+    kind = ties[0] if param is not None else None  # a listwise head 0 is calibrated as Bradley-Terry
+    return evaluate_rewards(records, rewards, cfg.heads, kind, param or 1.5, threshold)
 
 
 def model_card(cfg: RMConfig, metrics: dict, data_info: dict) -> str:
@@ -675,10 +689,16 @@ def save_model(
     config.label2id = {h: i for i, h in enumerate(cfg.heads)}
     config.rewardlab_heads = list(cfg.heads)
     config.rewardlab_max_length = cfg.data.max_length
-    config.rewardlab_tie_model = {"kind": ties[0], "param": params[0]} if ties[0] else None
+    config.rewardlab_tie_model = (
+        {"kind": ties[0], "param": params[0]} if ties[0] and params[0] is not None else None
+    )
     config.rewardlab_tie_models = [
-        {"head": h, "kind": k or "bradley-terry", "param": p}
-        for h, k, p in zip(cfg.heads, ties, params, strict=True)
+        {
+            "head": h,
+            "kind": "plackett-luce" if listwise_head(n, cfg) else k if p is not None else "bradley-terry",
+            "param": p,
+        }
+        for n, (h, k, p) in enumerate(zip(cfg.heads, ties, params, strict=True))
     ]
     config.rewardlab_tie_threshold = stats["tie_threshold"]
     for key in ("reward_mean", "reward_std", "reward_mean_per_head", "reward_std_per_head"):
