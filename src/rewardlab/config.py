@@ -237,7 +237,7 @@ class RMConfig(RunConfig):
     group_by_length: bool = True
     length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
     eval_batch_size: int = Field(32, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept (older ones rotate away)
     stats_max_responses: int = Field(4096, ge=1)  # training responses scored for reward_mean/std
     disable_dropout: bool = True  # as TRL's RewardTrainer: dropout noise hurts pairwise reward learning
 
@@ -329,6 +329,7 @@ class PPOConfig(RunConfig):
     stage: str = "ppo"
     output_dir: str = "runs/ppo"
     ppo: PPOOptions = PPOOptions()
+    keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept (older ones rotate away)
 
     @field_validator("ppo")
     @classmethod

@@ -296,3 +296,136 @@ def clear_stale_checkpoints(run_dir: str | Path) -> int:
             file=sys.stderr,
         )
     return len(old)
+
+
+# ---------------------------------------------------------------- the checkpoint protocol (rm, ppo)
+#
+# One layout for every loop of ours: `step-N/` holds the stage's weights (written by the stage), plus
+#   optimizer.pt, scheduler.pt     torch state dicts, read back with weights_only=True
+#   rng_state_<rank>.pt            every RNG a process draws from: torch CPU and CUDA, Python, NumPy
+#   trainer_state.json             step, world_size, config_fingerprint, and the stage's own counters
+# One rule for a changed process count: refused (the data order and RNG streams are per process).
+# One rotation: the newest `keep` complete checkpoints stay.
+
+STATE_FILE = "trainer_state.json"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state of this process, as tensors and plain containers (loadable with weights_only=True)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        n = state["numpy"]
+        keys = n["keys"].numpy().astype(np.uint32)
+        np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    accelerator: Any,
+    *,
+    optimizer: Any,
+    scheduler: Any,
+    write_weights: Any,
+    state: dict[str, Any],
+    config_fingerprint: str,
+    keep: int = 2,
+) -> Path:
+    """Write one checkpoint by the protocol above: into ``step-N.tmp`` on every process, then marked COMPLETE
+    and renamed by the main process once all have finished. ``write_weights(folder)`` runs on the main
+    process only and writes the stage's weights; ``state`` holds the stage's JSON counters."""
+    import torch
+
+    tmp = checkpoint_dir(run_dir, step).with_suffix(".tmp")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        begin_checkpoint(run_dir, step)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if accelerator.is_main_process:
+        write_weights(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        info = {
+            "step": step,
+            "world_size": accelerator.num_processes,
+            "config_fingerprint": config_fingerprint,
+            **state,
+        }
+        (tmp / STATE_FILE).write_text(json.dumps(info, indent=1))
+    accelerator.wait_for_everyone()
+    final = tmp.with_suffix("")
+    if accelerator.is_main_process:
+        commit_checkpoint(tmp, keep=keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(
+    ckpt: Path, accelerator: Any, *, optimizer: Any, scheduler: Any, config_fingerprint: str
+) -> dict[str, Any]:
+    """Restore optimizer, scheduler and this process's RNG from a checkpoint ``save_checkpoint`` wrote and
+    return its JSON state (``step`` and the stage's counters); the stage loads its own weights. A checkpoint
+    written by another number of processes is refused: each process's data share and RNG stream differ."""
+    import torch
+
+    path = ckpt / STATE_FILE
+    if not path.is_file():
+        raise UserError(
+            f"{ckpt}: no {STATE_FILE} (written by an older rewardlab?); start afresh (train.resume=false)"
+        )
+    state = json.loads(path.read_text())
+    if state.get("config_fingerprint") != config_fingerprint:
+        print(f"warning: {ckpt}: the config differs from the checkpointed run's", file=sys.stderr)
+    if state.get("world_size") != accelerator.num_processes:
+        raise UserError(
+            f"{ckpt}: written by {state.get('world_size')} process(es), resumed with {accelerator.num_processes}; "
+            "resume with the same number of processes"
+        )
+    # Our own files, read with torch's safe unpickler (weights_only=True: tensors and plain containers only,
+    # never arbitrary objects), so they need no model.allow_pickle; weights are safetensors.
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
+    if not rng_file.is_file():
+        raise UserError(f"{ckpt}: no {rng_file.name}")
+    set_rng_state(torch.load(rng_file, weights_only=True))
+    return state
+
+
+def resume_fingerprint(cfg: Any) -> str:
+    """The config's fingerprint with train.resume ignored (a resumed run is the same run)."""
+    return fingerprint(cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": False})}))

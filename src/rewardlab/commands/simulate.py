@@ -134,14 +134,15 @@ def run_rate(batch: str, config: str, overrides: list[str], out: str | None) -> 
 
 def run_sweep(cfg: Any) -> list[dict[str, Any]]:
     """Every setting of ``cfg.sweep`` simulated in memory and evaluated: one row per setting."""
-    from rewardlab.data.simulate import evaluate_setting, simulate_campaign, sweep_settings
+    from rewardlab.data.simulate import simulate_campaign, sweep_settings
+    from rewardlab.raters.planning import evaluate_setting
 
     rows = []
     settings = sweep_settings(cfg)
     for n, (setting, sub) in enumerate(settings, start=1):
         print(f"sweep {n}/{len(settings)}: {setting}", file=sys.stderr)
         records, truth = simulate_campaign(sub)
-        metrics, evaluator = evaluate_setting(records, truth)
+        metrics, evaluator = evaluate_setting(records, truth), "rewardlab.raters.planning"
         rows.append(
             {
                 "setting": setting,

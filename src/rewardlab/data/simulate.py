@@ -58,7 +58,6 @@ __all__ = [
     "true_utilities",
     "sweep_settings",
     "evaluate_majority",
-    "evaluate_setting",
 ]
 
 TRUTH_FILE = "truth.json"
@@ -461,13 +460,3 @@ def evaluate_majority(records: list[dict[str, Any]], truth: dict[str, Any]) -> d
         "agreement": agree / compared if compared else None,
         "pairs": int(total),
     }
-
-
-def evaluate_setting(records: list[dict[str, Any]], truth: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Planning metrics for one simulated setting: the raters helper's aggregation when it is installed
-    (``rewardlab.raters.planning.evaluate_setting``), else ``evaluate_majority``. Returns (metrics, evaluator)."""
-    try:
-        from rewardlab.raters.planning import evaluate_setting as raters_evaluate
-    except ImportError:
-        return evaluate_majority(records, truth), "majority (fallback)"
-    return raters_evaluate(records, truth), "rewardlab.raters.planning"

@@ -5,7 +5,7 @@ Why the ceiling: raters disagree with each other on 20-40% of preference pairs (
 HH-RLHF ~63% agreement), so an RM at 70% accuracy may already be as good as a held-out human. The ceiling
 is computed from the same eval data, so the two numbers sit side by side.
 
-Definitions (the README documents them too):
+Definitions (docs/reward-models.md documents them too):
 - ``accuracy``: over the decided (non-tie) pairs of head 0, the fraction with r_better > r_worse (an exact
   reward tie counts 1/2). ``n_pairs`` counts those pairs. Same definition as TRL's RewardTrainer.
 - ``tie_accuracy``: over human-tied pairs, the fraction the model calls a tie: |r_i - r_j| < tie_threshold

@@ -520,7 +520,7 @@ def check_launch(accelerator: Any) -> None:
     if launched > 1 and accelerator.num_processes != launched:
         raise UserError(
             f"accelerate launch started {launched} processes but they run as {accelerator.num_processes}: "
-            "on CPU set ACCELERATE_USE_CPU=true (see README 'Scaling out')"
+            "on CPU set ACCELERATE_USE_CPU=true (see docs/scaling.md)"
         )
     fsdp_asked = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if fsdp_asked and accelerator.distributed_type != DistributedType.FSDP and accelerator.is_main_process:

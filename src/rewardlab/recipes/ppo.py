@@ -18,13 +18,12 @@ The value model is a sequence-classification model read token by token. It start
 RM shares the policy's tokenizer (the usual recipe); otherwise from the policy's own backbone with a new
 head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
 x B prompts train like 1 x N*B: each prompt is sampled from its own seed (its place in the prompt stream),
-advantages are whitened and losses averaged over the tokens of all processes (README "Scaling out").
+advantages are whitened and losses averaged over the tokens of all processes (docs/scaling.md).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -380,38 +379,39 @@ def check_weights(ctx: Any) -> None:
 
 
 def save_checkpoint(ctx: Any, history: list[dict[str, float]]) -> None:
-    """Policy, value model, optimizer, scheduler, KL controller, step, the per-step stats the final summary
-    averages, and each process's RNG: enough to continue exactly."""
-    import torch
-
+    """Policy and value weights, plus the shared protocol's optimizer, scheduler, RNG and state
+    (runs.save_checkpoint): the KL controller and the per-step stats the final summary averages."""
     accelerator = ctx.accelerator
     check_weights(ctx)
-    tmp = runs.checkpoint_dir(ctx.run_dir, ctx.step).with_suffix(".tmp")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        runs.begin_checkpoint(ctx.run_dir, ctx.step)
-    accelerator.wait_for_everyone()
-    torch.save(torch.get_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(ctx.policy).save_pretrained(tmp / "policy", safe_serialization=True)
-        accelerator.unwrap_model(ctx.value).inner.save_pretrained(tmp / "value", safe_serialization=True)
-        torch.save(
-            {"optimizer": ctx.optimizer.state_dict(), "scheduler": ctx.scheduler.state_dict()},
-            tmp / "trainer_state.pt",
-        )
-        state = {"step": ctx.step, "kl_ctl": ctx.kl_ctl.state_dict(), "history": history}
-        (tmp / "state.json").write_text(json.dumps(state))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        runs.commit_checkpoint(tmp)
-    accelerator.wait_for_everyone()
+
+    def write_weights(folder: Path) -> None:
+        accelerator.unwrap_model(ctx.policy).save_pretrained(folder / "policy", safe_serialization=True)
+        accelerator.unwrap_model(ctx.value).inner.save_pretrained(folder / "value", safe_serialization=True)
+
+    runs.save_checkpoint(
+        ctx.run_dir,
+        ctx.step,
+        accelerator,
+        optimizer=ctx.optimizer,
+        scheduler=ctx.scheduler,
+        write_weights=write_weights,
+        state={"kl_ctl": ctx.kl_ctl.state_dict(), "history": history},
+        config_fingerprint=runs.resume_fingerprint(ctx.cfg),
+        keep=ctx.cfg.keep_checkpoints,
+    )
 
 
 def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
     """Restore what ``save_checkpoint`` wrote; returns the per-step stats history up to the checkpoint."""
-    import torch
     from safetensors.torch import load_file
 
+    info = runs.load_checkpoint(
+        folder,
+        ctx.accelerator,
+        optimizer=ctx.optimizer,
+        scheduler=ctx.scheduler,
+        config_fingerprint=runs.resume_fingerprint(ctx.cfg),
+    )
     policy = ctx.accelerator.unwrap_model(ctx.policy)
     if ctx.cfg.model.lora is not None:
         from peft import set_peft_model_state_dict
@@ -421,16 +421,6 @@ def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
         _load_into(policy, _load_folder_weights(folder / "policy", load_file), folder / "policy")
     value = ctx.accelerator.unwrap_model(ctx.value).inner
     _load_into(value, _load_folder_weights(folder / "value", load_file), folder / "value")
-    # Our own optimizer/scheduler/RNG state, read with torch's safe unpickler (weights_only=True: tensors and
-    # plain containers only, never arbitrary objects); the weights above are safetensors.
-    state = torch.load(folder / "trainer_state.pt", weights_only=True)
-    ctx.optimizer.load_state_dict(state["optimizer"])
-    ctx.scheduler.load_state_dict(state["scheduler"])
-    rng_file = folder / f"rng_state_{ctx.accelerator.process_index}.pt"
-    if not rng_file.exists():
-        raise UserError(f"{folder}: no {rng_file.name} (written by fewer processes than this run has)")
-    torch.set_rng_state(torch.load(rng_file, weights_only=True))
-    info = json.loads((folder / "state.json").read_text())
     ctx.step = int(info["step"])
     ctx.kl_ctl.load_state_dict(info["kl_ctl"])
     return list(info.get("history") or [])

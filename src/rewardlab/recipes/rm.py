@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rewardlab import runs
-from rewardlab.config import RMConfig, fingerprint
+from rewardlab.config import RMConfig
 from rewardlab.data.dataset import (
     dataset_meta,
     is_dataset_dir,
@@ -469,34 +469,29 @@ def save_checkpoint(
     totals: dict[str, float],
     tie_raw: Any = None,
 ) -> None:
-    """Model (trainable weights), optimizer, scheduler, RNG per process, learned tie parameters (raw) and
-    the step: written into a .tmp
-    folder that is renamed only once every process has finished writing (runs.commit_checkpoint)."""
-    import torch
+    """The trainable weights plus the shared protocol's optimizer, scheduler, RNG and state
+    (runs.save_checkpoint); ``totals`` are the run's counters, ``tie_raw`` the learned tie parameters."""
     from safetensors.torch import save_file
 
-    tmp = runs.checkpoint_dir(run_dir, step).with_suffix(".tmp")
     _check_weights(model, step, run_dir)
-    if accelerator.is_main_process:
-        runs.begin_checkpoint(run_dir, step)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
-        save_file(trainable_state(accelerator.unwrap_model(model)), str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        state = {
-            "step": step,
-            "config_fingerprint": _resume_fingerprint(cfg),
-            "world_size": accelerator.num_processes,
+
+    def write_weights(folder: Path) -> None:
+        save_file(trainable_state(accelerator.unwrap_model(model)), str(folder / "trainable.safetensors"))
+
+    runs.save_checkpoint(
+        run_dir,
+        step,
+        accelerator,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        write_weights=write_weights,
+        state={
             "totals": totals,
             "tie_raw": None if tie_raw is None else [float(x) for x in tie_raw.detach().cpu()],
-        }
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        runs.commit_checkpoint(tmp, keep=cfg.keep_checkpoints)
-    accelerator.wait_for_everyone()
+        },
+        config_fingerprint=runs.resume_fingerprint(cfg),
+        keep=cfg.keep_checkpoints,
+    )
 
 
 def _check_weights(model: Any, step: int, run_dir: Path) -> None:
@@ -516,53 +511,26 @@ def load_checkpoint(
     tie_raw: Any = None,
 ) -> tuple[int, dict[str, float]]:
     """Restore what ``save_checkpoint`` wrote; returns the step to continue from and the run's counters."""
-    import torch
     from safetensors.torch import load_file
 
-    state = json.loads((ckpt / "trainer_state.json").read_text())
-    if state.get("config_fingerprint") != _resume_fingerprint(cfg):
-        print(f"warning: {ckpt}: the config differs from the checkpointed run's", file=sys.stderr)
-    if state.get("world_size") != accelerator.num_processes:
-        raise UserError(
-            f"{ckpt}: written by {state.get('world_size')} process(es), resumed with {accelerator.num_processes}"
-        )
+    state = runs.load_checkpoint(
+        ckpt,
+        accelerator,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        config_fingerprint=runs.resume_fingerprint(cfg),
+    )
     weights = load_file(str(ckpt / "trainable.safetensors"))
     missing, unexpected = accelerator.unwrap_model(model).load_state_dict(weights, strict=False)
     bad = [k for k in weights if k in unexpected]
     if bad:
         raise UserError(f"{ckpt}: checkpoint weights do not fit the model (e.g. {bad[0]})")
-    # Optimizer, scheduler and RNG state are our own files, read with torch's safe unpickler
-    # (weights_only=True: tensors and plain containers only, no arbitrary objects), so they need no
-    # model.allow_pickle; model weights themselves are safetensors.
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     if tie_raw is not None and state.get("tie_raw") is not None:
+        import torch
+
         with torch.no_grad():
             tie_raw.copy_(torch.tensor(state["tie_raw"], dtype=tie_raw.dtype))
-    rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
-    _set_rng_state(torch.load(rng_file, weights_only=True))
     return int(state["step"]), dict(state.get("totals") or {})
-
-
-def _resume_fingerprint(cfg: RMConfig) -> str:
-    return fingerprint(cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": False})}))
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------- 7. after training
