@@ -993,6 +993,10 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             f"(agreement ceiling {metrics.get('agreement_ceiling')})"
         )
     accelerator.wait_for_everyone()
+    if cfg.train.bf16:  # leave no bf16 state behind for a later stage in this process (pipeline, tests)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
     return metrics
 
 
