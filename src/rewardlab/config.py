@@ -60,6 +60,12 @@ class DataConfig(Strict):
     train: str | None = "data/sample"
     eval: str | None = None  # null: a split of train, grouped by prompt
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    # The eval split's own seed, apart from train.seed: an RM and a policy trained with different seeds on
+    # the same data still hold out the same prompts (0 keeps the split of runs made before this key).
+    split_seed: int = Field(0, ge=0, lt=2**32)
+    # Gold records (``gold: true``) are the raters' answer key: set aside from training and evaluation
+    # (and counted in the manifest) unless this is true.
+    use_gold: bool = False
     max_length: int = Field(512, gt=8)
     format: str = "auto"
 
@@ -81,6 +87,10 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     log_every: int = Field(1, ge=1)
+    # bf16 autocast for forward passes (accelerate's mixed_precision="bf16" in rm and ppo, TRL's bf16=True in
+    # the TRL stages); runs on CPU too, so the path GPU users take is tested. Weights, optimizer state and the
+    # losses stay float32.
+    bf16: bool = False
 
 
 class TrackingConfig(Strict):
@@ -223,9 +233,18 @@ class RatersConfig(Strict):
 class RMLossConfig(Strict):
     kind: Literal["bradley-terry", "plackett-luce"] = "bradley-terry"
     ties: Literal["rao-kupper", "davidson"] = "rao-kupper"
-    tie_param: float = 1.5  # Rao-Kupper theta > 1, or Davidson nu >= 0
+    # null: learned per head (theta = 1 + softplus(raw), nu = softplus(raw)), started where P(tie | equal
+    # rewards) is the head's share of tied training pairs; a number fixes it (Rao-Kupper theta > 1,
+    # Davidson nu > 0) for every tie head.
+    tie_param: float | None = None
+    tie_lr: float = Field(0.01, gt=0)  # AdamW lr of the learned tie parameters (one scalar per head)
+    # A head trains with the tie model only when its training pairs hold at least min_ties ties making up
+    # at least min_tie_share of its pairs; otherwise it stays Bradley-Terry (its few ties count as p = 0.5
+    # pairs), so a stray tie does not change the reward scale of a whole head. Metrics say which.
+    min_ties: int = Field(10, ge=1)  # tie model only with >= this many tied pairs (else BT, ties as p = 0.5)
+    min_tie_share: float = Field(0.01, ge=0, le=1)  # ... and at least this share of the head's pairs
     margin: dict[str, float] | None = None  # strength label -> margin (Llama 2)
-    center_coef: float = Field(0.0, ge=0)  # reward centering: coef * mean(r)^2
+    center_coef: float = Field(0.0, ge=0)  # reward centering: coef * mean over pairs of (r_w + r_l)^2
     use_soft_labels: bool = True
     use_weights: bool = True
     head_weight: float = Field(1.0, ge=0)  # weight of the rubric-head losses against the overall head
@@ -274,12 +293,6 @@ class RMConfig(RunConfig):
 # ---------------------------------------------------------------- policy stages
 
 
-class PolicyTrainConfig(TrainConfig):
-    # bf16 autocast for forward passes (TRL's bf16=True; accelerate's autocast in our PPO loop); runs on CPU
-    # too, so the path GPU users take is tested. Weights, optimizer state and the losses stay float32.
-    bf16: bool = False
-
-
 class SFTOptions(Strict):
     demonstrations: Literal["rank1", "file"] = "rank1"
     completion_only_loss: bool = True
@@ -288,7 +301,6 @@ class SFTOptions(Strict):
 class SFTConfig(RunConfig):
     stage: str = "sft"
     output_dir: str = "runs/sft"
-    train: PolicyTrainConfig = PolicyTrainConfig()
     sft: SFTOptions = SFTOptions()
 
 
@@ -314,7 +326,6 @@ class DPOOptions(Strict):
 class DPOConfig(RunConfig):
     stage: str = "dpo"
     output_dir: str = "runs/dpo"
-    train: PolicyTrainConfig = PolicyTrainConfig()
     ref_model: str | None = None  # null: the starting policy
     dpo: DPOOptions = DPOOptions()
 
@@ -358,7 +369,6 @@ class PPOOptions(Strict):
 class PPOConfig(RunConfig):
     stage: str = "ppo"
     output_dir: str = "runs/ppo"
-    train: PolicyTrainConfig = PolicyTrainConfig()
     ppo: PPOOptions = PPOOptions()
     keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept (older ones rotate away)
 
@@ -393,14 +403,12 @@ class OnlineOptions(Strict):
 class GRPOConfig(RunConfig):
     stage: str = "grpo"
     output_dir: str = "runs/grpo"
-    train: PolicyTrainConfig = PolicyTrainConfig()
     online: OnlineOptions = OnlineOptions()
 
 
 class RLOOConfig(RunConfig):
     stage: str = "rloo"
     output_dir: str = "runs/rloo"
-    train: PolicyTrainConfig = PolicyTrainConfig()
     online: OnlineOptions = OnlineOptions()
 
 
@@ -421,7 +429,6 @@ class RSOptions(Strict):
 class RSConfig(RunConfig):
     stage: str = "rs"
     output_dir: str = "runs/rs"
-    train: PolicyTrainConfig = PolicyTrainConfig()
     rs: RSOptions = RSOptions()
 
 

@@ -14,6 +14,10 @@ Tie models work on exp-scale strengths pi = exp(r) and are written in log space 
 - Davidson (nu > 0): with e = exp(d/2): P(i>j) = e / (e + 1/e + nu); P(tie) = nu / (e + 1/e + nu).
 When ties are modelled, the non-tie pairs use the same model's win probability, so one model explains
 wins and ties together (rather than Bradley-Terry for wins plus a separate tie rule).
+
+The tie parameter may be a float (fixed) or a 0-d tensor (learned: ``tie_param_from_raw`` maps an
+unconstrained raw value to theta = 1 + softplus(raw) or nu = softplus(raw), and ``tie_raw_init`` starts
+it where P(tie | d = 0) equals the data's share of ties).
 """
 
 from __future__ import annotations
@@ -42,29 +46,68 @@ def bradley_terry_pair_loss(
     return -(p * win + (1 - p) * F.logsigmoid(-d - m))
 
 
-def rao_kupper_log_probs(d: torch.Tensor, theta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _value(param: float | torch.Tensor) -> float:
+    return float(param.detach()) if isinstance(param, torch.Tensor) else float(param)
+
+
+def rao_kupper_log_probs(
+    d: torch.Tensor, theta: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log P(i>j), log P(j>i), log P(tie)) under Rao-Kupper with d = r_i - r_j, theta > 1."""
-    if theta <= 1:
-        raise ValueError(f"Rao-Kupper needs theta > 1, got {theta}")
-    log_theta = math.log(theta)
+    if _value(theta) <= 1:
+        raise ValueError(f"Rao-Kupper needs theta > 1, got {_value(theta)}")
+    t = torch.as_tensor(theta, dtype=d.dtype, device=d.device)
+    log_theta = torch.log(t)
     win = F.logsigmoid(d - log_theta)
     lose = F.logsigmoid(-d - log_theta)
-    tie = math.log(theta * theta - 1) + win + lose
+    tie = torch.log(t - 1) + torch.log(t + 1) + win + lose  # log(theta^2 - 1), exact near theta = 1
     return win, lose, tie
 
 
-def davidson_log_probs(d: torch.Tensor, nu: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def davidson_log_probs(
+    d: torch.Tensor, nu: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log P(i>j), log P(j>i), log P(tie)) under Davidson with d = r_i - r_j, nu > 0."""
-    if nu <= 0:
-        raise ValueError(f"Davidson needs nu > 0 to model ties, got {nu}")
+    if _value(nu) <= 0:
+        raise ValueError(f"Davidson needs nu > 0 to model ties, got {_value(nu)}")
     half = d / 2
-    log_nu = torch.full_like(d, math.log(nu))
+    log_nu = torch.log(torch.as_tensor(nu, dtype=d.dtype, device=d.device)).expand_as(d)
     norm = torch.logsumexp(torch.stack([half, -half, log_nu]), dim=0)
     return half - norm, -half - norm, log_nu - norm
 
 
+def tie_param_from_raw(raw: torch.Tensor, kind: str) -> torch.Tensor:
+    """The learned tie parameter from its unconstrained raw value: theta = 1 + softplus(raw) for
+    Rao-Kupper (> 1), nu = softplus(raw) for Davidson (> 0)."""
+    if kind == "rao-kupper":
+        return 1 + F.softplus(raw)
+    if kind == "davidson":
+        return F.softplus(raw)
+    raise ValueError(f"unknown tie model '{kind}' (one of {', '.join(TIE_MODELS)})")
+
+
+def tie_param_for_share(share: float, kind: str) -> float:
+    """The parameter at which a pair with equal rewards (d = 0) ties with probability ``share``: the
+    starting point that matches the data. Rao-Kupper: P(tie | 0) = (theta - 1) / (theta + 1), so
+    theta = (1 + s) / (1 - s); Davidson: P(tie | 0) = nu / (2 + nu), so nu = 2 s / (1 - s). The share is
+    clipped to [0.01, 0.9] so the start is finite and the raw value well inside softplus' range."""
+    s = min(max(share, 0.01), 0.9)
+    if kind == "rao-kupper":
+        return (1 + s) / (1 - s)
+    if kind == "davidson":
+        return 2 * s / (1 - s)
+    raise ValueError(f"unknown tie model '{kind}' (one of {', '.join(TIE_MODELS)})")
+
+
+def tie_raw_init(share: float, kind: str) -> float:
+    """The raw value whose ``tie_param_from_raw`` is ``tie_param_for_share(share)`` (softplus inverted)."""
+    param = tie_param_for_share(share, kind)
+    x = param - 1 if kind == "rao-kupper" else param
+    return math.log(math.expm1(x))
+
+
 def tie_log_probs(
-    d: torch.Tensor, kind: str, param: float
+    d: torch.Tensor, kind: str, param: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dispatch to the configured tie model (``kind`` is 'rao-kupper' or 'davidson')."""
     if kind == "rao-kupper":
@@ -78,7 +121,7 @@ def tie_model_pair_loss(
     d: torch.Tensor,
     tie: torch.Tensor,
     kind: str,
-    param: float,
+    param: float | torch.Tensor,
     p: torch.Tensor | None = None,
     margin: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -130,7 +173,7 @@ def pairwise_ranking_loss(
     margin: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
     tie_model: str | None = None,
-    tie_param: float = 1.5,
+    tie_param: float | torch.Tensor = 1.5,
 ) -> torch.Tensor:
     """The K-wise pairwise loss: every implied pair of a group, normalised per group (InstructGPT).
 
@@ -180,18 +223,29 @@ def plackett_luce_loss(
     return (w * means).sum() / total
 
 
-def centering_loss(rewards: torch.Tensor, coef: float) -> torch.Tensor:
-    """coef * mean(r)^2 (per head, averaged over heads): keeps rewards near zero without changing orders.
+def centering_loss(
+    rewards: torch.Tensor,
+    winner: torch.Tensor,
+    loser: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+    coef: float,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """coef * mean over pairs of (r_w + r_l)^2: the auxiliary loss of Eisenstein et al. (2023) and TRL's
+    ``center_rewards_coefficient``, which pins each pair's midpoint, not only the batch mean, near zero.
 
-    ``rewards`` is [n] or [n, heads].
+    Pairs are averaged per group and the groups weighted like the ranking loss (``weighted_group_average``),
+    so a K-wise group counts once and a zero-weight group not at all; for K = 2 with unit weights this is
+    exactly TRL's ``mean((r_chosen + r_rejected) ** 2)``.
     """
-    if coef == 0:
+    if coef == 0 or len(winner) == 0:
         return rewards.sum() * 0.0
-    r = rewards if rewards.dim() == 2 else rewards[:, None]
-    return coef * (r.mean(dim=0) ** 2).mean()
+    per_pair = (rewards[winner] + rewards[loser]) ** 2
+    return coef * weighted_group_average(per_pair, group, n_groups, weight)
 
 
-def predicted_tie(d: torch.Tensor, kind: str, param: float) -> torch.Tensor:
+def predicted_tie(d: torch.Tensor, kind: str, param: float | torch.Tensor) -> torch.Tensor:
     """True where the tie model's most likely outcome for the reward gap d is a tie."""
     win, lose, tie = tie_log_probs(d, kind, param)
     return tie > torch.maximum(win, lose)

@@ -69,7 +69,7 @@ def canonical_row(draw: Any, plain: bool = False) -> tuple[dict, list[dict]]:
         row["rater"], exp["rater"] = rater, str(rater)
     if draw(st.booleans()):
         strength = draw(st.sampled_from(["better", "much_better", "slightly_better"]) | st.integers(0, 9))
-        row["strength"], exp["strength"] = strength, str(strength)
+        row["strength"], exp["strength"] = strength, str(strength).replace("_", " ")
     if draw(st.booleans()):
         scores = draw(
             st.dictionaries(

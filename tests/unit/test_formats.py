@@ -211,7 +211,7 @@ def test_shp_labels_and_strength_buckets(tmp_path):
     ]
     report, recs, _ = run(tmp_path, write_jsonl(tmp_path / "shp.jsonl", rows), expect_format="shp")
     assert [r["ranks"] for r in recs] == [[1, 2], [2, 1], [2, 1]]
-    assert [r["strength"] for r in recs] == ["significantly_better", "slightly_better", "better"]
+    assert [r["strength"] for r in recs] == ["significantly better", "slightly better", "better"]
     assert recs[0]["response_ids"] == ["ca", "cb"]
 
 

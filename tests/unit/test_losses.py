@@ -150,12 +150,60 @@ def test_plackett_luce_ties_breslow():
     assert out.item() == pytest.approx(want)
 
 
-def test_centering():
-    r = t(1.0, 3.0)
-    assert losses.centering_loss(r, 0.1).item() == pytest.approx(0.1 * 4.0)
-    r2 = torch.tensor([[1.0, 0.0], [3.0, -2.0]], dtype=torch.float64)
-    assert losses.centering_loss(r2, 0.5).item() == pytest.approx(0.5 * (4.0 + 1.0) / 2)
-    assert losses.centering_loss(r, 0.0).item() == 0.0
+def test_centering_is_per_pair_mean_of_squared_sums():
+    # TRL / Eisenstein et al.: coef * mean((r_w + r_l)^2). One K=2 group (1, 3) and one K=3 group
+    # (2, -1, 0) with pairs (0,1) (0,2) (1,2): group means 16 and (1 + 4 + 1) / 3 = 2, averaged = 9.
+    r = t(1.0, 3.0, 2.0, -1.0, 0.0)
+    winner, loser = torch.tensor([0, 2, 2, 3]), torch.tensor([1, 3, 4, 4])
+    group = torch.tensor([0, 1, 1, 1])
+    assert losses.centering_loss(r, winner, loser, group, 2, 0.1).item() == pytest.approx(0.1 * 9.0)
+    # not the batch mean squared: mean(r) = 1 would give 0.1 * 1
+    # record weights (3, 1): (3 * 16 + 2) / 4; a zero-weight group adds nothing
+    w = t(3.0, 1.0)
+    assert losses.centering_loss(r, winner, loser, group, 2, 0.1, w).item() == pytest.approx(0.1 * 50 / 4)
+    assert losses.centering_loss(r, winner, loser, group, 2, 0.1, t(0.0, 1.0)).item() == pytest.approx(0.2)
+    assert losses.centering_loss(r, winner, loser, group, 2, 0.0).item() == 0.0
+    # K = 2, unit weights: exactly TRL's term
+    trl = 0.01 * ((1.0 + 3.0) ** 2 + (2.0 - 1.0) ** 2) / 2
+    two = losses.centering_loss(t(1.0, 3.0, 2.0, -1.0), torch.tensor([0, 2]), torch.tensor([1, 3]),
+                                torch.tensor([0, 1]), 2, 0.01)  # fmt: skip
+    assert two.item() == pytest.approx(trl)
+
+
+def test_learned_tie_parameter_by_hand():
+    # theta = 1 + softplus(raw), nu = softplus(raw); softplus(0) = log 2
+    raw = torch.tensor(0.0, dtype=torch.float64)
+    assert losses.tie_param_from_raw(raw, "rao-kupper").item() == pytest.approx(1 + math.log(2))
+    assert losses.tie_param_from_raw(raw, "davidson").item() == pytest.approx(math.log(2))
+    # started from the data's tie share s: P(tie | d = 0) = s
+    for kind in ("rao-kupper", "davidson"):
+        raw0 = torch.tensor(losses.tie_raw_init(0.2, kind), dtype=torch.float64)
+        param = losses.tie_param_from_raw(raw0, kind)
+        _, _, log_tie = losses.tie_log_probs(t(0.0), kind, param)
+        assert math.exp(log_tie.item()) == pytest.approx(0.2)
+    # s = 0.2: theta = 1.2 / 0.8 = 1.5, nu = 0.4 / 0.8 = 0.5
+    assert losses.tie_param_for_share(0.2, "rao-kupper") == pytest.approx(1.5)
+    assert losses.tie_param_for_share(0.2, "davidson") == pytest.approx(0.5)
+
+
+def test_learned_tie_loss_and_gradient_by_hand():
+    # Rao-Kupper at theta = 3 (raw = log(e^2 - 1)): tie pair d = 0.5, decided pair d = 1.0
+    raw = torch.tensor(math.log(math.exp(2.0) - 1), dtype=torch.float64, requires_grad=True)
+    theta = losses.tie_param_from_raw(raw, "rao-kupper")
+    assert theta.item() == pytest.approx(3.0)
+    out = losses.tie_model_pair_loss(t(0.5, 1.0), torch.tensor([True, False]), "rao-kupper", theta)
+    lt = math.log(3.0)
+    tie_nll = -(math.log(8.0) + math.log(sig(0.5 - lt)) + math.log(sig(-0.5 - lt)))
+    win_nll = -math.log(sig(1.0 - lt))
+    assert out.tolist() == pytest.approx([tie_nll, win_nll])
+    out.sum().backward()
+    # d/dtheta by hand: tie: -(2 theta / (theta^2 - 1) - (1 - s(0.5 - lt)) / theta - (1 - s(-0.5 - lt)) / theta)
+    #                   win: (1 - s(1 - lt)) / theta; chain rule: dtheta/draw = sigmoid(raw)
+    dtheta = -(6 / 8 - (1 - sig(0.5 - lt)) / 3 - (1 - sig(-0.5 - lt)) / 3) + (1 - sig(1.0 - lt)) / 3
+    assert raw.grad.item() == pytest.approx(dtheta * sig(raw.item()))
+    # Davidson with a tensor nu = 2: P(tie | d = 0) = 2 / 4
+    _, _, log_tie = losses.davidson_log_probs(t(0.0), torch.tensor(2.0, dtype=torch.float64))
+    assert math.exp(log_tie.item()) == pytest.approx(0.5)
 
 
 def test_tie_threshold_matches_predicted_tie():

@@ -16,6 +16,7 @@ from rewardlab.recipes.rm import (
     head_scales,
     head_weight_totals,
     step_batches,
+    tie_counts,
     tie_models,
 )
 
@@ -116,8 +117,40 @@ def test_build_groups_labels_margin_weight_and_tie_models():
     assert groups[0].weight == 0.5 and groups[1].weight == 1.0
     assert groups[1].pairs[0].tolist() == [[1, 0, 0.0, 1.0, 0.0]]
     assert len(groups[1].pairs[1]) == 0  # no scores: nothing for the helpfulness head
-    assert tie_models(groups, cfg) == ["rao-kupper", "rao-kupper"]
-    assert tie_models(groups[1:], cfg) == [None, None]
+    counts = tie_counts(groups, 2)
+    assert counts == [(1, 4), (1, 3)]  # (tied pairs, pairs) per head
+    # one tie per head is below loss.min_ties: both heads stay Bradley-Terry
+    assert tie_models(counts, cfg) == [None, None]
+    few = RMConfig(heads=["overall", "helpfulness"], loss={"min_ties": 1, "min_tie_share": 0.3})
+    assert tie_models(counts, few) == [None, "rao-kupper"]  # shares 1/4 < 0.3 <= 1/3
+    assert tie_models(tie_counts(groups[1:], 2), few) == [None, None]
+
+
+def test_old_strength_spelling_meets_the_margin_map():
+    # SHP's old importer wrote "significantly_better"; the shipped maps say "significantly better"
+    rec = normalize({"prompt": "p", "responses": ["a", "b"], "ranks": [1, 2]})
+    rec["strength"] = "significantly_better"  # as stored by an old import (decode normalises it too)
+    cfg = RMConfig(loss={"margin": {"significantly better": 1.0}})
+    assert build_groups([rec], [[[1], [2]]], cfg)[0].pairs[0].tolist() == [[0, 1, 0.0, 1.0, 1.0]]
+    old_map = RMConfig(loss={"margin": {"significantly_better": 0.5}})
+    assert build_groups([rec], [[[1], [2]]], old_map)[0].pairs[0][0, 4] == 0.5
+
+
+def test_zero_weight_filler_adds_no_centering():
+    import torch
+
+    from rewardlab.recipes.rm import batch_loss
+
+    cfg = RMConfig(heads=["overall"], loss={"center_coef": 0.1})
+    rec = normalize({"prompt": "p", "responses": ["a", "b"], "ranks": [1, 2]})
+    batch = collate(build_groups([rec], [[[1], [2]]], cfg), pad_id=0)
+    logits = torch.tensor([[1.0], [3.0]])
+    loss, parts = batch_loss(logits, batch, cfg, [None], scales=[1.0])
+    bt = -torch.nn.functional.logsigmoid(torch.tensor(-2.0)).item()
+    assert parts["center_overall"] == pytest.approx(0.1 * 16.0)  # (r_w + r_l)^2 = 16
+    assert loss.item() == pytest.approx(bt + 1.6)
+    filler, _ = batch_loss(logits, batch, cfg, [None], scales=[0.0])  # an empty share's stand-in
+    assert filler.item() == 0.0
 
 
 def test_unknown_strength_in_margin_map_is_an_error():

@@ -81,7 +81,7 @@ def test_ece_uses_soft_labels():
 
 def test_agreement_ceiling_held_out_rater():
     texts = ["alpha", "beta"]
-    # three raters on the same comparison (one sees it in the other order): 2 say alpha, 1 says beta
+    # three raters on the same comparison (one sees it in the other order): a and b say alpha, c says beta
     records = [
         rec([1, 2], rater="a", responses=texts),
         rec([1, 2], rater="b", responses=texts),
@@ -89,15 +89,25 @@ def test_agreement_ceiling_held_out_rater():
         rec([1, 2], rater="a", prompt="lonely"),  # single judgment: no overlap
     ]
     m = agreement_ceiling(records)
-    # held out a: others (b: alpha, c: beta) -> no majority; b: same; c: others agree on alpha -> disagree
-    assert m["ceiling_groups"] == 1 and m["ceiling_judgments"] == 1
-    assert m["agreement_ceiling"] == 0.0
+    # held out a: others b (alpha) + c (beta) split -> 1/2; b: same, 1/2; c: others say alpha -> 0
+    assert m["ceiling_groups"] == 1 and m["ceiling_judgments"] == 3
+    assert m["agreement_ceiling"] == pytest.approx(1 / 3)
     records.append(rec([1, 2], rater="d", responses=texts))
+    records.append(rec([1, 1], rater="e", responses=texts))  # a tie: never held out, counts 0 as a voter
     m = agreement_ceiling(records)
-    # a, b, d each: others have alpha-majority -> agree (3); c: disagree -> 3/4
-    assert m["agreement_ceiling"] == pytest.approx(3 / 4)
-    rewards = [np.array([[1.0], [0.0]])] * 3 + [np.array([[0.0], [1.0]])] * 2
-    assert agreement_ceiling(records, rewards)["accuracy_vs_majority"] == 1.0
+    # a, b, d each: others sum to +1 (alpha) -> agree; c: others +3 -> disagree; e skipped -> 3/4 over 4
+    assert m["agreement_ceiling"] == pytest.approx(3 / 4) and m["ceiling_judgments"] == 4
+    # the RM on the same 4 items by the same rule: a, b right (alpha higher); c's record lists beta first and
+    # its rewards still put alpha higher -> wrong against c; d's rewards are equal -> 1/2: (1 + 1 + 0 + 0.5) / 4
+    rewards = [
+        np.array([[1.0], [0.0]]),
+        np.array([[1.0], [0.0]]),
+        np.array([[0.0], [1.0]]),
+        np.array([[0.0], [0.0]]),
+        np.array([[0.5], [0.5]]),
+        np.array([[0.0], [0.0]]),
+    ]
+    assert agreement_ceiling(records, rewards)["accuracy_on_ceiling_pairs"] == pytest.approx(0.625)
 
 
 def test_no_overlap_gives_null_ceiling():

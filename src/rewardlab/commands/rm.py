@@ -20,7 +20,7 @@ HEADLINE = (
     "accuracy",
     "n_pairs",
     "agreement_ceiling",
-    "accuracy_vs_majority",
+    "accuracy_on_ceiling_pairs",
     "tie_accuracy",
     "n_tie_pairs",
     "ece",
@@ -97,15 +97,16 @@ def train_rm(
         typer.echo(f"run folder: {cfg.output_dir}")
 
 
-def _read_eval_records(path: str) -> tuple[list[dict], dict]:
-    from rewardlab.data.dataset import iter_records
+def _read_eval_records(path: str, use_gold: bool = False) -> tuple[list[dict], dict, int]:
+    """Records to evaluate on, without the gold answer key unless ``use_gold`` (count returned)."""
+    from rewardlab.data.dataset import iter_records, set_aside_gold
     from rewardlab.recipes.rm import read_dataset
 
     ds, meta = read_dataset(path)
-    records = list(iter_records(ds))
+    records, n_gold = set_aside_gold(list(iter_records(ds)), use_gold)
     if not records:
-        raise UserError(f"{path}: no records to evaluate")
-    return records, meta
+        raise UserError(f"{path}: no records to evaluate" + (f" ({n_gold} gold set aside)" if n_gold else ""))
+    return records, meta, n_gold
 
 
 @eval_app.command("rm")
@@ -119,6 +120,11 @@ def eval_rm(
     ),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=CODE_HELP),
+    use_gold: bool = typer.Option(
+        False,
+        "--use-gold",
+        help="Also evaluate on gold records (the raters' answer key; set aside by default).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """Pairwise accuracy (by strength, K, rater agreement, head), ties, calibration, agreement ceiling."""
@@ -128,12 +134,19 @@ def eval_rm(
     from rewardlab.eval.rm import evaluate_scorer
 
     folder = resolve_model_dir(run_dir)
-    records, meta = _read_eval_records(data)
+    records, meta, n_gold = _read_eval_records(data, use_gold)
     scorer = RewardScorer.from_path(
         folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="--"
     )
     metrics = evaluate_scorer(scorer, records, batch_size=batch_size, progress=True)
-    metrics.update({"data": data, "data_fingerprint": meta.get("fingerprint"), "model": str(folder)})
+    metrics.update(
+        {
+            "data": data,
+            "data_fingerprint": meta.get("fingerprint"),
+            "model": str(folder),
+            "gold_set_aside": n_gold,
+        }
+    )
     target = Path(out) if out else None
     if target is None and folder.name == "model" and (folder.parent / "config.yaml").exists():
         target = folder.parent / "evals" / f"{Path(data).name}.json"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rewardlab.data.schema import implied_pairs, prompt_key
+from rewardlab.data.schema import implied_pairs, normalize_strength, prompt_key
 
 META_FILE = "rewardlab.json"
 FORMAT_VERSION = 1
@@ -70,6 +70,8 @@ def decode(row: dict[str, Any]) -> dict[str, Any]:
         rec["meta"] = json.loads(rec["meta"])
     if rec.get("weight") is None:
         rec["weight"] = 1.0
+    if rec.get("strength") is not None:  # datasets imported before one spelling (SHP's "much_better")
+        rec["strength"] = normalize_strength(rec["strength"])
     return rec
 
 
@@ -218,6 +220,19 @@ def split_by_prompt(ds, eval_fraction: float = 0.1, seed: int = 0):
     )
     is_eval = eval_prompt[encoded.indices.to_numpy(zero_copy_only=False)]
     return ds.select(np.nonzero(~is_eval)[0]), ds.select(np.nonzero(is_eval)[0])
+
+
+def set_aside_gold(records: list[dict[str, Any]], use_gold: bool) -> tuple[list[dict[str, Any]], int]:
+    """(records without gold, how many gold records were set aside); all records when ``use_gold``.
+
+    Gold records are the raters' answer key (``gold: true``): training or evaluating on them would grade
+    the model on the key the raters were graded with, so every stage leaves them out unless
+    ``data.use_gold`` says otherwise, and reports the count (nothing leaves silently).
+    """
+    if use_gold:
+        return records, 0
+    kept = [r for r in records if not r.get("gold")]
+    return kept, len(records) - len(kept)
 
 
 def pairs(rec: dict[str, Any]) -> list[dict[str, Any]]:

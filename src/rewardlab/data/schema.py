@@ -164,7 +164,7 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
         s = obj["strength"]
         if not isinstance(s, str) and not _finite(s):
             _fail("wrong_type", "field 'strength' must be a label or a finite number", "strength")
-        rec["strength"] = str(s)
+        rec["strength"] = normalize_strength(str(s))
     if obj.get("scores") is not None:
         rec["scores"] = _scores(obj["scores"], len(responses))
     if obj.get("gold") is not None:
@@ -204,6 +204,13 @@ def normalize(obj: Any, source: str | None = None) -> dict[str, Any]:
 
 # Deeper meta is junk (a runaway export), and Python's json module cannot even write ~1000 levels.
 MAX_META_DEPTH = 64
+
+
+def normalize_strength(label: str) -> str:
+    """One spelling for strength labels: underscores read as spaces, runs of blanks collapsed
+    ("significantly_better" -> "significantly better"), so SHP imports, the simulator and the shipped
+    ``loss.margin`` maps agree; datasets and configs written with the old spelling still match."""
+    return " ".join(label.replace("_", " ").split())
 
 
 def _finite(x: Any) -> bool:

@@ -52,9 +52,10 @@ def held_out_prompts(cfg: dict[str, Any], prompts: str | None) -> list[dict[str,
         return pc.unique_prompts(records)
     from rewardlab.config import DataConfig
 
-    data = DataConfig.model_validate(cfg.get("data") or {})
-    seed = int((cfg.get("train") or {}).get("seed", 0))
-    _, held, _ = pc.split_records(data, seed)
+    raw = dict(cfg.get("data") or {})
+    if "split_seed" not in raw:  # a run made before data.split_seed split with train.seed
+        raw["split_seed"] = int((cfg.get("train") or {}).get("seed", 0))
+    _, held, _ = pc.split_records(DataConfig.model_validate(raw))
     if not held:
         raise UserError("the run's data has no eval split (data.eval_fraction is 0): pass --prompts")
     return pc.unique_prompts(held)

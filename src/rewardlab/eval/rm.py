@@ -14,15 +14,18 @@ Definitions (docs/reward-models.md documents them too):
 - ``ece``: expected calibration error (10 equal-width bins) of the model's P(better beats worse) against the
   human soft label p (1.0 for a hard label, the aggregated probability otherwise); every decided pair is
   counted in both orientations, so the metric does not depend on which side is listed first.
-- ``agreement_ceiling``: for comparisons judged by >= 2 raters, how often one rater's verdict on a pair
-  (better/worse/tie) equals the majority verdict of the other raters; null when no comparison overlaps.
-  ``accuracy_vs_majority`` is the model's accuracy against the majority of all raters on those pairs.
+- ``agreement_ceiling``: leave-one-rater-out, scored like ``accuracy``. For comparisons judged by >= 2
+  raters, each rater is held out in turn; on every pair that rater decided (ties excluded, as in
+  ``accuracy``), the majority of the other raters predicts the held-out verdict (a split majority scores
+  1/2, as an exact reward tie does). ``accuracy_on_ceiling_pairs`` scores the RM on exactly the same
+  (held-out rater, pair) items by the same rule, so the two numbers compare like for like; null when no
+  comparison overlaps.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -193,17 +196,21 @@ def _verdicts(rec: dict[str, Any]) -> dict[tuple[str, str], int]:
     return out
 
 
-def _majority(votes: Iterable[int]) -> int | None:
-    counts = Counter(votes).most_common()
-    if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
-        return None
-    return counts[0][0]
+def _others_say(votes: Sequence[int], held: int) -> int:
+    """The other raters' majority on a pair: the sign of their summed votes (+1/-1, a tie counts 0)."""
+    return int(np.sign(sum(votes[:held]) + sum(votes[held + 1 :])))
+
+
+def _hit(sign: float) -> float:
+    """Accuracy's rule: 1 when the prediction agrees with the verdict, 1/2 for no preference, else 0."""
+    return 1.0 if sign > 0 else (0.5 if sign == 0 else 0.0)
 
 
 def agreement_ceiling(
     records: Sequence[dict[str, Any]], rewards: Sequence[np.ndarray] | None = None
 ) -> dict[str, Any]:
-    """Held-out-rater agreement with the others' majority on comparisons judged by >= 2 raters."""
+    """Leave-one-rater-out: the other raters' majority and the RM, each predicting a held-out rater's
+    decided pairs on comparisons judged by >= 2 raters (see the module docstring)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for n, rec in enumerate(records):
         if not rec.get("gold"):
@@ -218,21 +225,19 @@ def agreement_ceiling(
         verdicts = [_verdicts(records[n]) for n in members]
         for pair in verdicts[0]:
             votes = [v[pair] for v in verdicts]
-            for held in range(len(votes)):
-                maj = _majority(votes[:held] + votes[held + 1 :])
-                if maj is not None:
-                    agree.append(float(votes[held] == maj))
-            maj_all = _majority(votes)
-            if rewards is not None and maj_all:
-                rec = records[members[0]]
-                i, j = rec["responses"].index(pair[0]), rec["responses"].index(pair[1])
-                d = float(rewards[members[0]][i, 0] - rewards[members[0]][j, 0]) * maj_all
-                model_hits.append(1.0 if d > 0 else (0.5 if d == 0 else 0.0))
+            for held, verdict in enumerate(votes):
+                if verdict == 0:  # the held-out rater called a tie: not a decided pair
+                    continue
+                agree.append(_hit(_others_say(votes, held) * verdict))
+                if rewards is not None:
+                    rec, r = records[members[held]], rewards[members[held]]
+                    i, j = rec["responses"].index(pair[0]), rec["responses"].index(pair[1])
+                    model_hits.append(_hit(float(r[i, 0] - r[j, 0]) * verdict))
     return {
         "agreement_ceiling": _mean(agree),
         "ceiling_groups": n_groups,
         "ceiling_judgments": len(agree),
-        "accuracy_vs_majority": _mean(model_hits),
+        "accuracy_on_ceiling_pairs": _mean(model_hits),
     }
 
 

@@ -141,7 +141,7 @@ def run(cfg: Any) -> dict[str, Any]:
     resume = pc.resume_from(cfg, Path(cfg.output_dir))
     from trl import DPOConfig, DPOTrainer
 
-    train_records, eval_records, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    train_records, eval_records, data_info = pc.split_records(cfg.data)
     for source in {cfg.model.name_or_path, cfg.ref_model or cfg.model.name_or_path}:
         models.check_model_source(
             models.resolve(source), source, cfg.model.allow_pickle, cfg.model.trust_remote_code

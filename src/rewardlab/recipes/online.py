@@ -59,7 +59,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     check_batch(cfg)
     resume = pc.resume_from(cfg, Path(cfg.output_dir))
-    train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    train_records, _, data_info = pc.split_records(cfg.data)
     prompts = pc.unique_prompts(train_records)
     if not prompts:
         raise UserError(f"{cfg.data.train}: no training prompts")

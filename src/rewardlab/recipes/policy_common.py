@@ -13,7 +13,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
+from rewardlab.data.dataset import (
+    dataset_meta,
+    is_dataset_dir,
+    iter_records,
+    load_dataset,
+    set_aside_gold,
+    split_by_prompt,
+)
 from rewardlab.data.schema import group_key, prompt_key
 from rewardlab.errors import UserError
 
@@ -50,11 +57,13 @@ def read_records(path: str, fmt: str = "auto") -> tuple[list[dict[str, Any]], di
     return list(iter_records(ds)), info
 
 
-def split_records(data_cfg: Any, seed: int) -> tuple[list[dict], list[dict], dict[str, Any]]:
+def split_records(data_cfg: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Train and eval records: ``data.eval`` when given, else a split of ``data.train`` grouped by prompt.
 
-    The split rule and seed (``train.seed``) are the reward-model recipe's, so with the same data and seed
-    the policy's held-out prompts are the RM's held-out prompts too.
+    The split rule and seed (``data.split_seed``, not ``train.seed``) are the reward-model recipe's, so
+    with the same data the policy's held-out prompts are the RM's held-out prompts whatever seeds the two
+    trained with. Gold records are set aside (counted in ``info["gold_set_aside"]``) unless
+    ``data.use_gold``.
     """
     if not data_cfg.train:
         raise UserError(
@@ -66,9 +75,12 @@ def split_records(data_cfg: Any, seed: int) -> tuple[list[dict], list[dict], dic
         eval_ds, eval_meta = read_dataset(data_cfg.eval, data_cfg.format)
         info.update(eval=data_cfg.eval, eval_fingerprint=eval_meta["fingerprint"])
     else:
-        train_ds, eval_ds = split_by_prompt(train_ds, data_cfg.eval_fraction, seed)
-        info.update(eval=None, eval_fraction=data_cfg.eval_fraction, split_seed=seed)
-    return list(iter_records(train_ds)), list(iter_records(eval_ds)), info
+        train_ds, eval_ds = split_by_prompt(train_ds, data_cfg.eval_fraction, data_cfg.split_seed)
+        info.update(eval=None, eval_fraction=data_cfg.eval_fraction, split_seed=data_cfg.split_seed)
+    train, n_gold_train = set_aside_gold(list(iter_records(train_ds)), data_cfg.use_gold)
+    held, n_gold_eval = set_aside_gold(list(iter_records(eval_ds)), data_cfg.use_gold)
+    info["gold_set_aside"] = {"train": n_gold_train, "eval": n_gold_eval}
+    return train, held, info
 
 
 def demonstrations(records: list[dict]) -> list[dict[str, Any]]:

@@ -664,7 +664,7 @@ def run(cfg: Any) -> dict[str, Any]:
     check_batch_sizes(cfg)
     # a full or read-only disk fails here, before any model loads, not at the first checkpoint
     run_dir = runs.check_writable(cfg.output_dir)
-    train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    train_records, _, data_info = pc.split_records(cfg.data)
     prompts = [p["prompt"] for p in pc.unique_prompts(train_records)]
     if not prompts:
         raise UserError(f"{cfg.data.train}: no training prompts")

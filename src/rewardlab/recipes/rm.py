@@ -30,7 +30,15 @@ import numpy as np
 
 from rewardlab import cards, runs
 from rewardlab.config import RMConfig
-from rewardlab.data.dataset import dataset_meta, is_dataset_dir, iter_records, load_dataset, split_by_prompt
+from rewardlab.data.dataset import (
+    dataset_meta,
+    is_dataset_dir,
+    iter_records,
+    load_dataset,
+    set_aside_gold,
+    split_by_prompt,
+)
+from rewardlab.data.schema import normalize_strength
 from rewardlab.errors import UserError
 from rewardlab.eval.rm import evaluate_rewards, head_pairs, score_records
 from rewardlab.recipes import policy_common as pc
@@ -83,9 +91,11 @@ def load_records(cfg: RMConfig) -> tuple[list[dict], list[dict], dict[str, Any]]
         eval_ds, eval_meta = read_dataset(cfg.data.eval, cfg.data.format)
         info.update(eval=cfg.data.eval, eval_fingerprint=eval_meta.get("fingerprint"))
     else:
-        train_ds, eval_ds = split_by_prompt(train_ds, cfg.data.eval_fraction, cfg.train.seed)
-        info.update(eval=None, eval_fraction=cfg.data.eval_fraction, split_seed=cfg.train.seed)
-    train, held = list(iter_records(train_ds)), list(iter_records(eval_ds))
+        train_ds, eval_ds = split_by_prompt(train_ds, cfg.data.eval_fraction, cfg.data.split_seed)
+        info.update(eval=None, eval_fraction=cfg.data.eval_fraction, split_seed=cfg.data.split_seed)
+    train, n_gold_train = set_aside_gold(list(iter_records(train_ds)), cfg.data.use_gold)
+    held, n_gold_eval = set_aside_gold(list(iter_records(eval_ds)), cfg.data.use_gold)
+    info["gold_set_aside"] = {"train": n_gold_train, "eval": n_gold_eval}
     if not train:
         raise UserError(f"{cfg.data.train}: no training records (after the eval split)")
     return train, held, info
@@ -145,17 +155,20 @@ def encode_records(
 
 def build_groups(records: list[dict], ids: list[list[np.ndarray]], cfg: RMConfig) -> list[Group]:
     """Attach each record's labels: pairs per head with soft label, tie flag and margin; the weight."""
-    margins = cfg.loss.margin
+    margins = (
+        None if cfg.loss.margin is None else {normalize_strength(k): v for k, v in cfg.loss.margin.items()}
+    )
     groups = []
     for rec, rec_ids in zip(records, ids, strict=True):
         margin = 0.0
         if margins is not None and rec.get("strength") is not None:
-            if rec["strength"] not in margins:
+            strength = normalize_strength(rec["strength"])
+            if strength not in margins:
                 raise UserError(
                     f"record {rec['id']}: strength '{rec['strength']}' is not in loss.margin "
                     f"(known: {', '.join(margins)})"
                 )
-            margin = float(margins[rec["strength"]])
+            margin = float(margins[strength])
         per_head = []
         for head in cfg.heads:
             rows = [
@@ -174,14 +187,77 @@ def build_groups(records: list[dict], ids: list[list[np.ndarray]], cfg: RMConfig
     return groups
 
 
-def tie_models(groups: list[Group], cfg: RMConfig) -> list[str | None]:
-    """Per head: the configured tie model when that head's training pairs hold ties, else None (plain
-    Bradley-Terry: a tie model cannot learn its tie parameter without ties, and reduces to BT anyway)."""
+def tie_counts(groups: list[Group], n_heads: int) -> list[tuple[int, int]]:
+    """Per head: (tied training pairs, all training pairs)."""
     out = []
-    for h in range(len(cfg.heads)):
-        has_ties = any(bool(g.pairs[h][:, 2].any()) for g in groups if len(g.pairs[h]))
-        out.append(cfg.loss.ties if has_ties else None)
+    for h in range(n_heads):
+        rows = [g.pairs[h] for g in groups if len(g.pairs[h])]
+        out.append((int(sum(r[:, 2].sum() for r in rows)), int(sum(len(r) for r in rows))))
     return out
+
+
+def tie_models(counts: list[tuple[int, int]], cfg: RMConfig) -> list[str | None]:
+    """Per head: the configured tie model when the head has enough ties (``loss.min_ties`` and
+    ``loss.min_tie_share``), else None: Bradley-Terry, its few ties trained as p = 0.5 pairs. A tie
+    model changes what a reward gap means (Rao-Kupper's theta shifts every decided pair), so one stray
+    tie must not switch a whole head over; with no ties a tie model could not learn its parameter."""
+    out = []
+    for n_ties, n_pairs in counts:
+        enough = n_ties >= cfg.loss.min_ties and n_ties >= cfg.loss.min_tie_share * n_pairs
+        out.append(cfg.loss.ties if enough else None)
+    return out
+
+
+def listwise_head(h: int, cfg: RMConfig) -> bool:
+    """Head 0 under ``loss.kind: plackett-luce`` learns from whole rankings (ties by Breslow), not pairs."""
+    return h == 0 and cfg.loss.kind == "plackett-luce" and cfg.heads[0] == "overall"
+
+
+def tie_start(counts: list[tuple[int, int]], ties: list[str | None], cfg: RMConfig) -> list[float | None]:
+    """Per head: the starting raw value of the learned tie parameter (``losses.tie_raw_init`` from the
+    head's tie share), None for Bradley-Terry and listwise heads and when ``loss.tie_param`` fixes it."""
+    from rewardlab import losses
+
+    if cfg.loss.tie_param is not None:
+        return [None] * len(ties)
+    return [
+        losses.tie_raw_init(n_ties / n_pairs, kind) if kind and not listwise_head(h, cfg) else None
+        for h, ((n_ties, n_pairs), kind) in enumerate(zip(counts, ties, strict=True))
+    ]
+
+
+def tie_params(ties: list[str | None], raw: Any, cfg: RMConfig) -> list[Any]:
+    """Per head: the tie parameter the loss uses now (a tensor when learned, the fixed float, or None)."""
+    from rewardlab import losses
+
+    if raw is None or cfg.loss.tie_param is not None:
+        return [
+            cfg.loss.tie_param if kind and not listwise_head(h, cfg) else None for h, kind in enumerate(ties)
+        ]
+    return [
+        losses.tie_param_from_raw(raw[h], kind) if kind and not listwise_head(h, cfg) else None
+        for h, kind in enumerate(ties)
+    ]
+
+
+def tie_report(
+    counts: list[tuple[int, int]], ties: list[str | None], params: list[Any], cfg: RMConfig
+) -> dict:
+    """What each head trained with, for metrics and the model config: model, parameter, tie counts."""
+    return {
+        "tie_model_by_head": {
+            h: "plackett-luce" if listwise_head(n, cfg) else kind or "bradley-terry"
+            for n, (h, kind) in enumerate(zip(cfg.heads, ties, strict=True))
+        },
+        "tie_param_by_head": {
+            h: None if p is None else float(p) for h, p in zip(cfg.heads, params, strict=True)
+        },
+        "tie_param_learned": cfg.loss.tie_param is None,
+        "train_tie_pairs_by_head": {h: c[0] for h, c in zip(cfg.heads, counts, strict=True)},
+        "train_tie_share_by_head": {
+            h: (c[0] / c[1] if c[1] else 0.0) for h, c in zip(cfg.heads, counts, strict=True)
+        },
+    }
 
 
 def check_heads(groups: list[Group], cfg: RMConfig) -> None:
@@ -193,10 +269,11 @@ def check_heads(groups: list[Group], cfg: RMConfig) -> None:
             raise UserError(
                 f"heads: '{head}' has no training pairs (no record of {cfg.data.train} has {where})"
             )
-    if cfg.loss.ties == "rao-kupper" and cfg.loss.tie_param <= 1:
-        raise UserError(f"loss.tie_param must be > 1 for rao-kupper, got {cfg.loss.tie_param}")
-    if cfg.loss.ties == "davidson" and cfg.loss.tie_param <= 0:
-        raise UserError(f"loss.tie_param must be > 0 for davidson, got {cfg.loss.tie_param}")
+    fixed = cfg.loss.tie_param
+    if fixed is not None and cfg.loss.ties == "rao-kupper" and fixed <= 1:
+        raise UserError(f"loss.tie_param must be > 1 for rao-kupper, got {fixed}")
+    if fixed is not None and cfg.loss.ties == "davidson" and fixed <= 0:
+        raise UserError(f"loss.tie_param must be > 0 for davidson, got {fixed}")
 
 
 # ---------------------------------------------------------------- 5. batches
@@ -303,12 +380,20 @@ def collate(groups: list[Group], pad_id: int) -> Batch:
 
 
 def batch_loss(
-    logits: Any, batch: Batch, cfg: RMConfig, ties: list[str | None], scales: list[float] | None = None
+    logits: Any,
+    batch: Batch,
+    cfg: RMConfig,
+    ties: list[str | None],
+    scales: list[float] | None = None,
+    params: list[Any] | None = None,
 ) -> tuple[Any, dict[str, float]]:
-    """Head 0's ranking loss + head_weight * mean of the rubric heads' losses + reward centering.
+    """Head 0's ranking loss + head_weight * mean of the rubric heads' losses, each with its reward
+    centering term.
 
     ``scales`` (per head, from ``head_scales``) re-weight each head's loss to its share of the step's
-    global batch, so the gradient does not depend on how the batch was split over processes."""
+    global batch, so the gradient does not depend on how the batch was split over processes (and a
+    zero-weight filler micro-batch adds nothing, centering included). ``params`` are the per-head tie
+    parameters (``tie_params``; default: the fixed ``loss.tie_param``)."""
     import torch
 
     from rewardlab import losses
@@ -334,18 +419,29 @@ def batch_loss(
                 rows[:, 5].long(),
                 batch.n_groups,
                 p=rows[:, 3].to(r.dtype),
-                tie=rows[:, 2].bool(),
+                tie=rows[:, 2].bool() if ties[h] else None,  # a Bradley-Terry head's ties are p = 0.5 pairs
                 margin=rows[:, 4].to(r.dtype),
                 weight=batch.weight.to(logits.device, r.dtype),
                 tie_model=ties[h],
-                tie_param=cfg.loss.tie_param,
+                tie_param=(params[h] if params is not None else cfg.loss.tie_param) if ties[h] else 1.5,
             )
         parts[f"loss_{head}"] = float(loss_h.detach())
+        if cfg.loss.center_coef:
+            center = losses.centering_loss(
+                r,
+                rows[:, 0].long(),
+                rows[:, 1].long(),
+                rows[:, 5].long(),
+                batch.n_groups,
+                cfg.loss.center_coef,
+                batch.weight.to(logits.device, r.dtype),
+            )
+            parts[f"center_{head}"] = float(center.detach())
+            loss_h = loss_h + center
         head_losses.append(loss_h if scales is None else loss_h * scales[h])
     total = head_losses[0]
     if len(head_losses) > 1:
         total = total + cfg.loss.head_weight * torch.stack(head_losses[1:]).mean()
-    total = total + losses.centering_loss(logits, cfg.loss.center_coef)
     rows0 = batch.pairs[0]
     decided = rows0[:, 2] == 0
     if bool(decided.any()):
@@ -413,9 +509,10 @@ def save_checkpoint(
     cfg: RMConfig,
     totals: dict[str, float],
     averager: WeightAverage | None = None,
+    tie_raw: Any = None,
 ) -> None:
     """The trainable weights plus the shared protocol's optimizer, scheduler, RNG and state
-    (runs.save_checkpoint); ``totals`` are the run's counters."""
+    (runs.save_checkpoint); ``totals`` are the run's counters, ``tie_raw`` the learned tie parameters."""
     from safetensors.torch import save_file
 
     _check_weights(model, step, run_dir)
@@ -432,7 +529,11 @@ def save_checkpoint(
         optimizer=optimizer,
         scheduler=scheduler,
         write_weights=write_weights,
-        state={"totals": totals, "averaged_steps": averager.count if averager is not None else 0},
+        state={
+            "totals": totals,
+            "averaged_steps": averager.count if averager is not None else 0,
+            "tie_raw": None if tie_raw is None else [float(x) for x in tie_raw.detach().cpu()],
+        },
         config_fingerprint=runs.resume_fingerprint(cfg),
         keep=cfg.keep_checkpoints,
     )
@@ -453,6 +554,7 @@ def load_checkpoint(
     accelerator: Any,
     cfg: RMConfig,
     averager: WeightAverage | None = None,
+    tie_raw: Any = None,
 ) -> tuple[int, dict[str, float]]:
     """Restore what ``save_checkpoint`` wrote; returns the step to continue from and the run's counters."""
     from safetensors.torch import load_file
@@ -472,6 +574,11 @@ def load_checkpoint(
     if averager is not None and state.get("averaged_steps"):
         averager.avg = load_file(str(ckpt / "averaged.safetensors"))
         averager.count = int(state["averaged_steps"])
+    if tie_raw is not None and state.get("tie_raw") is not None:
+        import torch
+
+        with torch.no_grad():
+            tie_raw.copy_(torch.tensor(state["tie_raw"], dtype=tie_raw.dtype))
     return int(state["step"]), dict(state.get("totals") or {})
 
 
@@ -536,12 +643,45 @@ def statistics_from_rewards(
 
 
 def evaluate_model(
-    scorer: RewardScorer, records: list[dict], cfg: RMConfig, ties: list[str | None], threshold: float
+    scorer: RewardScorer,
+    records: list[dict],
+    cfg: RMConfig,
+    ties: list[str | None],
+    threshold: float | None,
+    tie_param: float | None = None,
+    tie_share: float = 0.0,
 ) -> dict:
+    """Held-out metrics; ``tie_param`` is head 0's (learned) tie parameter (calibration under ties).
+
+    ``threshold`` None (evaluation during training): the tie threshold is set as at the end of training
+    (``reward_statistics``), so that the model calls ties at the training pairs' tie share, but from the
+    held-out reward gaps (no labels read), which saves scoring the training set at every evaluation."""
     if not records:
         return {"accuracy": None, "n_pairs": 0, "ece": None, "agreement_ceiling": None}
     rewards = score_records(scorer, records, batch_size=cfg.eval_batch_size)
-    return evaluate_rewards(records, rewards, cfg.heads, ties[0], cfg.loss.tie_param, threshold)
+    return evaluate_from_rewards(records, rewards, cfg, ties, threshold, tie_param, tie_share)
+
+
+def evaluate_from_rewards(
+    records: list[dict],
+    rewards: list[np.ndarray],
+    cfg: RMConfig,
+    ties: list[str | None],
+    threshold: float | None,
+    tie_param: float | None = None,
+    tie_share: float = 0.0,
+) -> dict:
+    """``evaluate_model`` on rewards already computed (the final evaluation shares its scoring pass with
+    the reward statistics)."""
+    if not records:
+        return {"accuracy": None, "n_pairs": 0, "ece": None, "agreement_ceiling": None}
+    if threshold is None:
+        gaps = [abs(float(r[w, 0] - r[lo, 0])) for rec, r in zip(records, rewards, strict=True)
+                for w, lo, _, _ in head_pairs(rec, cfg.heads[0])]  # fmt: skip
+        threshold = float(np.quantile(gaps, tie_share)) if gaps and tie_share and ties[0] else 0.0
+    param = tie_param if tie_param is not None else cfg.loss.tie_param
+    kind = ties[0] if param is not None else None  # a listwise head 0 is calibrated as Bradley-Terry
+    return evaluate_rewards(records, rewards, cfg.heads, kind, param or 1.5, threshold)
 
 
 def _card_pooling(model: Any) -> str | None:
@@ -570,15 +710,33 @@ def scoring_section(model: Any) -> str:
 
 
 def save_model(
-    model: Any, tokenizer: Any, out: Path, cfg: RMConfig, stats: dict, ties: list[str | None]
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    cfg: RMConfig,
+    stats: dict,
+    ties: list[str | None],
+    params: list[float | None] | None = None,
 ) -> None:
-    """A plain HF folder: heads in id2label + rewardlab_heads, reward stats, tie model, max_length."""
+    """A plain HF folder: heads in id2label + rewardlab_heads, reward stats, tie model (head 0's, read by
+    scoring and `eval rm`, and every head's in rewardlab_tie_models) with its trained parameter."""
+    params = params if params is not None else [cfg.loss.tie_param if k else None for k in ties]
     config = model.config
     config.id2label = dict(enumerate(cfg.heads))
     config.label2id = {h: i for i, h in enumerate(cfg.heads)}
     config.rewardlab_heads = list(cfg.heads)
     config.rewardlab_max_length = cfg.data.max_length
-    config.rewardlab_tie_model = {"kind": ties[0], "param": cfg.loss.tie_param} if ties[0] else None
+    config.rewardlab_tie_model = (
+        {"kind": ties[0], "param": params[0]} if ties[0] and params[0] is not None else None
+    )
+    config.rewardlab_tie_models = [
+        {
+            "head": h,
+            "kind": "plackett-luce" if listwise_head(n, cfg) else k if p is not None else "bradley-terry",
+            "param": p,
+        }
+        for n, (h, k, p) in enumerate(zip(cfg.heads, ties, params, strict=True))
+    ]
     config.rewardlab_tie_threshold = stats["tie_threshold"]
     for key in ("reward_mean", "reward_std", "reward_mean_per_head", "reward_std_per_head"):
         setattr(config, key, stats[key])
@@ -604,10 +762,23 @@ def refuse_sharded_averaging(accelerator: Any, cfg: RMConfig) -> None:
         raise UserError("averaging.kind: not supported under FSDP yet; run it under DDP or set it to none")
 
 
+def make_accelerator(cfg: RMConfig) -> Any:
+    """gloo on CPU even without ACCELERATE_USE_CPU. ``train.bf16`` asks for bf16 autocast; otherwise
+    accelerate's own setting (`accelerate launch --mixed_precision`, i.e. ACCELERATE_MIXED_PRECISION)
+    decides. accelerate keeps its state per process, so an earlier run in this process (tests, a pipeline)
+    with another precision is reset first rather than silently reused."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    wanted = "bf16" if cfg.train.bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != wanted:
+        AcceleratorState._reset_state()
+    return Accelerator(cpu=pc.device_name() == "cpu", mixed_precision=wanted)
+
+
 def run(cfg: RMConfig) -> dict[str, Any]:
     """Train, evaluate and save a reward model; returns the final metrics (also in metrics.json)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -615,7 +786,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     from rewardlab.tracking import open_tracker
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    accelerator = Accelerator(cpu=pc.device_name() == "cpu")  # gloo on CPU even without ACCELERATE_USE_CPU
+    accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
@@ -646,7 +817,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     # 3. labels per head
     groups = build_groups(train_recs, ids, cfg)
     check_heads(groups, cfg)
-    ties = tie_models(groups, cfg)
+    counts = tie_counts(groups, len(cfg.heads))
+    ties = tie_models(counts, cfg)
+    start_raw = tie_start(counts, ties, cfg)
 
     # 4. model, optimizer, schedule
     lora = cfg.model.lora.model_dump() if cfg.model.lora else None
@@ -674,7 +847,16 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    param_groups: list[dict[str, Any]] = [{"params": params}]
+    # learned tie parameters: one raw scalar per head, outside the HF model (its folder stays plain);
+    # their own lr (a scalar at the model's 1e-5 would not move) and no weight decay
+    tie_raw = None
+    if any(x is not None for x in start_raw):
+        tie_raw = torch.nn.Parameter(
+            torch.tensor([x if x is not None else 0.0 for x in start_raw], device=accelerator.device)
+        )
+        param_groups.append({"params": [tie_raw], "lr": cfg.loss.tie_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(param_groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
     lengths = [g.length for g in groups]
     global_batch = cfg.train.batch_size * world * accum  # groups per optimizer step, over all processes
@@ -700,7 +882,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
     ckpt = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
     if ckpt is not None:
         start_step, saved_totals = load_checkpoint(
-            ckpt, model, optimizer, scheduler, accelerator, cfg, averager
+            ckpt, model, optimizer, scheduler, accelerator, cfg, averager, tie_raw
         )
         totals.update(saved_totals)
         say(f"resumed from {ckpt} at step {start_step}")
@@ -736,8 +918,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
 
     def run_eval(step: int) -> dict:
         model.eval()
-        threshold = losses_threshold(ties[0], cfg.loss.tie_param)
-        result = evaluate_model(live_scorer(), eval_recs, cfg, ties, threshold) if main else {}
+        param0 = head_tie_param(ties, tie_raw, cfg)
+        share0 = counts[0][0] / counts[0][1] if counts[0][1] else 0.0
+        result = evaluate_model(live_scorer(), eval_recs, cfg, ties, None, param0, share0) if main else {}
         model.train()
         accelerator.wait_for_everyone()
         return result
@@ -777,7 +960,9 @@ def run(cfg: RMConfig) -> dict[str, Any]:
                     input_ids=batch.input_ids.to(accelerator.device),
                     attention_mask=batch.attention_mask.to(accelerator.device),
                 ).logits.float()
-                loss, parts = batch_loss(logits, batch, cfg, ties, scales or [0.0] * len(cfg.heads))
+                loss, parts = batch_loss(
+                    logits, batch, cfg, ties, scales or [0.0] * len(cfg.heads), tie_params(ties, tie_raw, cfg)
+                )
                 accelerator.backward(loss / accum)
             parts["loss"] = float(loss.detach())
             for k, v in parts.items():
@@ -786,6 +971,8 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             totals["tokens"] += batch.tokens * world
             totals["padded"] += batch.padded * world
         totals["groups"] += len(step_groups)
+        if tie_raw is not None and tie_raw.grad is not None and world > 1:
+            tie_raw.grad = accelerator.reduce(tie_raw.grad, "mean")  # outside the model, so outside DDP
         grad_norm = accelerator.clip_grad_norm_(
             [p for p in model.parameters() if p.requires_grad], cfg.train.max_grad_norm
         )
@@ -809,6 +996,11 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             "epoch": round(done / steps_per_epoch, 4),
             "rankings": totals["groups"],  # cumulative over the run: throughput from any two rows
             "tokens": totals["tokens"],
+            **{
+                f"tie_param_{h}": float(p.detach())  # learned: a tensor
+                for h, p in zip(cfg.heads, tie_params(ties, tie_raw, cfg), strict=True)
+                if p is not None and tie_raw is not None
+            },
         }
         if main and (done % cfg.train.log_every == 0 or done == total_steps):
             tracker.log(last, step=done)
@@ -821,7 +1013,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         if cfg.train.save_every and done % cfg.train.save_every == 0:
             with runs.writing(runs.checkpoint_dir(run_dir, done).with_suffix(".tmp")):
                 save_checkpoint(
-                    run_dir, done, model, optimizer, scheduler, accelerator, cfg, totals, averager
+                    run_dir, done, model, optimizer, scheduler, accelerator, cfg, totals, averager, tie_raw
                 )
     bar.close()
     post_start = time.perf_counter()
@@ -835,13 +1027,15 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             final = final.merge_and_unload()  # a plain HF model: no peft needed to load it
         final.eval()
         scorer = RewardScorer(final, tokenizer, cfg.data.max_length, str(accelerator.device))
+        final_params = [
+            None if p is None else float(p.detach() if hasattr(p, "detach") else p)
+            for p in tie_params(ties, tie_raw, cfg)
+        ]
         chosen, stat_rewards, eval_rewards = score_after_training(scorer, train_recs, eval_recs, cfg)
         stats = statistics_from_rewards(chosen, stat_rewards, cfg, ties)
-        metrics = {"accuracy": None, "n_pairs": 0, "ece": None, "agreement_ceiling": None}
-        if eval_recs:
-            metrics = evaluate_rewards(
-                eval_recs, eval_rewards, cfg.heads, ties[0], cfg.loss.tie_param, stats["tie_threshold"]
-            )
+        metrics = evaluate_from_rewards(
+            eval_recs, eval_rewards, cfg, ties, stats["tie_threshold"], final_params[0]
+        )
         pad_total = totals["tokens"] + totals["padded"]
         metrics.update(
             {
@@ -856,8 +1050,11 @@ def run(cfg: RMConfig) -> dict[str, Any]:
                 "padding_ratio": totals["padded"] / pad_total if pad_total else None,
                 "train_time_s": totals["time"],
                 "post_train_s": time.perf_counter() - post_start,  # statistics + final eval (this run only)
+                "mixed_precision": str(accelerator.mixed_precision),
                 "tie_model": ties[0],
+                **tie_report(counts, ties, final_params, cfg),
                 "heads": list(cfg.heads),
+                "gold_set_aside": data_info["gold_set_aside"],
                 **trunc,
                 **{k: v for k, v in stats.items()},
             }
@@ -865,7 +1062,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         model_dir = run_dir / "model"
         _check_weights(final, total_steps, run_dir)
         with runs.writing(model_dir):
-            save_model(final, tokenizer, model_dir, cfg, stats, ties)
+            save_model(final, tokenizer, model_dir, cfg, stats, ties, final_params)
             card = cards.write_card(
                 model_dir, "rm", cfg, metrics, data_info=data_info, pooling=_card_pooling(final)
             )
@@ -883,13 +1080,17 @@ def run(cfg: RMConfig) -> dict[str, Any]:
             f"(agreement ceiling {metrics.get('agreement_ceiling')})"
         )
     accelerator.wait_for_everyone()
+    if cfg.train.bf16:  # leave no bf16 state behind for a later stage in this process (pipeline, tests)
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
     return metrics
 
 
 train_rm = run
 
 
-def losses_threshold(kind: str | None, param: float) -> float:
-    from rewardlab import losses
-
-    return losses.tie_threshold(kind, param) if kind else 0.0
+def head_tie_param(ties: list[str | None], raw: Any, cfg: RMConfig) -> float | None:
+    """Head 0's tie parameter now, as a float (None for a Bradley-Terry head)."""
+    p = tie_params(ties, raw, cfg)[0]
+    return None if p is None else float(p.detach() if hasattr(p, "detach") else p)

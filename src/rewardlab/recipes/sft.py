@@ -28,7 +28,7 @@ def load_demonstrations(cfg: Any) -> tuple[list[dict], list[dict], dict[str, Any
             raise UserError(f"{cfg.data.train}:{bad[0]}: field 'response' must be a non-empty string")
         held = pc.read_prompt_file(cfg.data.eval) if cfg.data.eval else []
         return rows, held, {"train": cfg.data.train, "eval": cfg.data.eval, "demonstrations": "file"}
-    train, held, info = pc.split_records(cfg.data, cfg.train.seed)
+    train, held, info = pc.split_records(cfg.data)
     info["demonstrations"] = "rank1"
     return pc.demonstrations(train), pc.demonstrations(held), info
 

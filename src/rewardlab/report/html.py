@@ -35,7 +35,7 @@ OPTIMIZER_KEYS = {"lr": "lr", "learning_rate": "lr", "grad_norm": "grad norm"}
 # Direction of the metrics a "best run" is picked by (others get a delta but no star).
 HIGHER_IS_BETTER = {
     "accuracy", "rm_truth_accuracy", "win_rate_vs_ref", "rm_score_mean", "truth_score_mean",
-    "eval_rewards/accuracies", "tie_accuracy", "accuracy_vs_majority",
+    "eval_rewards/accuracies", "tie_accuracy", "accuracy_on_ceiling_pairs",
 }  # fmt: skip
 LOWER_IS_BETTER = {"ece", "train_loss", "eval_loss"}
 # The metric that ranks runs of a stage (the first one a run has).
@@ -273,7 +273,7 @@ def compute_rewards(run: RunInfo, max_pairs: int = 200) -> dict[str, list[float]
         return None
     ds = load_dataset(source)
     if not data.get("eval"):
-        seed = (run.config.get("train") or {}).get("seed", 0)
+        seed = data.get("split_seed", (run.config.get("train") or {}).get("seed", 0))
         _, ds = split_by_prompt(ds, data.get("eval_fraction", 0.1), seed)
     chosen, rejected, prompts = [], [], []
     for rec in _iter(ds):

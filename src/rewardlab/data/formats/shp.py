@@ -1,8 +1,9 @@
 """Stanford SHP: a Reddit post (``history``) and two top-level comments ranked by their upvotes.
 
 ``labels`` is 1 when comment A is preferred. The ratio of the two comment scores becomes a strength label
-(SHP's authors train on ratios >= 2): ``significantly_better`` (>= 4), ``better`` (>= 2),
-``slightly_better`` (>= 1.25), ``negligibly_better`` (below). There is no rater id in SHP.
+(SHP's authors train on ratios >= 2): ``significantly better`` (>= 4), ``better`` (>= 2),
+``slightly better`` (>= 1.25), ``negligibly better`` (below): spelled with spaces like the simulator's
+labels and the shipped margin maps (``loss.margin``). There is no rater id in SHP.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from rewardlab.data.formats import RowError, number, per_row, text_of
 NAME = "shp"
 STATEFUL = False
 STRENGTH_BUCKETS = (
-    (4.0, "significantly_better"),
+    (4.0, "significantly better"),
     (2.0, "better"),
-    (1.25, "slightly_better"),
-    (0.0, "negligibly_better"),
+    (1.25, "slightly better"),
+    (0.0, "negligibly better"),
 )
 _META = ("post_id", "domain", "upvote_ratio", "score_A", "score_B", "seconds_difference", "score_ratio")
 
