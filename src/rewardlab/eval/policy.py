@@ -26,9 +26,10 @@ from typing import Any
 
 import yaml
 
+from rewardlab import generation as gen
 from rewardlab import models, runs
+from rewardlab.data import policy_data
 from rewardlab.errors import UserError
-from rewardlab.recipes import policy_common as pc
 
 
 def run_info(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,18 +48,18 @@ def held_out_prompts(cfg: dict[str, Any], prompts: str | None) -> list[dict[str,
     if prompts:
         path = Path(prompts)
         if path.is_file() and path.suffix in (".jsonl", ".json"):
-            return pc.read_prompt_file(prompts)
-        records, _ = pc.read_records(prompts)
-        return pc.unique_prompts(records)
+            return policy_data.read_prompt_file(prompts)
+        records, _ = policy_data.read_records(prompts)
+        return policy_data.unique_prompts(records)
     from rewardlab.config import DataConfig
 
     raw = dict(cfg.get("data") or {})
     if "split_seed" not in raw:  # a run made before data.split_seed split with train.seed
         raw["split_seed"] = int((cfg.get("train") or {}).get("seed", 0))
-    _, held, _ = pc.split_records(DataConfig.model_validate(raw))
+    _, held, _ = policy_data.split_records(DataConfig.model_validate(raw))
     if not held:
         raise UserError("the run's data has no eval split (data.eval_fraction is 0): pass --prompts")
-    return pc.unique_prompts(held)
+    return policy_data.unique_prompts(held)
 
 
 def reward_model_of(cfg: dict[str, Any]) -> str | None:
@@ -86,18 +87,18 @@ def sample(
 
     from rewardlab import ppo_math as pm
 
-    stop_ids = stop_ids or pc.stop_token_ids(tokenizer, model)
-    gen_config = pc.generation_config(tokenizer, max_new_tokens, do_sample=not greedy, stop_ids=stop_ids)
+    stop_ids = stop_ids or gen.stop_token_ids(tokenizer, model)
+    gen_config = gen.generation_config(tokenizer, max_new_tokens, do_sample=not greedy, stop_ids=stop_ids)
     texts, batches, stopped = [], [], []
     for start in range(0, len(prompts), batch_size):
         part = prompts[start : start + batch_size]
-        query, query_mask = pc.encode_prompts(tokenizer, part, max_prompt_tokens)
+        query, query_mask = gen.encode_prompts(tokenizer, part, max_prompt_tokens)
         torch.manual_seed(seed + start)
-        response = pc.generate(model, tokenizer, query, query_mask, gen_config)
+        response = gen.generate(model, tokenizer, query, query_mask, gen_config)
         mask, has_stop, _ = pm.response_mask(response, stop_ids)
         stopped += has_stop.tolist()
         response = response.masked_fill(mask == 0, tokenizer.pad_token_id)
-        texts += pc.decode_responses(tokenizer, response, stop_ids)
+        texts += gen.decode_responses(tokenizer, response, stop_ids)
         batches.append(
             (torch.cat([query, response], 1), torch.cat([query_mask, mask.long()], 1), query.shape[1])
         )
@@ -112,7 +113,7 @@ def sequence_kl(policy: Any, reference: Any, batches: list[Any]) -> tuple[list[f
     import torch
 
     from rewardlab import ppo_math as pm
-    from rewardlab.recipes.ppo import position_ids
+    from rewardlab.generation import position_ids
 
     exact: list[float] = []
     sampled: list[float] = []
@@ -212,7 +213,7 @@ def evaluate_run(
     tokenizer = models.load_tokenizer(str(run / "model"), trust_remote_code=trust)
     policy = models.build_reference(str(run / "model"), trust_remote_code=trust)  # frozen, eval mode
     reference = models.build_reference(reference_name, trust_remote_code=trust, allow_pickle=allow_pickle)
-    stops = sorted(set(pc.stop_token_ids(tokenizer, policy)) | set(pc.stop_token_ids(tokenizer, reference)))
+    stops = sorted(set(gen.stop_token_ids(tokenizer, policy)) | set(gen.stop_token_ids(tokenizer, reference)))
     texts_prompts = [item["prompt"] for item in items]
     policy_texts, policy_batches, lengths, policy_stopped = sample(
         policy, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt, stops

@@ -8,150 +8,30 @@ safetensors folder. Kept apart so every recipe file reads top to bottom without 
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rewardlab.data.dataset import (
-    dataset_meta,
-    is_dataset_dir,
-    iter_records,
-    load_dataset,
-    set_aside_gold,
-    split_by_prompt,
+from rewardlab.data.policy_data import (  # noqa: F401  (the recipes call them as pc.<name>)
+    Prompt,
+    as_messages,
+    demonstrations,
+    read_dataset,
+    read_prompt_file,
+    read_records,
+    split_records,
+    unique_prompts,
 )
-from rewardlab.data.schema import group_key, prompt_key
 from rewardlab.errors import UserError
-
-Prompt = str | list[dict[str, str]]
-
-
-# ---------------------------------------------------------------- data
-
-
-def read_dataset(path: str, fmt: str = "auto") -> tuple[Any, dict[str, Any]]:
-    """A dataset folder, or any known file format imported on the fly (rejected rows reported, never hidden)."""
-    import sys
-
-    p = Path(path)
-    if is_dataset_dir(p):
-        return load_dataset(p), {"path": str(p), "fingerprint": dataset_meta(p).get("fingerprint")}
-    if not p.is_file():
-        raise UserError(
-            f"{path}: not a dataset folder or a file (create one with `rewardlab data import` or `simulate`)"
-        )
-    from rewardlab.data import importing
-
-    out, report = importing.as_dataset(p, fmt=fmt)
-    if report is not None and report.quarantined:
-        print(f"{path}: {report.summary()}; quarantine: {report.quarantine}", file=sys.stderr)
-    if not is_dataset_dir(out):
-        raise UserError(f"{path}: no record could be imported")
-    return load_dataset(out), {"path": str(p), "fingerprint": dataset_meta(out).get("fingerprint")}
-
-
-def read_records(path: str, fmt: str = "auto") -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All records of a dataset folder or data file, plus lineage info (fingerprint)."""
-    ds, info = read_dataset(path, fmt)
-    return list(iter_records(ds)), info
-
-
-def split_records(data_cfg: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Train and eval records: ``data.eval`` when given, else a split of ``data.train`` grouped by prompt.
-
-    The split rule and seed (``data.split_seed``, not ``train.seed``) are the reward-model recipe's, so
-    with the same data the policy's held-out prompts are the RM's held-out prompts whatever seeds the two
-    trained with. Gold records are set aside (counted in ``info["gold_set_aside"]``) unless
-    ``data.use_gold``.
-    """
-    if not data_cfg.train:
-        raise UserError(
-            "data.train is not set: give a dataset folder (from `rewardlab data import` or `simulate`)"
-        )
-    train_ds, meta = read_dataset(data_cfg.train, data_cfg.format)
-    info: dict[str, Any] = {"train": data_cfg.train, "train_fingerprint": meta["fingerprint"]}
-    if data_cfg.eval:
-        eval_ds, eval_meta = read_dataset(data_cfg.eval, data_cfg.format)
-        info.update(eval=data_cfg.eval, eval_fingerprint=eval_meta["fingerprint"])
-    else:
-        train_ds, eval_ds = split_by_prompt(train_ds, data_cfg.eval_fraction, data_cfg.split_seed)
-        info.update(eval=None, eval_fraction=data_cfg.eval_fraction, split_seed=data_cfg.split_seed)
-    train, n_gold_train = set_aside_gold(list(iter_records(train_ds)), data_cfg.use_gold)
-    held, n_gold_eval = set_aside_gold(list(iter_records(eval_ds)), data_cfg.use_gold)
-    info["gold_set_aside"] = {"train": n_gold_train, "eval": n_gold_eval}
-    return train, held, info
-
-
-def demonstrations(records: list[dict]) -> list[dict[str, Any]]:
-    """One demonstration per comparison: the response with the best (weighted) mean rank across raters.
-
-    Raw campaigns hold several raters' rankings of the same comparison; taking each rater's rank-1 answer
-    would teach the policy the noisy raters' picks too. For an aggregated dataset (one record per
-    comparison) this is simply its rank-1 response. Ties at the top keep the first response.
-    """
-    sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    weights: dict[str, float] = defaultdict(float)
-    first: dict[str, dict] = {}
-    order: list[str] = []
-    for rec in records:
-        key = group_key(rec["prompt"], rec["responses"])
-        if key not in first:
-            first[key] = rec
-            order.append(key)
-        w = float(rec.get("weight") or 1.0)
-        weights[key] += w
-        for text, rank in zip(rec["responses"], rec["ranks"], strict=True):
-            sums[key][text] += w * rank
-    out = []
-    for key in order:
-        rec = first[key]
-        best = min(rec["responses"], key=lambda text, k=key: sums[k][text] / weights[k])
-        out.append({"prompt": rec["prompt"], "response": best, "meta": rec.get("meta") or {}})
-    return out
-
-
-def unique_prompts(records: list[dict]) -> list[dict[str, Any]]:
-    """Each distinct prompt once (first occurrence order) with its record's meta (``task`` for simulated data)."""
-    seen: set[str] = set()
-    out = []
-    for rec in records:
-        key = prompt_key(rec["prompt"])
-        if key not in seen:
-            seen.add(key)
-            out.append({"prompt": rec["prompt"], "meta": rec.get("meta") or {}})
-    return out
-
-
-def read_prompt_file(path: str) -> list[dict[str, Any]]:
-    """Prompts from a JSONL file of ``{"prompt": ..., "meta"?: ...}`` lines (a `sample` batch works too)."""
-    out = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{n}: invalid JSON ({err.msg})") from None
-            if (
-                not isinstance(row, dict)
-                or not isinstance(row.get("prompt"), (str, list))
-                or not row["prompt"]
-            ):
-                raise UserError(f"{path}:{n}: field 'prompt' must be a non-empty string or list of messages")
-            out.append(
-                {"prompt": row["prompt"], "meta": row.get("meta") or {}, "response": row.get("response")}
-            )
-    return out
-
-
-def as_messages(prompt: Prompt) -> list[dict[str, str]]:
-    """A prompt as chat messages (a plain string is one user turn)."""
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-
-
-# ---------------------------------------------------------------- TRL glue
+from rewardlab.generation import (  # noqa: F401
+    decode_responses,
+    encode_prompts,
+    end_of_turn_id,
+    generate,
+    generation_config,
+    seeded_sampling,
+    set_stop_tokens,
+    stop_token_ids,
+)
 
 
 def device_name() -> str:
@@ -358,182 +238,6 @@ def build_policy(cfg: Any) -> Any:
 
 
 # ---------------------------------------------------------------- generation
-
-
-def end_of_turn_id(tokenizer: Any) -> int | None:
-    """The special token the chat template writes right after an assistant message, if any.
-
-    Instruct models often end a turn on another token than ``eos_token`` (Llama 3 ``<|eot_id|>``, Gemma
-    ``<end_of_turn>``, Phi-3 ``<|end|>``): a sampler that stops only on eos runs on to the length limit.
-    Found by rendering a one-turn conversation and reading the first token after the answer.
-    """
-    from rewardlab import models
-
-    marker = "Sure thing"
-    try:
-        text = models.format_conversation(tokenizer, "Hi", marker)
-    except Exception:  # noqa: BLE001 - a template that cannot render a plain chat has no usable marker
-        return None
-    at = text.rfind(marker)
-    if at < 0:
-        return None
-    suffix = text[at + len(marker) :].lstrip(" ")
-    if not suffix:
-        return None
-    ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
-    special = set(tokenizer.all_special_ids) | {
-        int(i) for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if tok.special
-    }
-    return int(ids[0]) if ids and ids[0] in special else None
-
-
-def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
-    """Every token that ends an answer: the tokenizer's eos, the model's generation-config eos (an int or a
-    list) and the chat template's end-of-turn token. Sampling, masking and decoding all use this list."""
-    ids: list[int] = []
-
-    def add(value: Any) -> None:
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v is not None and int(v) not in ids:
-                ids.append(int(v))
-
-    add(tokenizer.eos_token_id)
-    gen = getattr(model, "generation_config", None)
-    if gen is not None:
-        add(gen.eos_token_id)
-    add(end_of_turn_id(tokenizer))
-    if not ids:
-        raise UserError(f"tokenizer of {tokenizer.name_or_path}: no eos or end-of-turn token to stop on")
-    return ids
-
-
-def set_stop_tokens(model: Any, tokenizer: Any) -> list[int]:
-    """Write the stop ids into the model's generation config (what TRL's GRPO/RLOO stop on); returns them."""
-    ids = stop_token_ids(tokenizer, model)
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.eos_token_id = ids
-    return ids
-
-
-def generation_config(
-    tokenizer: Any,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    stop_ids: list[int] | None = None,
-) -> Any:
-    """A fresh GenerationConfig so no model default (top_k=50, repetition penalty) changes the sampler.
-
-    ``stop_ids`` (``stop_token_ids``; default: the tokenizer's eos and the template's end-of-turn token)
-    end generation. PPO computes its log-probs from softmax(logits / temperature), so it refuses
-    top-k/top-p: sampling uses exactly the distribution it scores.
-    """
-    from transformers import GenerationConfig
-
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "eos_token_id": list(stop_ids or stop_token_ids(tokenizer)),
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id,
-        "use_cache": True,
-        # transformers fills every field left unset here from the model's own generation_config.json (a hub
-        # model's repetition_penalty 1.1 would tilt the sampler away from the distribution we score): pin them
-        "repetition_penalty": 1.0,
-        "no_repeat_ngram_size": 0,
-        "min_new_tokens": 0,
-    }
-    if do_sample:
-        kwargs.update(temperature=temperature, top_k=top_k, top_p=top_p)
-    return GenerationConfig(**kwargs)
-
-
-def encode_prompts(tokenizer: Any, prompts: list[Prompt], max_length: int) -> tuple[Any, Any]:
-    """Chat-formatted prompts as left-padded (input_ids, attention_mask); long prompts keep their end."""
-    import torch
-
-    from rewardlab import models
-
-    texts = [models.format_prompt(tokenizer, p) for p in prompts]
-    add_special = not (tokenizer.bos_token and texts and texts[0].startswith(tokenizer.bos_token))
-    ids = [tokenizer(t, add_special_tokens=add_special)["input_ids"][-max_length:] for t in texts]
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    return input_ids, mask
-
-
-def generate(
-    model: Any, tokenizer: Any, input_ids: Any, attention_mask: Any, gen_config: Any, **kwargs: Any
-) -> Any:
-    """Response token ids [batch, new_tokens] (KV cache on; everything after the first EOS is padding).
-    ``kwargs`` go to ``model.generate`` (``logits_processor``, ``synced_gpus``)."""
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, generation_config=gen_config, **kwargs
-        )
-    return out[:, input_ids.shape[1] :]
-
-
-def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
-    """A logits processor that samples each row from its own generator (Gumbel-max), for greedy ``generate``.
-
-    ``generate(do_sample=True)`` draws every row's token from one global RNG, so a prompt's answer depends on
-    which other prompts share its batch and process. Here row i adds Gumbel noise from a generator seeded
-    with ``seeds[i]`` to its warped logits (temperature, then top-k, top-p: the same distribution as
-    sampling), and greedy decoding takes the argmax: an exact sample that depends only on the prompt and its
-    seed. Seeded from the prompt's global position, rollouts are the same on 1 process or N.
-    """
-    import torch
-    from transformers import (
-        LogitsProcessor,
-        LogitsProcessorList,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
-
-    warpers = []
-    if temperature != 1.0:
-        warpers.append(TemperatureLogitsWarper(temperature))
-    if top_k > 0:
-        warpers.append(TopKLogitsWarper(top_k))
-    if top_p < 1.0:
-        warpers.append(TopPLogitsWarper(top_p))
-
-    class PerRowGumbel(LogitsProcessor):
-        def __init__(self) -> None:
-            self.generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
-
-        def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204 - HF signature
-            scores = scores.float()
-            for warp in warpers:
-                scores = warp(input_ids, scores)
-            u = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators])
-            gumbel = -torch.log(-torch.log(u.clamp(min=1e-20)))
-            return scores + gumbel.to(scores.device)
-
-    return LogitsProcessorList([PerRowGumbel()])
-
-
-def decode_responses(tokenizer: Any, response_ids: Any, stop_ids: int | list[int]) -> list[str]:
-    """Text of each response up to (not including) its first stop token."""
-    stops = {stop_ids} if isinstance(stop_ids, int) else set(stop_ids)
-    texts = []
-    for row in response_ids.tolist():
-        cut = next((i for i, tok in enumerate(row) if tok in stops), len(row))
-        texts.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-    return texts
-
-
-# ---------------------------------------------------------------- saving
 
 
 def save_policy(model: Any, tokenizer: Any, out_dir: Path, card: dict[str, Any]) -> Path:

@@ -38,6 +38,7 @@ from typing import Any
 from rewardlab import models, runs
 from rewardlab import ppo_math as pm
 from rewardlab.errors import UserError
+from rewardlab.generation import position_ids
 from rewardlab.recipes import policy_common as pc
 from rewardlab.tracking import open_tracker
 
@@ -134,11 +135,6 @@ def disable_dropout(model: Any) -> None:
 
 
 # ---------------------------------------------------------------- forward passes
-
-
-def position_ids(attention_mask: Any) -> Any:
-    """Positions that skip left padding, so a padded prompt is read like an unpadded one."""
-    return (attention_mask.cumsum(1) - 1).clamp(min=0)
 
 
 def policy_logprobs(
