@@ -24,7 +24,7 @@ def minilm_rm(tmp_path_factory):
     out = base / "run"
     res = run_cli(
         "train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={base / 'ds'}", f"output_dir={out}",
-        "heads=[overall,helpfulness]", "data.eval_fraction=0.3", "data.max_length=64", "train.batch_size=4",
+        "heads=[overall,helpfulness]", "model.pooling=cls", "data.eval_fraction=0.3", "data.max_length=64", "train.batch_size=4",
         "train.max_steps=3", "train.eval_every=null", "train.save_every=null", "--json",
     )  # fmt: skip
     assert res.exit_code == 0, res
@@ -87,6 +87,15 @@ def test_export_rm_head_loads_like_trl_and_scores_the_same(minilm_rm, tmp_path, 
     card = ModelCard.load(out / "README.md")
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert "**Exported head:** `helpfulness` (output 1 of 2" in card.text
+    # a pooling transformers cannot apply (mean) would score differently once exported: refused, exit 2
+    import shutil
+
+    mean_rm = tmp_path / "mean-rm"
+    shutil.copytree(minilm_rm / "model", mean_rm)
+    config = json.loads((mean_rm / "config.json").read_text())
+    (mean_rm / "config.json").write_text(json.dumps({**config, "rewardlab_pooling": "mean"}))
+    res = cli("export", "rm", mean_rm, "--head", "overall", "--out", tmp_path / "m")
+    assert res.exit_code == 2 and "pools 'mean'" in res.stderr and not (tmp_path / "m").exists()
     # an unknown head is bad input: exit 2, one line naming the heads
     res = cli("export", "rm", minilm_rm, "--head", "harmlessness", "--out", tmp_path / "x")
     assert res.exit_code == 2 and "overall, helpfulness" in res.stderr

@@ -56,6 +56,13 @@ def export_rm_head(run_dir: str | Path, head: str, out: str | Path) -> dict[str,
         raise UserError(f"{folder}: no head '{head}' (heads: {', '.join(heads)})")
     index = heads.index(head)
     model, tokenizer = scorer.model, scorer.tokenizer
+    pooling = getattr(model.config, "rewardlab_pooling", None)
+    if pooling not in (None, models.native_pooling(model.config)):
+        raise UserError(
+            f"{folder}: the RM pools '{pooling}', which AutoModelForSequenceClassification (and so TRL) "
+            f"cannot apply: an exported head would score differently; train it with model.pooling="
+            f"{models.native_pooling(model.config)} to export it"
+        )
     before = float(scorer.score([PROBE[0]], [PROBE[1]])[0, index])
 
     name, layer = score_head(model, len(heads))
