@@ -776,8 +776,48 @@ def make_accelerator(cfg: RMConfig) -> Any:
     return Accelerator(cpu=pc.device_name() == "cpu", mixed_precision=wanted)
 
 
-def run(cfg: RMConfig) -> dict[str, Any]:
-    """Train, evaluate and save a reward model; returns the final metrics (also in metrics.json)."""
+@dataclass
+class Context:
+    """What the loop's pieces share; built once by ``setup``, read by ``train_step``, ``evaluate_live`` and
+    ``finish``. ``counters`` are the run's throughput counters: they are metrics *and* checkpoint state (a
+    resumed run reports its throughput over the whole run)."""
+
+    cfg: RMConfig
+    accelerator: Any
+    run_dir: Path
+    say: Any
+    tokenizer: Any
+    train_recs: list[dict]
+    eval_recs: list[dict]
+    data_info: dict[str, Any]
+    trunc: dict[str, int]
+    groups: list[Group]
+    counts: list[tuple[int, int]]
+    ties: list[str | None]
+    model: Any
+    build_model: Any
+    pad_id: int
+    tie_raw: Any
+    optimizer: Any
+    scheduler: Any
+    averager: WeightAverage
+    steps_per_epoch: int
+    total_steps: int
+    global_batch: int
+    start_step: int = 0
+    ckpt: Path | None = None
+    tracker: Any = None
+    counters: dict[str, float] | None = None
+    epoch_cache: dict[int, list[list[int]]] | None = None
+    last: dict[str, float] | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def setup(cfg: RMConfig) -> Context:
+    """Steps 1-5: data, encoding, labels per head, model/optimizer/schedule, run folder and resume."""
     import torch
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -857,8 +897,7 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         )
         param_groups.append({"params": [tie_raw], "lr": cfg.loss.tie_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
-    lengths = [g.length for g in groups]
+    world, accum = accelerator.num_processes, cfg.train.grad_accum
     global_batch = cfg.train.batch_size * world * accum  # groups per optimizer step, over all processes
     steps_per_epoch = max(1, math.ceil(len(groups) / global_batch))
     total_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
@@ -873,18 +912,17 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         num_warmup_steps=int(cfg.train.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
-
     averager = WeightAverage(cfg.averaging.kind, cfg.averaging.decay, int(cfg.averaging.start * total_steps))
 
     # 5. run folder, resume
     start_step = 0
-    totals = {"groups": 0, "sequences": 0, "tokens": 0, "padded": 0, "time": 0.0}  # for the whole run
+    counters = {"groups": 0, "sequences": 0, "tokens": 0, "padded": 0, "time": 0.0}
     ckpt = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
     if ckpt is not None:
-        start_step, saved_totals = load_checkpoint(
+        start_step, saved = load_checkpoint(
             ckpt, model, optimizer, scheduler, accelerator, cfg, averager, tie_raw
         )
-        totals.update(saved_totals)
+        counters.update(saved)
         say(f"resumed from {ckpt} at step {start_step}")
     elif cfg.train.resume:
         say(f"resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
@@ -910,172 +948,195 @@ def run(cfg: RMConfig) -> dict[str, Any]:
         f"training: {len(groups)} groups, {total_steps} steps ({steps_per_epoch}/epoch), "
         f"batch {cfg.train.batch_size} groups x {accum} accum x {world} proc; tie model: {ties[0] or 'none'}"
     )
+    return Context(
+        cfg=cfg, accelerator=accelerator, run_dir=run_dir, say=say, tokenizer=tokenizer,
+        train_recs=train_recs, eval_recs=eval_recs, data_info=data_info, trunc=trunc, groups=groups,
+        counts=counts, ties=ties, model=model, build_model=build_model, pad_id=pad_id, tie_raw=tie_raw,
+        optimizer=optimizer, scheduler=scheduler, averager=averager, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps, global_batch=global_batch, start_step=start_step, ckpt=ckpt, tracker=tracker,
+        counters=counters, epoch_cache={}, last={},
+    )  # fmt: skip
 
-    def live_scorer() -> RewardScorer:
-        return RewardScorer(
-            accelerator.unwrap_model(model), tokenizer, cfg.data.max_length, str(accelerator.device)
-        )
 
-    def run_eval(step: int) -> dict:
-        model.eval()
-        param0 = head_tie_param(ties, tie_raw, cfg)
-        share0 = counts[0][0] / counts[0][1] if counts[0][1] else 0.0
-        result = evaluate_model(live_scorer(), eval_recs, cfg, ties, None, param0, share0) if main else {}
-        model.train()
-        accelerator.wait_for_everyone()
-        return result
-
-    # 6. the loop
-    from rewardlab import progress
-
-    bar = progress.bar(total_steps, "train rm", unit="steps", initial=start_step, disable=not main)
-    model.train()
-    epoch_cache: dict[int, list[list[int]]] = {}
-    last: dict[str, float] = {}
-    for step in range(start_step, total_steps):
-        t0 = time.perf_counter()
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        if epoch not in epoch_cache:
-            epoch_cache = {
-                epoch: epoch_batches(
-                    lengths,
-                    global_batch,
-                    cfg.train.seed,
-                    epoch,
-                    cfg.group_by_length,
-                    cfg.length_bucket,
-                )
-            }
-        step_groups = epoch_cache[epoch][in_epoch]
-        step_totals = head_weight_totals([groups[i] for i in step_groups])
-        micro = step_batches(step_groups, world, rank, accum)
-        sums: dict[str, float] = {}
-        for a, idx in enumerate(micro):
-            # an empty share (end of epoch) still runs one forward, at zero weight, to keep DDP in step
-            scales = head_scales([groups[i] for i in idx], step_totals, world * accum) if idx else None
-            batch = collate([groups[i] for i in idx or step_groups[:1]], pad_id)
-            sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
-            with sync, accelerator.autocast():  # mixed precision when accelerate is configured for it
-                logits = model(
-                    input_ids=batch.input_ids.to(accelerator.device),
-                    attention_mask=batch.attention_mask.to(accelerator.device),
-                ).logits.float()
-                loss, parts = batch_loss(
-                    logits, batch, cfg, ties, scales or [0.0] * len(cfg.heads), tie_params(ties, tie_raw, cfg)
-                )
-                accelerator.backward(loss / accum)
-            parts["loss"] = float(loss.detach())
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v / accum
-            totals["sequences"] += int(batch.input_ids.shape[0]) * world
-            totals["tokens"] += batch.tokens * world
-            totals["padded"] += batch.padded * world
-        totals["groups"] += len(step_groups)
-        if tie_raw is not None and tie_raw.grad is not None and world > 1:
-            tie_raw.grad = accelerator.reduce(tie_raw.grad, "mean")  # outside the model, so outside DDP
-        grad_norm = accelerator.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.train.max_grad_norm
-        )
-        done = step + 1
-        # The mean loss over processes is nan/inf if any process's is, and the gradient norm is global:
-        # every process takes the same decision here, so all of them stop (no hang), before the step.
-        reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
-        last_ckpt = functools.partial(runs.latest_checkpoint, run_dir)  # looked up only on failure
-        runs.stop_on_nonfinite("rm", "loss", float(reduced.item()), done, last_ckpt)
-        runs.stop_on_nonfinite("rm", "gradient norm", float(grad_norm), done, last_ckpt)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        averager.update(accelerator.unwrap_model(model), done)
-        totals["time"] += time.perf_counter() - t0
-        last = {
-            **sums,
-            "loss": float(reduced.item()),
-            "lr": scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
-            "epoch": round(done / steps_per_epoch, 4),
-            "rankings": totals["groups"],  # cumulative over the run: throughput from any two rows
-            "tokens": totals["tokens"],
-            **{
-                f"tie_param_{h}": float(p.detach())  # learned: a tensor
-                for h, p in zip(cfg.heads, tie_params(ties, tie_raw, cfg), strict=True)
-                if p is not None and tie_raw is not None
-            },
+def step_groups_at(ctx: Context, step: int) -> list[int]:
+    """The global batch of one step: cut from its epoch's (length-grouped, seeded) order, so the batch
+    order is a pure function of seed and step (what makes resume exact without saving the order)."""
+    cfg = ctx.cfg
+    epoch, in_epoch = divmod(step, ctx.steps_per_epoch)
+    if epoch not in ctx.epoch_cache:
+        lengths = [g.length for g in ctx.groups]
+        ctx.epoch_cache = {
+            epoch: epoch_batches(
+                lengths, ctx.global_batch, cfg.train.seed, epoch, cfg.group_by_length, cfg.length_bucket
+            )
         }
-        if main and (done % cfg.train.log_every == 0 or done == total_steps):
-            tracker.log(last, step=done)
-        bar.update(1)
-        bar.set_postfix(loss=f"{last['loss']:.4f}")
-        if cfg.train.eval_every and done % cfg.train.eval_every == 0 and done < total_steps:
-            result = run_eval(done)
-            if main:
-                tracker.log({f"eval/{k}": v for k, v in result.items() if not isinstance(v, dict)}, step=done)
-        if cfg.train.save_every and done % cfg.train.save_every == 0:
-            with runs.writing(runs.checkpoint_dir(run_dir, done).with_suffix(".tmp")):
-                save_checkpoint(
-                    run_dir, done, model, optimizer, scheduler, accelerator, cfg, totals, averager, tie_raw
-                )
-    bar.close()
-    post_start = time.perf_counter()
-    averager.copy_to(accelerator.unwrap_model(model))  # no-op without averaging
+    return ctx.epoch_cache[epoch][in_epoch]
 
-    # 7. statistics, final eval, save (main process only; the others wait)
+
+def accumulate_gradients(ctx: Context, step_groups: list[int]) -> dict[str, float]:
+    """Forward and backward over this process's micro-batches of the step; returns the step's loss parts.
+
+    Two distributed invariants live here. Each process's loss is scaled to its share of the global batch's
+    weighted mean per head (``head_scales``), so any split of the global batch gives the 1-process gradient.
+    A process whose share is empty (the short last batch) still runs one forward at zero weight, so every
+    process joins the same DDP all-reduce."""
+    cfg, accelerator, model = ctx.cfg, ctx.accelerator, ctx.model
+    world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
+    step_totals = head_weight_totals([ctx.groups[i] for i in step_groups])
+    sums: dict[str, float] = {}
+    for a, idx in enumerate(step_batches(step_groups, world, rank, accum)):
+        scales = head_scales([ctx.groups[i] for i in idx], step_totals, world * accum) if idx else None
+        batch = collate([ctx.groups[i] for i in idx or step_groups[:1]], ctx.pad_id)
+        sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
+        with sync, accelerator.autocast():  # mixed precision when accelerate is configured for it
+            logits = model(
+                input_ids=batch.input_ids.to(accelerator.device),
+                attention_mask=batch.attention_mask.to(accelerator.device),
+            ).logits.float()
+            loss, parts = batch_loss(
+                logits,
+                batch,
+                cfg,
+                ctx.ties,
+                scales or [0.0] * len(cfg.heads),
+                tie_params(ctx.ties, ctx.tie_raw, cfg),
+            )
+            accelerator.backward(loss / accum)
+        parts["loss"] = float(loss.detach())
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v / accum
+        ctx.counters["sequences"] += int(batch.input_ids.shape[0]) * world
+        ctx.counters["tokens"] += batch.tokens * world
+        ctx.counters["padded"] += batch.padded * world
+    ctx.counters["groups"] += len(step_groups)
+    return sums
+
+
+def train_step(ctx: Context, step: int) -> dict[str, float]:
+    """Step 6, once: accumulate, clip, stop on a non-finite loss or gradient *before* the optimizer step,
+    step, average weights; returns the row logged for this step."""
+    import torch
+
+    cfg, accelerator = ctx.cfg, ctx.accelerator
+    t0 = time.perf_counter()
+    step_groups = step_groups_at(ctx, step)
+    sums = accumulate_gradients(ctx, step_groups)
+    if ctx.tie_raw is not None and ctx.tie_raw.grad is not None and accelerator.num_processes > 1:
+        ctx.tie_raw.grad = accelerator.reduce(ctx.tie_raw.grad, "mean")  # outside the model, so outside DDP
+    grad_norm = accelerator.clip_grad_norm_(
+        [p for p in ctx.model.parameters() if p.requires_grad], cfg.train.max_grad_norm
+    )
+    done = step + 1
+    # The mean loss over processes is nan/inf if any process's is, and the gradient norm is global:
+    # every process takes the same decision here, so all of them stop (no hang), before the step.
+    reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
+    last_ckpt = functools.partial(runs.latest_checkpoint, ctx.run_dir)  # looked up only on failure
+    runs.stop_on_nonfinite("rm", "loss", float(reduced.item()), done, last_ckpt)
+    runs.stop_on_nonfinite("rm", "gradient norm", float(grad_norm), done, last_ckpt)
+    ctx.optimizer.step()
+    ctx.scheduler.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.averager.update(accelerator.unwrap_model(ctx.model), done)
+    ctx.counters["time"] += time.perf_counter() - t0
+    ctx.last = {
+        **sums,
+        "loss": float(reduced.item()),
+        "lr": ctx.scheduler.get_last_lr()[0],
+        "grad_norm": float(grad_norm),
+        "epoch": round(done / ctx.steps_per_epoch, 4),
+        "rankings": ctx.counters["groups"],  # cumulative over the run: throughput from any two rows
+        "tokens": ctx.counters["tokens"],
+        **{
+            f"tie_param_{h}": float(p.detach())  # learned: a tensor
+            for h, p in zip(cfg.heads, tie_params(ctx.ties, ctx.tie_raw, cfg), strict=True)
+            if p is not None and ctx.tie_raw is not None
+        },
+    }
+    return ctx.last
+
+
+def evaluate_live(ctx: Context) -> dict:
+    """Held-out metrics of the model being trained (main process; the others wait)."""
+    ctx.model.eval()
+    result: dict = {}
+    if ctx.main:
+        scorer = RewardScorer(
+            ctx.accelerator.unwrap_model(ctx.model),
+            ctx.tokenizer,
+            ctx.cfg.data.max_length,
+            str(ctx.accelerator.device),
+        )
+        param0 = head_tie_param(ctx.ties, ctx.tie_raw, ctx.cfg)
+        share0 = ctx.counts[0][0] / ctx.counts[0][1] if ctx.counts[0][1] else 0.0
+        result = evaluate_model(scorer, ctx.eval_recs, ctx.cfg, ctx.ties, None, param0, share0)
+    ctx.model.train()
+    ctx.accelerator.wait_for_everyone()
+    return result
+
+
+def finish(ctx: Context) -> dict[str, Any]:
+    """Step 7: averaged weights in, reward statistics and final eval in one scoring pass, save a plain HF
+    folder with its card (main process only; the others wait)."""
+    cfg, accelerator, counters = ctx.cfg, ctx.accelerator, ctx.counters
+    post_start = time.perf_counter()
+    ctx.averager.copy_to(accelerator.unwrap_model(ctx.model))  # no-op without averaging
     metrics: dict[str, Any] = {}
-    final = pc.full_model(accelerator, model, build_model)  # a collective under FSDP / ZeRO-3
-    if main:
+    final = pc.full_model(accelerator, ctx.model, ctx.build_model)  # a collective under FSDP / ZeRO-3
+    if ctx.main:
         if cfg.model.lora:
             final = final.merge_and_unload()  # a plain HF model: no peft needed to load it
         final.eval()
-        scorer = RewardScorer(final, tokenizer, cfg.data.max_length, str(accelerator.device))
+        scorer = RewardScorer(final, ctx.tokenizer, cfg.data.max_length, str(accelerator.device))
         final_params = [
             None if p is None else float(p.detach() if hasattr(p, "detach") else p)
-            for p in tie_params(ties, tie_raw, cfg)
+            for p in tie_params(ctx.ties, ctx.tie_raw, cfg)
         ]
-        chosen, stat_rewards, eval_rewards = score_after_training(scorer, train_recs, eval_recs, cfg)
-        stats = statistics_from_rewards(chosen, stat_rewards, cfg, ties)
+        chosen, stat_rewards, eval_rewards = score_after_training(scorer, ctx.train_recs, ctx.eval_recs, cfg)
+        stats = statistics_from_rewards(chosen, stat_rewards, cfg, ctx.ties)
         metrics = evaluate_from_rewards(
-            eval_recs, eval_rewards, cfg, ties, stats["tie_threshold"], final_params[0]
+            ctx.eval_recs, eval_rewards, cfg, ctx.ties, stats["tie_threshold"], final_params[0]
         )
-        pad_total = totals["tokens"] + totals["padded"]
+        pad_total = counters["tokens"] + counters["padded"]
+        per_s = lambda n: n / counters["time"] if counters["time"] else None  # noqa: E731
         metrics.update(
             {
-                "train_loss": last.get("loss"),
-                "steps": total_steps,
-                "resumed_from_step": start_step if ckpt is not None else None,
-                "train_groups": len(groups),
-                "eval_records": len(eval_recs),
-                "rankings_per_s": totals["groups"] / totals["time"] if totals["time"] else None,
-                "sequences_per_s": totals["sequences"] / totals["time"] if totals["time"] else None,
-                "tokens_per_s": totals["tokens"] / totals["time"] if totals["time"] else None,
-                "padding_ratio": totals["padded"] / pad_total if pad_total else None,
-                "train_time_s": totals["time"],
+                "train_loss": ctx.last.get("loss"),
+                "steps": ctx.total_steps,
+                "resumed_from_step": ctx.start_step if ctx.ckpt is not None else None,
+                "train_groups": len(ctx.groups),
+                "eval_records": len(ctx.eval_recs),
+                "rankings_per_s": per_s(counters["groups"]),
+                "sequences_per_s": per_s(counters["sequences"]),
+                "tokens_per_s": per_s(counters["tokens"]),
+                "padding_ratio": counters["padded"] / pad_total if pad_total else None,
+                "train_time_s": counters["time"],
                 "post_train_s": time.perf_counter() - post_start,  # statistics + final eval (this run only)
                 "mixed_precision": str(accelerator.mixed_precision),
-                "tie_model": ties[0],
-                **tie_report(counts, ties, final_params, cfg),
+                "tie_model": ctx.ties[0],
+                **tie_report(ctx.counts, ctx.ties, final_params, cfg),
                 "heads": list(cfg.heads),
-                "gold_set_aside": data_info["gold_set_aside"],
-                **trunc,
+                "gold_set_aside": ctx.data_info["gold_set_aside"],
+                **ctx.trunc,
                 **{k: v for k, v in stats.items()},
             }
         )
-        model_dir = run_dir / "model"
-        _check_weights(final, total_steps, run_dir)
+        model_dir = ctx.run_dir / "model"
+        _check_weights(final, ctx.total_steps, ctx.run_dir)
         with runs.writing(model_dir):
-            save_model(final, tokenizer, model_dir, cfg, stats, ties, final_params)
+            save_model(final, ctx.tokenizer, model_dir, cfg, stats, ctx.ties, final_params)
             card = cards.write_card(
-                model_dir, "rm", cfg, metrics, data_info=data_info, pooling=_card_pooling(final)
+                model_dir, "rm", cfg, metrics, data_info=ctx.data_info, pooling=_card_pooling(final)
             )
             card.write_text(card.read_text() + "\n" + scoring_section(final))
-            runs.write_metrics(run_dir, metrics)
-        runs.update_manifest(run_dir, {"model": str(model_dir), "steps": total_steps})
-        tracker.log(
+            runs.write_metrics(ctx.run_dir, metrics)
+        runs.update_manifest(ctx.run_dir, {"model": str(model_dir), "steps": ctx.total_steps})
+        ctx.tracker.log(
             {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None},
-            step=total_steps,
+            step=ctx.total_steps,
         )
-        tracker.summary(metrics)
-        tracker.finish()
-        say(
+        ctx.tracker.summary(metrics)
+        ctx.tracker.finish()
+        ctx.say(
             f"saved {model_dir}; eval accuracy {metrics.get('accuracy')} on {metrics.get('n_pairs')} pairs "
             f"(agreement ceiling {metrics.get('agreement_ceiling')})"
         )
@@ -1085,6 +1146,39 @@ def run(cfg: RMConfig) -> dict[str, Any]:
 
         AcceleratorState._reset_state()
     return metrics
+
+
+def run(cfg: RMConfig) -> dict[str, Any]:
+    """Train, evaluate and save a reward model; returns the final metrics (also in metrics.json)."""
+    from rewardlab import progress
+
+    ctx = setup(cfg)
+    train = cfg.train
+    bar = progress.bar(
+        ctx.total_steps, "train rm", unit="steps", initial=ctx.start_step, disable=not ctx.main
+    )
+    ctx.model.train()
+    for step in range(ctx.start_step, ctx.total_steps):
+        row = train_step(ctx, step)
+        done = step + 1
+        if ctx.main and (done % train.log_every == 0 or done == ctx.total_steps):
+            ctx.tracker.log(row, step=done)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if train.eval_every and done % train.eval_every == 0 and done < ctx.total_steps:
+            result = evaluate_live(ctx)
+            if ctx.main:
+                ctx.tracker.log(
+                    {f"eval/{k}": v for k, v in result.items() if not isinstance(v, dict)}, step=done
+                )
+        if train.save_every and done % train.save_every == 0:
+            with runs.writing(runs.checkpoint_dir(ctx.run_dir, done).with_suffix(".tmp")):
+                save_checkpoint(
+                    ctx.run_dir, done, ctx.model, ctx.optimizer, ctx.scheduler, ctx.accelerator, cfg,
+                    ctx.counters, ctx.averager, ctx.tie_raw,
+                )  # fmt: skip
+    bar.close()
+    return finish(ctx)
 
 
 train_rm = run
