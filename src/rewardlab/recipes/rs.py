@@ -123,7 +123,7 @@ def run(cfg: Any) -> dict[str, Any]:
     if cfg.train.resume:
         raise UserError("train.resume: `train rs` cannot resume yet (rounds are short); start it again")
     run_dir = runs.check_writable(cfg.output_dir)
-    train_records, _, data_info = pc.split_records(cfg.data, cfg.train.seed)
+    train_records, _, data_info = pc.split_records(cfg.data)
     prompts = [p["prompt"] for p in pc.unique_prompts(train_records)]
     if not prompts:
         raise UserError(f"{cfg.data.train}: no training prompts")
