@@ -9,7 +9,9 @@ from rewardlab.config import RMConfig
 from rewardlab.data.schema import normalize
 from rewardlab.errors import UserError
 from rewardlab.recipes.rm import (
+    BATCH_COLS,
     Group,
+    PairCol,
     build_groups,
     collate,
     epoch_batches,
@@ -85,8 +87,9 @@ def test_collate_flattens_groups_and_shifts_pairs():
     b = collate([g1, g2], pad_id=0)
     assert b.input_ids.tolist() == [[5, 6, 7], [8, 0, 0], [1, 0, 0], [2, 3, 0], [4, 0, 0]]
     assert b.seq_group.tolist() == [0, 0, 1, 1, 1]
-    assert b.pairs[0][:, :2].tolist() == [[0, 1], [3, 2], [3, 4]]
-    assert b.pairs[0][:, 5].tolist() == [0, 1, 1]
+    assert b.pairs[0].shape[1] == BATCH_COLS
+    assert b.pairs[0][:, [PairCol.BETTER, PairCol.WORSE]].tolist() == [[0, 1], [3, 2], [3, 4]]
+    assert b.pairs[0][:, PairCol.GROUP].tolist() == [0, 1, 1]
     assert b.weight.tolist() == [1.0, 2.0]
     assert (b.tokens, b.padded) == (8, 7)
 

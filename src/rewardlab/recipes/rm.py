@@ -23,6 +23,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,23 @@ def load_records(cfg: RMConfig) -> tuple[list[dict], list[dict], dict[str, Any]]
 # ---------------------------------------------------------------- 2. encoding, 3. labels
 
 
+class PairCol(IntEnum):
+    """The columns of a pair row (float64), named once here: a Group's rows hold the columns before GROUP,
+    collate appends GROUP (the group's index in the batch). Add a field before GROUP and every reader
+    follows."""
+
+    BETTER = 0  # response index of the better answer (within the group; flat within a batch)
+    WORSE = 1
+    TIE = 2  # 1.0 for a tied pair
+    P = 3  # soft label: P(better beats worse)
+    MARGIN = 4
+    GROUP = 5
+
+
+GROUP_COLS = int(PairCol.GROUP)  # columns of a Group's pair rows
+BATCH_COLS = GROUP_COLS + 1  # columns of a Batch's pair rows
+
+
 @dataclass
 class Group:
     """One training element: a prompt's K encoded responses and the pairs each head learns from."""
@@ -111,7 +129,7 @@ class Group:
     ids: list[np.ndarray]  # int32 token ids per response
     ranks: list[int]
     weight: float
-    pairs: list[np.ndarray]  # per head: [P, 5] rows of (better, worse, tie, p, margin)
+    pairs: list[np.ndarray]  # per head: [P, GROUP_COLS] rows, columns named by PairCol
 
     @property
     def length(self) -> int:
@@ -181,7 +199,7 @@ def build_groups(records: list[dict], ids: list[list[np.ndarray]], cfg: RMConfig
                 )
                 for w, lo, tie, p in head_pairs(rec, head)
             ]
-            per_head.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
+            per_head.append(np.array(rows, dtype=np.float64).reshape(-1, GROUP_COLS))
         weight = float(rec.get("weight", 1.0)) if cfg.loss.use_weights else 1.0
         groups.append(Group(rec_ids, list(rec["ranks"]), weight, per_head))
     return groups
@@ -192,7 +210,7 @@ def tie_counts(groups: list[Group], n_heads: int) -> list[tuple[int, int]]:
     out = []
     for h in range(n_heads):
         rows = [g.pairs[h] for g in groups if len(g.pairs[h])]
-        out.append((int(sum(r[:, 2].sum() for r in rows)), int(sum(len(r) for r in rows))))
+        out.append((int(sum(r[:, PairCol.TIE].sum() for r in rows)), int(sum(len(r) for r in rows))))
     return out
 
 
@@ -339,7 +357,7 @@ class Batch:
     seq_group: Any  # group index of each sequence
     ranks: Any
     weight: Any
-    pairs: list[Any]  # per head: tensor [P, 6] of (better, worse, tie, p, margin, group)
+    pairs: list[Any]  # per head: tensor [P, BATCH_COLS], columns named by PairCol
     n_groups: int
     tokens: int
     padded: int
@@ -358,10 +376,10 @@ def collate(groups: list[Group], pad_id: int) -> Batch:
         for h, rows in enumerate(g.pairs):
             if len(rows):
                 shifted = rows.copy()
-                shifted[:, :2] += offset
+                shifted[:, [PairCol.BETTER, PairCol.WORSE]] += offset
                 heads[h].append(np.hstack([shifted, np.full((len(rows), 1), g_idx)]))
     input_ids, mask = pad_batch(seqs, pad_id)
-    pairs = [torch.from_numpy(np.vstack(h) if h else np.zeros((0, 6))) for h in heads]
+    pairs = [torch.from_numpy(np.vstack(h) if h else np.zeros((0, BATCH_COLS))) for h in heads]
     tokens = int(mask.sum())
     return Batch(
         input_ids,
@@ -414,13 +432,15 @@ def batch_loss(
         else:
             loss_h = losses.pairwise_ranking_loss(
                 r,
-                rows[:, 0].long(),
-                rows[:, 1].long(),
-                rows[:, 5].long(),
+                rows[:, PairCol.BETTER].long(),
+                rows[:, PairCol.WORSE].long(),
+                rows[:, PairCol.GROUP].long(),
                 batch.n_groups,
-                p=rows[:, 3].to(r.dtype),
-                tie=rows[:, 2].bool() if ties[h] else None,  # a Bradley-Terry head's ties are p = 0.5 pairs
-                margin=rows[:, 4].to(r.dtype),
+                p=rows[:, PairCol.P].to(r.dtype),
+                tie=rows[:, PairCol.TIE].bool()
+                if ties[h]
+                else None,  # a Bradley-Terry head's ties are p = 0.5
+                margin=rows[:, PairCol.MARGIN].to(r.dtype),
                 weight=batch.weight.to(logits.device, r.dtype),
                 tie_model=ties[h],
                 tie_param=(params[h] if params is not None else cfg.loss.tie_param) if ties[h] else 1.5,
@@ -429,9 +449,9 @@ def batch_loss(
         if cfg.loss.center_coef:
             center = losses.centering_loss(
                 r,
-                rows[:, 0].long(),
-                rows[:, 1].long(),
-                rows[:, 5].long(),
+                rows[:, PairCol.BETTER].long(),
+                rows[:, PairCol.WORSE].long(),
+                rows[:, PairCol.GROUP].long(),
                 batch.n_groups,
                 cfg.loss.center_coef,
                 batch.weight.to(logits.device, r.dtype),
@@ -443,9 +463,10 @@ def batch_loss(
     if len(head_losses) > 1:
         total = total + cfg.loss.head_weight * torch.stack(head_losses[1:]).mean()
     rows0 = batch.pairs[0]
-    decided = rows0[:, 2] == 0
+    decided = rows0[:, PairCol.TIE] == 0
     if bool(decided.any()):
-        d = (logits[rows0[decided, 0].long(), 0] - logits[rows0[decided, 1].long(), 0]).detach()
+        better, worse = rows0[decided, PairCol.BETTER].long(), rows0[decided, PairCol.WORSE].long()
+        d = (logits[better, 0] - logits[worse, 0]).detach()
         parts["batch_accuracy"] = float(((d > 0).float() + 0.5 * (d == 0).float()).mean())
     return total, parts
 
