@@ -249,6 +249,16 @@ class RMLossConfig(Strict):
     use_weights: bool = True
     head_weight: float = Field(1.0, ge=0)  # weight of the rubric-head losses against the overall head
 
+    @model_validator(mode="after")
+    def _tie_param_in_range(self) -> RMLossConfig:
+        """Checked when the config is built, not after every record is tokenized."""
+        p = self.tie_param
+        if p is not None and self.ties == "rao-kupper" and not 1 < p < float("inf"):
+            raise ValueError(f"loss.tie_param must be > 1 for rao-kupper (or null: learned), got {p}")
+        if p is not None and self.ties == "davidson" and not 0 < p < float("inf"):
+            raise ValueError(f"loss.tie_param must be > 0 for davidson (or null: learned), got {p}")
+        return self
+
 
 class RMModelConfig(ModelConfig):
     """A reward model's backbone, plus what its heads read."""

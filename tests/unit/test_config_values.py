@@ -25,6 +25,7 @@ from rewardlab import config as cfglib
         ("configs/dpo/tiny.yaml", "dpo.loss_weights=[1,2]", "dpo", "2 values for 1 dpo.loss_type"),
         ("configs/dpo/tiny.yaml", "dpo.beta=0", "dpo.beta", "greater than 0"),
         ("configs/rm/tiny.yaml", "heads=[overall,overall]", "heads", "distinct"),
+        ("configs/rm/tiny.yaml", "loss.tie_param=0.5", "loss", "must be > 1 for rao-kupper"),
         ("configs/rm/tiny.yaml", "train.warmup_ratio=2", "train.warmup_ratio", "less than or equal to 1"),
         (
             "configs/grpo/tiny.yaml",

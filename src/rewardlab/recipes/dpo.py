@@ -65,10 +65,6 @@ def build_pairs(records: list[dict], mode: str, soft_labels: str) -> tuple[list[
 
 def check_options(cfg: Any) -> None:
     """Refuse settings TRL would silently ignore or reject late, before anything heavy is loaded."""
-    if cfg.dpo.loss_weights is not None and len(cfg.dpo.loss_weights) != len(cfg.dpo.loss_type):
-        raise UserError(
-            f"dpo.loss_weights has {len(cfg.dpo.loss_weights)} values for {len(cfg.dpo.loss_type)} dpo.loss_type entries"
-        )
     if cfg.dpo.soft_labels == "label_smoothing" and not SMOOTHING_LOSSES & set(cfg.dpo.loss_type):
         raise UserError(
             f"dpo.soft_labels=label_smoothing needs a loss that reads label_smoothing in TRL 1.16 "

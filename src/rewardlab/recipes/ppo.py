@@ -488,27 +488,6 @@ def check_distributed(accelerator: Any, cfg: Any) -> None:
     pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
 
 
-def check_batch_sizes(cfg: Any) -> None:
-    """Batch sizes that divide, and a sampler whose distribution the log-probs can reproduce."""
-    o, t = cfg.ppo, cfg.train
-    if o.top_k or o.top_p < 1.0:
-        raise UserError(
-            f"ppo.top_k={o.top_k} / ppo.top_p={o.top_p}: PPO's ratios and KL are computed from "
-            "softmax(logits / temperature); a truncated sampler would make every update off-policy. "
-            "Use ppo.temperature only (top_k=0, top_p=1.0)"
-        )
-    if o.temperature <= 0:
-        raise UserError(f"ppo.temperature must be > 0, got {o.temperature}")
-    if o.rollout_batch_size % o.mini_batch_size:
-        raise UserError(
-            f"ppo.rollout_batch_size ({o.rollout_batch_size}) must be a multiple of ppo.mini_batch_size ({o.mini_batch_size})"
-        )
-    if o.mini_batch_size % t.grad_accum:
-        raise UserError(
-            f"ppo.mini_batch_size ({o.mini_batch_size}) must be a multiple of train.grad_accum ({t.grad_accum})"
-        )
-
-
 def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     import torch
     from accelerate import Accelerator
@@ -657,7 +636,6 @@ def step_stats(ctx: Any, batch: Rollout, update: dict[str, float], seconds: floa
 
 
 def run(cfg: Any) -> dict[str, Any]:
-    check_batch_sizes(cfg)
     # a full or read-only disk fails here, before any model loads, not at the first checkpoint
     run_dir = runs.check_writable(cfg.output_dir)
     train_records, _, data_info = pc.split_records(cfg.data)
