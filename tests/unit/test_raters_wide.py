@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,19 +12,9 @@ from rewardlab.data.dataset import iter_records, load_dataset
 from rewardlab.data.formats import wide
 
 ROOT = Path(__file__).resolve().parents[2]
-# ../shared/realdata beside the repo (a git worktree sits one level deeper); REWARDLAB_REALDATA overrides.
-PANDALM = next(
-    (
-        Path(d) / "pandalm-testset-v1.json.gz"
-        for d in [
-            os.environ.get("REWARDLAB_REALDATA", ""),
-            ROOT / ".." / "shared" / "realdata",
-            ROOT / ".." / ".." / "shared" / "realdata",
-        ]  # fmt: skip
-        if d and (Path(d) / "pandalm-testset-v1.json.gz").is_file()
-    ),
-    ROOT / ".." / "shared" / "realdata" / "pandalm-testset-v1.json.gz",
-)
+# The first 60 rows of PandaLM's testset-v1 (Apache-2.0), committed so a fresh checkout runs this test
+# (tests/data/README.md says where they come from).
+PANDALM = ROOT / "tests" / "data" / "pandalm-testset-v1-first60.json.gz"
 
 CSV = """item,question,left,right,ann_a,ann_b,ann_c,domain
 1,What is 2+2?,4,5,A,A,=,math
@@ -125,8 +114,8 @@ def test_missing_mapping_file_and_bad_yaml(cli, tmp_path):
 def test_pandalm_preset_imports_the_real_file_and_aggregates(cli, tmp_path):
     with gzip.open(PANDALM, "rt", encoding="utf-8") as fh:
         rows = json.load(fh)
-    assert len(rows) == 999
-    (tmp_path / "pandalm.json").write_text(json.dumps(rows[:60]))
+    assert len(rows) == 60
+    (tmp_path / "pandalm.json").write_text(json.dumps(rows))
     res = cli(
         "data",
         "import",
