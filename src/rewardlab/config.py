@@ -385,8 +385,14 @@ class PPOConfig(RunConfig):
     @field_validator("ppo")
     @classmethod
     def _batches_divide(cls, ppo: PPOOptions, info: ValidationInfo) -> PPOOptions:
-        """Rollouts split into whole minibatches, minibatches into whole micro-batches (checked here, not at
-        the first optimizer step)."""
+        """A sampler whose distribution the log-probs reproduce; rollouts split into whole minibatches,
+        minibatches into whole micro-batches (checked here, not at the first optimizer step)."""
+        if ppo.top_k or ppo.top_p < 1.0:
+            raise ValueError(
+                f"ppo.top_k={ppo.top_k} / ppo.top_p={ppo.top_p}: PPO's ratios and KL are computed from "
+                "softmax(logits / temperature); a truncated sampler would make every update off-policy. "
+                "Use ppo.temperature only (top_k=0, top_p=1.0)"
+            )
         if ppo.rollout_batch_size % ppo.mini_batch_size:
             raise ValueError(
                 f"ppo.rollout_batch_size ({ppo.rollout_batch_size}) must be a multiple of "
