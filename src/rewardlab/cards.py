@@ -240,33 +240,25 @@ def eval_results(stage: str, metrics: dict[str, Any], model_name: str, dataset: 
     from huggingface_hub import EvalResult
 
     task = "text-classification" if stage == "rm" else "text-generation"
-    out = []
-    for key, mtype, name in EVAL_METRICS["rm" if stage == "rm" else "policy"]:
-        value = metrics.get(key)
-        if _finite(value):
-            out.append(
-                EvalResult(
-                    task_type=task,
-                    dataset_type=dataset["type"],
-                    dataset_name=dataset["name"],
-                    metric_type=mtype,
-                    metric_name=name,
-                    metric_value=round(float(value), 6),
-                )
-            )
+    wanted = [
+        (metrics.get(key), mtype, name)
+        for key, mtype, name in EVAL_METRICS["rm" if stage == "rm" else "policy"]
+    ]
     if stage == "rm":
         for head, value in (metrics.get("accuracy_by_head") or {}).items():
-            if _finite(value):
-                out.append(
-                    EvalResult(
-                        task_type=task,
-                        dataset_type=dataset["type"],
-                        dataset_name=dataset["name"],
-                        metric_type="accuracy",
-                        metric_name=f"pairwise accuracy, head {head} (held-out)",
-                        metric_value=round(float(value), 6),
-                    )
-                )
+            wanted.append((value, "accuracy", f"pairwise accuracy, head {head} (held-out)"))
+    out = [
+        EvalResult(
+            task_type=task,
+            dataset_type=dataset["type"],
+            dataset_name=dataset["name"],
+            metric_type=mtype,
+            metric_name=name,
+            metric_value=round(float(value), 6),
+        )
+        for value, mtype, name in wanted
+        if _finite(value)
+    ]
     return out
 
 

@@ -600,17 +600,6 @@ def load_checkpoint(
 # ---------------------------------------------------------------- 7. after training
 
 
-def reward_statistics(
-    scorer: RewardScorer, records: list[dict], cfg: RMConfig, ties: list[str | None]
-) -> dict:
-    """Mean/std of rewards on (a seeded sample of) training responses, per head, for PPO's whitening; and
-    the tie threshold: the reward gap below which the model calls a tie, set so that the share of
-    training pairs called ties matches the share of human ties (0 when training had no ties)."""
-    chosen = stats_sample(records, cfg)
-    rewards = score_records(scorer, chosen, batch_size=cfg.eval_batch_size)
-    return statistics_from_rewards(chosen, rewards, cfg, ties)
-
-
 def stats_sample(records: list[dict], cfg: RMConfig) -> list[dict]:
     """A seeded sample of training records holding about ``stats_max_responses`` responses."""
     rng = random.Random(cfg.train.seed)
@@ -639,7 +628,9 @@ def score_after_training(
 def statistics_from_rewards(
     chosen: list[dict], rewards: list[np.ndarray], cfg: RMConfig, ties: list[str | None]
 ) -> dict:
-    """``reward_statistics`` from already computed rewards of the sampled training records."""
+    """Mean/std of rewards on the sampled training responses, per head, for PPO's whitening; and the tie
+    threshold: the reward gap below which the model calls a tie, set so that the share of training pairs
+    called ties matches the share of human ties (0 when training had no ties)."""
     flat = np.concatenate(rewards, axis=0).astype(np.float64)
     gaps, n_ties = [], 0
     for rec, r in zip(chosen, rewards, strict=True):
@@ -669,11 +660,9 @@ def evaluate_model(
     """Held-out metrics; ``tie_param`` is head 0's (learned) tie parameter (calibration under ties).
 
     ``threshold`` None (evaluation during training): the tie threshold is set as at the end of training
-    (``reward_statistics``), so that the model calls ties at the training pairs' tie share, but from the
+    (``statistics_from_rewards``), so that the model calls ties at the training pairs' tie share, but from the
     held-out reward gaps (no labels read), which saves scoring the training set at every evaluation."""
-    if not records:
-        return {"accuracy": None, "n_pairs": 0, "ece": None, "agreement_ceiling": None}
-    rewards = score_records(scorer, records, batch_size=cfg.eval_batch_size)
+    rewards = score_records(scorer, records, batch_size=cfg.eval_batch_size) if records else []
     return evaluate_from_rewards(records, rewards, cfg, ties, threshold, tie_param, tie_share)
 
 
