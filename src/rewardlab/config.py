@@ -283,6 +283,9 @@ class RMConfig(RunConfig):
     averaging: RMAveragingConfig = RMAveragingConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
     loss: RMLossConfig = RMLossConfig()
+    # Prompt tokens kept (the latest turns; None: all that fit in data.max_length). Saved with the model,
+    # so scoring cuts prompts the same way. On HH-RLHF, 64 trains ~1.5x faster (docs/reward-models.md).
+    max_prompt_length: int | None = Field(None, ge=1)
     group_by_length: bool = True
     length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
     eval_batch_size: int = Field(32, ge=1)

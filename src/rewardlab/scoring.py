@@ -69,14 +69,22 @@ def _add_special_tokens(tokenizer: Any, text: str) -> bool:
 
 
 def _truncate(
-    ids: list[int], offsets: list, special: list[int], boundary: int, max_length: int
+    ids: list[int],
+    offsets: list,
+    special: list[int],
+    boundary: int,
+    max_length: int,
+    max_prompt_length: int | None = None,
 ) -> tuple[list[int], bool, bool]:
     """Cut the prompt's left tokens first, then the response's right tokens.
 
-    Special tokens at either end (``special`` is 1 for [CLS]/[SEP]/BOS/role markers/end-of-turn) are kept,
-    so a truncated input still starts and ends the way the model saw during training.
+    ``max_prompt_length`` also keeps at most that many prompt tokens (the latest turns) even when the whole
+    fits: on multi-turn data the last turns carry most of what decides between two answers, and shorter
+    inputs train faster. Special tokens at either end (``special`` is 1 for [CLS]/[SEP]/BOS/role
+    markers/end-of-turn) are kept, so a truncated input still starts and ends the way the model saw during
+    training.
     """
-    if len(ids) <= max_length:
+    if len(ids) <= max_length and max_prompt_length is None:
         return ids, False, False
     head = 0
     while head < len(ids) and special[head]:
@@ -87,9 +95,12 @@ def _truncate(
     body = list(range(head, tail))
     n_prompt = sum(1 for i in body if offsets[i][0] < boundary)
     excess = len(ids) - max_length
-    cut_prompt = min(excess, n_prompt)
+    capped = max(0, n_prompt - max_prompt_length) if max_prompt_length is not None else 0
+    if excess <= 0 and not capped:
+        return ids, False, False
+    cut_prompt = max(capped, min(excess, n_prompt))
     keep = body[cut_prompt:]
-    excess -= cut_prompt
+    excess = max(0, excess - cut_prompt)
     cut_response = excess > 0
     if cut_response:
         keep = keep[: len(keep) - excess]
@@ -103,8 +114,10 @@ def encode_conversations(
     responses: Sequence[str],
     max_length: int,
     prompt_prefixes: Sequence[str | None] | None = None,
+    max_prompt_length: int | None = None,
 ) -> Encoded:
-    """Token ids for each (prompt, response), truncated from the left of the prompt (see module doc)."""
+    """Token ids for each (prompt, response), truncated from the left of the prompt (see module doc);
+    ``max_prompt_length`` caps the prompt's tokens (its latest ones kept) whatever the total length."""
     if not getattr(tokenizer, "is_fast", True):
         raise UserError("rewardlab needs a fast (Rust) tokenizer to truncate prompts from the left")
     texts, bounds = [], []
@@ -122,7 +135,9 @@ def encode_conversations(
         every = [i for i, f in enumerate(flags) if f is flag]
         # In chunks: the tokenizer's batch output (offsets, masks) dwarfs the ids it yields.
         for idx in (every[s : s + 4096] for s in range(0, len(every), 4096)):
-            _encode_chunk(tokenizer, texts, bounds, idx, flag, max_length, special_ids, results)
+            _encode_chunk(
+                tokenizer, texts, bounds, idx, flag, (max_length, max_prompt_length), special_ids, results
+            )
     for ids, cut_p, cut_r in results:  # type: ignore[misc]
         out.ids.append(ids)
         out.prompt_truncated.append(cut_p)
@@ -136,7 +151,7 @@ def _encode_chunk(
     bounds: list[int],
     idx: list[int],
     flag: bool,
-    max_length: int,
+    limits: tuple[int, int | None],
     special_ids: set[int],
     results: list,
 ) -> None:
@@ -151,7 +166,7 @@ def _encode_chunk(
     for row, i in enumerate(idx):
         ids = enc["input_ids"][row]
         special = [int(m or t in special_ids) for m, t in zip(enc["special_tokens_mask"][row], ids)]
-        results[i] = _truncate(list(ids), enc["offset_mapping"][row], special, bounds[i], max_length)
+        results[i] = _truncate(list(ids), enc["offset_mapping"][row], special, bounds[i], *limits)
 
 
 def pad_batch(sequences: Sequence[list[int]], pad_id: int):
@@ -196,16 +211,25 @@ class RewardScorer:
     """A loaded reward model: ``score(prompts, responses) -> numpy [n, n_heads]`` in the RM's own format.
 
     Attributes: ``heads`` (names, head 0 is 'overall'), ``tokenizer``, ``model``, ``max_length``,
-    ``reward_mean``/``reward_std`` (head 0, from training responses; None when absent) and
+    ``max_prompt_length`` (the prompt cap the RM trained with, or None), ``reward_mean``/``reward_std`` (head 0, from training responses; None when absent) and
     ``reward_means``/``reward_stds`` (per head lists or None), ``device``.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, max_length: int = 512, device: str = "cpu"):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        max_length: int = 512,
+        device: str = "cpu",
+        max_prompt_length: int | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = int(max_length)
         cfg = model.config
+        # an RM trained on prompts cut to N tokens scores them cut the same way (its saved config says N)
+        self.max_prompt_length = max_prompt_length or getattr(cfg, "rewardlab_max_prompt_length", None)
         self.heads = head_names(cfg)
         self.reward_mean = _maybe_float(getattr(cfg, "reward_mean", None))
         self.reward_std = _maybe_float(getattr(cfg, "reward_std", None))
@@ -254,7 +278,13 @@ class RewardScorer:
         return cls(model, tokenizer, max_length=max_length or saved or 512, device=device)
 
     def encode(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> Encoded:
-        return encode_conversations(self.tokenizer, prompts, responses, self.max_length)
+        return encode_conversations(
+            self.tokenizer,
+            prompts,
+            responses,
+            self.max_length,
+            max_prompt_length=self.max_prompt_length,
+        )
 
     def score_tensor(
         self,

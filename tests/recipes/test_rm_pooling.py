@@ -105,3 +105,29 @@ def test_card_lines_score_like_rewardlab_score(pairs, tmp_path, cli, source, poo
     plain = [card_scores(model_dir, p, r)[0] for p, r in cases]
     assert plain == pytest.approx(ours, abs=1e-5)
     assert len(set(ours)) == 2  # two different inputs, two different rewards (not a constant head)
+
+
+def test_prompt_cap_is_saved_and_scoring_cuts_prompts_the_same_way(pairs, tmp_path, cli):
+    """`max_prompt_length`: the RM trains on the last N prompt tokens, and every later scorer (score, PPO,
+    eval) cuts the same way, so a prompt's older turns cannot move a reward the RM never saw them in."""
+    from rewardlab.scoring import RewardScorer
+
+    out = tmp_path / "run"
+    res = cli(
+        "train", "rm", "configs/rm/tiny.yaml", f"data.train={pairs}", f"output_dir={out}", "heads=[overall]",
+        "max_prompt_length=8", "train.max_steps=2", "train.batch_size=4", "data.max_length=64",
+    )  # fmt: skip
+    assert res.exit_code == 0, res
+    assert "prompts to their last 8" in res.stdout + res.stderr
+    assert json.loads((out / "model" / "config.json").read_text())["rewardlab_max_prompt_length"] == 8
+    assert "last 8 tokens" in (out / "model" / "README.md").read_text()
+    scorer = RewardScorer.from_path(out)
+    assert scorer.max_prompt_length == 8
+    tail = "Now tell me: what is 2 + 2?"
+    early, other = "We talked about eggs. " * 5, "We talked about trains and ships. " * 5
+    a, b = scorer.score([early + tail, other + tail], ["4.", "4."])[:, 0]
+    assert a == pytest.approx(b, abs=1e-6)  # only the prompt's last 8 tokens are read
+    uncapped = RewardScorer(scorer.model, scorer.tokenizer, 64)
+    uncapped.max_prompt_length = None
+    c, d = uncapped.score([early + tail, other + tail], ["4.", "4."])[:, 0]
+    assert c != pytest.approx(d, abs=1e-6)  # without the cap the early turns do move it

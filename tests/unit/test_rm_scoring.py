@@ -43,6 +43,20 @@ def test_response_longer_than_max_length_is_cut_on_the_right(tok):
     assert "The answer is 4" in text and text.endswith(tok.eos_token)
 
 
+def test_prompt_cap_keeps_the_latest_prompt_tokens_even_when_everything_fits(tok):
+    prompt = "First turn, long ago. " * 10 + "What is 2 + 2?"
+    response = "2 + 2 = 4."
+    full = encode_conversations(tok, [prompt], [response], max_length=512).ids[0]
+    enc = encode_conversations(tok, [prompt], [response], max_length=512, max_prompt_length=8)
+    ids = enc.ids[0]
+    assert enc.prompt_truncated == [True] and enc.response_truncated == [False]
+    assert len(ids) < len(full)
+    text = tok.decode(ids)
+    assert "2 + 2?" in text and "long ago" not in text and text.endswith(response + tok.eos_token)
+    short = encode_conversations(tok, ["Hi"], [response], max_length=512, max_prompt_length=8)
+    assert short.prompt_truncated == [False]  # a prompt within the cap is untouched
+
+
 def test_encoder_tokenizer_keeps_cls_and_sep():
     bert = models.load_tokenizer("offline:minilm-l6")
     enc = encode_conversations(bert, ["why " * 50], ["because it is so."], max_length=16)

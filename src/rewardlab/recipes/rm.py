@@ -137,7 +137,11 @@ class Group:
 
 
 def encode_records(
-    tokenizer: Any, records: list[dict], max_length: int, chunk: int = 4096
+    tokenizer: Any,
+    records: list[dict],
+    max_length: int,
+    chunk: int = 4096,
+    max_prompt_length: int | None = None,
 ) -> tuple[list[list[np.ndarray]], dict]:
     """Token ids per record and response (int32 arrays); counts records whose prompt or response was
     truncated. Encodes ``chunk`` records at a time and keeps only compact arrays: a fast tokenizer's batch
@@ -160,7 +164,14 @@ def encode_records(
                 responses.append(resp)
                 prefixes.append(cache[key])
                 owner.append(n)
-        enc = encode_conversations(tokenizer, prompts, responses, max_length, prompt_prefixes=prefixes)
+        enc = encode_conversations(
+            tokenizer,
+            prompts,
+            responses,
+            max_length,
+            prompt_prefixes=prefixes,
+            max_prompt_length=max_prompt_length,
+        )
         for i, n in enumerate(owner):
             per_record[n].append(np.asarray(enc.ids[i], dtype=np.int32))
             if enc.prompt_truncated[i]:
@@ -701,10 +712,17 @@ def scoring_section(model: Any) -> str:
     from rewardlab import models
 
     pooling = getattr(model.config, "rewardlab_pooling", None) or models.native_pooling(model.config)
+    cap = getattr(model.config, "rewardlab_max_prompt_length", None)
+    cut = (
+        f" It trained on prompts cut to their last {cap} tokens (`rewardlab score` cuts them the same way):"
+        " the lines match it when the prompt is at most that long."
+        if cap
+        else ""
+    )
     return "\n".join(
         [
             "## Scoring in plain transformers",
-            f"Pooling: `{pooling}`. These lines give the same rewards as `rewardlab score`:",
+            f"Pooling: `{pooling}`. These lines give the same rewards as `rewardlab score`:{cut}",
             "```python",
             models.scoring_snippet(model.config).rstrip("\n"),
             "```",
@@ -730,6 +748,7 @@ def save_model(
     config.label2id = {h: i for i, h in enumerate(cfg.heads)}
     config.rewardlab_heads = list(cfg.heads)
     config.rewardlab_max_length = cfg.data.max_length
+    config.rewardlab_max_prompt_length = cfg.max_prompt_length  # scoring cuts prompts as training did
     config.rewardlab_tie_model = (
         {"kind": ties[0], "param": params[0]} if ties[0] and params[0] is not None else None
     )
@@ -851,11 +870,15 @@ def setup(cfg: RMConfig) -> Context:
         cfg.model.trust_remote_code,
     )
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    ids, trunc = encode_records(tokenizer, train_recs, cfg.data.max_length)
+    ids, trunc = encode_records(
+        tokenizer, train_recs, cfg.data.max_length, max_prompt_length=cfg.max_prompt_length
+    )
     if trunc["truncated_prompt_records"] or trunc["truncated_response_records"]:
+        cap = f", prompts to their last {cfg.max_prompt_length}" if cfg.max_prompt_length else ""
         say(
-            f"truncated to {cfg.data.max_length} tokens: {trunc['truncated_prompt_records']} records had prompts cut "
-            f"from the left, {trunc['truncated_response_records']} had responses cut on the right (all kept)"
+            f"truncated to {cfg.data.max_length} tokens{cap}: {trunc['truncated_prompt_records']} records had "
+            f"prompts cut from the left, {trunc['truncated_response_records']} had responses cut on the right "
+            "(all kept)"
         )
 
     # 3. labels per head
@@ -1069,6 +1092,7 @@ def evaluate_live(ctx: Context) -> dict:
             ctx.tokenizer,
             ctx.cfg.data.max_length,
             str(ctx.accelerator.device),
+            ctx.cfg.max_prompt_length,
         )
         param0 = head_tie_param(ctx.ties, ctx.tie_raw, ctx.cfg)
         share0 = ctx.counts[0][0] / ctx.counts[0][1] if ctx.counts[0][1] else 0.0
@@ -1090,7 +1114,9 @@ def finish(ctx: Context) -> dict[str, Any]:
         if cfg.model.lora:
             final = final.merge_and_unload()  # a plain HF model: no peft needed to load it
         final.eval()
-        scorer = RewardScorer(final, ctx.tokenizer, cfg.data.max_length, str(accelerator.device))
+        scorer = RewardScorer(
+            final, ctx.tokenizer, cfg.data.max_length, str(accelerator.device), cfg.max_prompt_length
+        )
         final_params = [
             None if p is None else float(p.detach() if hasattr(p, "detach") else p)
             for p in tie_params(ctx.ties, ctx.tie_raw, cfg)
