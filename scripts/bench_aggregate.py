@@ -7,7 +7,7 @@
 
 Simulated campaigns (``rewardlab simulate``'s rater pool: careful, noisy, random, position-biased,
 adversarial and too-fast raters, responses shown in a shuffled order) differ in rater mix, overlap (3, 5)
-and gold share (0, 5%). Reported seeds are 1..5; ``--tune`` searches ds3's prior strength and temperature
+and gold share (0, 5%). Reported seeds are 1..5; ``--tune`` searches ds3's flagged-rater threshold, prior strength and temperature
 on seeds 101..105 of the same campaigns, which the report never uses (never tune on what you report).
 
 Methods, all on the same judgments of each campaign: ``ours`` is ``rewardlab raters aggregate``'s default
@@ -124,11 +124,11 @@ def _from_probas(j, probas) -> np.ndarray:
 
 
 def flagged_keep(j, cfg) -> np.ndarray:
-    """Per judgment: not by a rater the report flags (what `raters aggregate` keeps by default)."""
+    """Per judgment: not by a rater `raters aggregate` excludes by default (flagged, unless ds3 keeps it)."""
     from rewardlab.raters import aggregate, quality
 
     report = quality.build_report(j, cfg)
-    excluded = aggregate.excluded_raters(j, report, cfg)
+    excluded = aggregate.excluded_raters(j, report, cfg, "ds3")
     return ~np.isin(j.j_rater, [i for i, r in enumerate(j.raters) if r in excluded])
 
 
@@ -304,32 +304,39 @@ def print_campaigns(res: dict, methods: list[str]) -> dict:
 
 
 def tune(names, prompts, log) -> None:
-    """Grid over ds3's prior strength and temperature on the tuning seeds (mean over campaigns)."""
+    """Grid over ds3's flagged-rater threshold (keep_flagged_min_bits), prior strength, temperature and
+    tie_min on the tuning seeds (mean over campaigns; every judged pair scored, as in the report)."""
     from rewardlab.config import RatersConfig
+    from rewardlab.raters import aggregate, quality
 
     data = {}
     for n in names:
         for s in TUNE_SEEDS:
             j, gap, eps = campaign(n, s, prompts)
-            data[(n, s)] = (j, gap, eps, flagged_keep(j, RatersConfig()))
+            data[(n, s)] = (j, gap, eps, quality.build_report(j, RatersConfig()))
     log(f"tuning on {len(data)} campaigns (seeds {TUNE_SEEDS})")
     print(
-        f"{'strength':>8} {'temp':>5} {'tie_min':>7} | {'order':>6} {'all':>6} {'tie':>6} {'brier':>6} {'ece':>6} {'max ece':>7}"
+        f"{'min_bits':>8} {'strength':>8} {'temp':>5} {'tie_min':>7} | {'order':>6} {'all':>6} {'tie':>6} {'brier':>6} {'ece':>6} {'max ece':>7}"
     )
-    for strength in (2.0, 4.0, 8.0, 16.0):
-        for temp in (0.5, 0.6, 0.7, 0.85, 1.0):
-            for tie_min in (0.35, 0.5):
-                cfg = RatersConfig(ds3={"prior_strength": strength, "temperature": temp, "tie_min": tie_min})
-                rows = []
-                for j, gap, eps, unflagged in data.values():
-                    everyone = np.ones(len(j.j_row), dtype=bool)
-                    p, called = run_method("ours", j, everyone, cfg, unflagged)
-                    judged = np.bincount(j.p_unit, minlength=j.n_units) > 0
-                    rows.append(metrics(p, called, gap, eps, judged))
-                m = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
-                worst = max(r["ece"] for r in rows)
-                print(f"{strength:>8} {temp:>5} {tie_min:>7} | {m['order']:.4f} {m['order_all']:.4f} {m['tie']:.4f} "
-                      f"{m['brier']:.4f} {m['ece']:.4f} {worst:.4f}", flush=True)  # fmt: skip
+    for bits in (None, 0.05, 0.12, 0.2):
+        for strength in (2.0, 4.0, 8.0):
+            for temp in (0.6, 0.7, 0.85):
+                for tie_min in (0.35, 0.5):
+                    ds3 = {"prior_strength": strength, "temperature": temp, "tie_min": tie_min,
+                           "keep_flagged_min_bits": bits}  # fmt: skip
+                    cfg = RatersConfig(ds3=ds3)
+                    rows = []
+                    for j, gap, eps, report in data.values():
+                        excluded = aggregate.excluded_raters(j, report, cfg, "ds3")
+                        keep = ~np.isin(j.j_rater, [i for i, r in enumerate(j.raters) if r in excluded])
+                        everyone = np.ones(len(j.j_row), dtype=bool)
+                        p, called = run_method("ours", j, everyone, cfg, keep)
+                        judged = np.bincount(j.p_unit, minlength=j.n_units) > 0
+                        rows.append(metrics(p, called, gap, eps, judged))
+                    m = {k: np.mean([r[k] for r in rows]) for k in rows[0]}
+                    worst = max(r["ece"] for r in rows)
+                    print(f"{bits!s:>8} {strength:>8} {temp:>5} {tie_min:>7} | {m['order']:.4f} {m['order_all']:.4f} "
+                          f"{m['tie']:.4f} {m['brier']:.4f} {m['ece']:.4f} {worst:.4f}", flush=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------- PandaLM
