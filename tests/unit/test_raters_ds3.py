@@ -9,7 +9,7 @@ import pytest
 
 from rewardlab.config import RatersConfig
 from rewardlab.data.schema import normalize
-from rewardlab.raters import aggregate, ds3
+from rewardlab.raters import aggregate, ds3, quality
 from rewardlab.raters.table import from_records
 
 
@@ -225,3 +225,55 @@ def test_one_judgment_per_pair_keeps_a_symmetric_prior():
     assert fit.shuffled and fit.prior[0] == pytest.approx(fit.prior[2])
     right = [(fit.raw[unit_of(j, p)[0], 0] > 0.5) == (w == "A") for p, w in truth.items()]
     assert np.mean(right) > 0.75
+
+
+def adversarial_campaign(n=80, seed=6):
+    """Careful r1..r3, an adversary who picks the worse response 95% of the time and a random clicker, on
+    clear pairs in shuffled orders; returns the records and the true winner per prompt."""
+    rng = np.random.default_rng(seed)
+    records, truth = [], {}
+    for i in range(n):
+        winner = "A" if rng.random() < 0.5 else "B"
+        loser = {"A": "B", "B": "A"}[winner]
+        truth[f"v{i}"] = winner
+        for r in ("r1", "r2", "r3"):
+            said = winner if rng.random() < 0.9 else loser
+            records.append(vote(f"v{i}", said, r, "A" if rng.random() < 0.5 else "B"))
+        records.append(vote(f"v{i}", loser if rng.random() < 0.95 else winner, "adv", "AB"[i % 2]))
+        records.append(vote(f"v{i}", "A" if rng.random() < 0.5 else "B", "rnd", "AB"[i % 2]))
+    return records, truth
+
+
+def test_an_inverted_rater_is_read_inverted_and_kept_by_the_flagged_policy():
+    records, _ = adversarial_campaign()
+    # "solo": only the adversary judged it and said B, so A is the better one. "split": r1 says A, r2 says
+    # B and the adversary says B: majority says B, the adversary's B is evidence for A.
+    records.append(vote("solo", "B", "adv"))
+    records += [vote("split", "A", "r1"), vote("split", "B", "r2", "B"), vote("split", "B", "adv")]
+    j, cons = merged(records)
+    fit = cons.ds3_fit
+    idx = {name: n for n, name in enumerate(j.raters)}
+    assert fit.inverted()[idx["adv"]] and not fit.inverted()[[idx["r1"], idx["rnd"]]].any()
+    info = fit.information()
+    assert info[idx["adv"]] > 0.4 and info[idx["rnd"]] < RatersConfig().ds3.keep_flagged_min_bits
+    for prompt in ("solo", "split"):
+        u, g = unit_of(j, prompt)
+        assert cons.unit_p[u] > 0.6 and cons.group_ranks[g] == [1, 2]
+    maj = aggregate.consensus(j, "majority", np.ones(len(j.j_row), dtype=bool), RatersConfig())
+    assert maj.unit_p[unit_of(j, "split")[0]] < 0.5  # face-value votes get "split" wrong
+    # The report flags the adversary and marks it inverted; with the random clicker flagged too (on 80
+    # votes its agreement can pass by chance), the flagged policy under ds3 keeps the adversary (read
+    # inverted) and still drops the clicker, who carries no information; other methods drop both.
+    report = quality.build_report(j, RatersConfig())
+    rows = {r["rater"]: r for r in report["raters"]}
+    assert rows["adv"]["flagged"] and rows["adv"]["ds3_inverted"] and not rows["rnd"]["ds3_inverted"]
+    assert rows["rnd"]["ds3_information"] < 0.12 < rows["adv"]["ds3_information"]
+    rows["rnd"].update(flagged=True, reasons=["low_agreement: 0.50 < 0.6"])
+    cfg = RatersConfig()
+    assert set(aggregate.excluded_raters(j, report, cfg, "ds3")) == {"rnd"}
+    assert "inverted" in aggregate.kept_flagged_raters(report, cfg, "ds3")["adv"]
+    assert set(aggregate.excluded_raters(j, report, cfg, "majority")) == {"adv", "rnd"}
+    old = RatersConfig(ds3={"keep_flagged_min_bits": None})
+    assert set(aggregate.excluded_raters(j, report, old, "ds3")) == {"adv", "rnd"}
+    listed = RatersConfig(exclude_list=["adv"])
+    assert set(aggregate.excluded_raters(j, report, listed, "ds3")) == {"adv", "rnd"}

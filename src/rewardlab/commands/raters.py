@@ -132,3 +132,5 @@ def aggregate(
             typer.echo(
                 f"{summary['groups_dropped']} comparison(s) had only excluded judgments and are not in the output"
             )
+        for name, why in sorted(summary.get("kept_flagged_raters", {}).items()):
+            typer.echo(f"kept {name}: {why}")

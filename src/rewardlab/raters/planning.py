@@ -86,7 +86,7 @@ def evaluate_setting(records: list[dict[str, Any]], truth: dict[str, Any], cfg: 
     cfg = cfg or RatersConfig()
     j = from_records(records)
     report = quality.build_report(j, cfg)
-    excluded = aggregate.excluded_raters(j, report, cfg)
+    excluded = aggregate.excluded_raters(j, report, cfg, cfg.method)
     keep = ~np.isin(j.j_rater, [i for i, n in enumerate(j.raters) if n in excluded])
     method = cfg.method if cfg.method != "none" else "majority"
     utilities, profiles = truth_views(truth)

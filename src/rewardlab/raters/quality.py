@@ -369,6 +369,8 @@ def rater_metrics(
     judged_r = np.bincount(j.p_rater, minlength=n_r) > 0
     reliability = np.where(judged_r, fit3.accuracy(), np.nan)
     ds3_bias = np.where(judged_r, fit3.position_bias(), np.nan)
+    ds3_info = np.where(judged_r, fit3.information(), np.nan)
+    ds3_inverted = fit3.inverted() & judged_r
     rubric = rubric_reliability(j)
     out = []
     for r, name in enumerate(j.raters):
@@ -391,6 +393,8 @@ def rater_metrics(
                 "too_fast": False,
                 "reliability": _r(reliability[r]),
                 "ds3_position_bias": _r(ds3_bias[r]),
+                "ds3_information": _r(ds3_info[r]),
+                "ds3_inverted": bool(ds3_inverted[r]),
                 "nbt_skill": _r(nbt.skills[r]) if pairs_n[r] > 0 else None,
                 "nbt_first_listed": _r(nbt.biases[r]) if pairs_n[r] > 0 else None,
                 "rubric_reliability": _r(rubric.get(r)),
