@@ -291,6 +291,9 @@ class RMConfig(RunConfig):
     # Prompt tokens kept (the latest turns; None: all that fit in data.max_length). Saved with the model,
     # so scoring cuts prompts the same way. On HH-RLHF, 64 trains ~1.5x faster (docs/reward-models.md).
     max_prompt_length: int | None = Field(None, ge=1)
+    # What train.batch_size counts: groups (rankings) per step, or pairs' worth of responses (a ranking of
+    # K counts K/2), so K-wise data keeps the memory and the steps per epoch of pairwise data.
+    batch_unit: Literal["groups", "pairs"] = "groups"
     group_by_length: bool = True
     length_bucket: int = Field(50, ge=1)  # groups sorted by length within buckets of batch_size * this
     eval_batch_size: int = Field(32, ge=1)

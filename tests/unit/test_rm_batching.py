@@ -15,6 +15,7 @@ from rewardlab.recipes.rm import (
     build_groups,
     collate,
     epoch_batches,
+    groups_per_step,
     head_scales,
     head_weight_totals,
     step_batches,
@@ -160,3 +161,16 @@ def test_unknown_strength_in_margin_map_is_an_error():
     cfg = RMConfig(loss={"margin": {"slightly": 1.0}})
     with pytest.raises(UserError, match="better"):
         build_groups(_records(), [[[1], [2], [3]], [[4], [5]]], cfg)
+
+
+def test_batch_unit_pairs_counts_a_ranking_of_k_as_k_over_2_pairs():
+    def groups(k: int, n: int = 10) -> list[Group]:
+        return [Group([np.zeros(3, np.int32)] * k, list(range(1, k + 1)), 1.0, []) for _ in range(n)]
+
+    cfg = RMConfig(train={"batch_size": 8}, batch_unit="pairs")
+    assert groups_per_step(groups(2), cfg) == 8  # pairwise data: unchanged
+    assert groups_per_step(groups(4), cfg) == 4  # the same 16 responses per step
+    assert groups_per_step(groups(8), cfg) == 2
+    assert groups_per_step(groups(40), cfg) == 1  # never an empty step
+    legacy = RMConfig(train={"batch_size": 8}, batch_unit="groups")
+    assert groups_per_step(groups(4), legacy) == 8

@@ -326,6 +326,19 @@ def epoch_batches(
     return batches
 
 
+def groups_per_step(groups: list[Group], cfg: RMConfig) -> int:
+    """Groups per process and micro-batch. ``batch_unit: pairs`` reads ``train.batch_size`` as pairs' worth
+    of responses (2 each): a step of K-wise rankings holds ``2 * batch_size / K`` of them (mean K, at least
+    1). Why: a step's memory then does not grow with K, and at equal epochs K-wise data takes as many
+    optimizer steps as the same responses in pairs; with ``groups`` (8 rankings of 4 per step) a K=4 epoch
+    has half the steps, each from fewer distinct prompts, and trained ~1.5 points below TRL's expanded pairs
+    at the same lr (docs/benchmarks.md, K-wise quality)."""
+    if cfg.batch_unit == "groups" or not groups:
+        return cfg.train.batch_size
+    mean_k = sum(len(g.ids) for g in groups) / len(groups)
+    return max(1, round(2 * cfg.train.batch_size / mean_k))
+
+
 def step_batches(global_batch: list[int], world: int, rank: int, accum: int) -> list[list[int]]:
     """The ``accum`` micro-batches this process runs for one optimizer step: its share of the step's global
     batch (``epoch_batches`` cut with batch_size x world x accum). The global batches are the same for any
@@ -925,7 +938,8 @@ def setup(cfg: RMConfig) -> Context:
         param_groups.append({"params": [tie_raw], "lr": cfg.loss.tie_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     world, accum = accelerator.num_processes, cfg.train.grad_accum
-    global_batch = cfg.train.batch_size * world * accum  # groups per optimizer step, over all processes
+    per_micro = groups_per_step(groups, cfg)
+    global_batch = per_micro * world * accum  # groups per optimizer step, over all processes
     steps_per_epoch = max(1, math.ceil(len(groups) / global_batch))
     total_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
     if cfg.train.max_steps is not None:
@@ -973,7 +987,7 @@ def setup(cfg: RMConfig) -> Context:
         tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=ckpt is not None)
     say(
         f"training: {len(groups)} groups, {total_steps} steps ({steps_per_epoch}/epoch), "
-        f"batch {cfg.train.batch_size} groups x {accum} accum x {world} proc; tie model: {ties[0] or 'none'}"
+        f"batch {per_micro} groups x {accum} accum x {world} proc; tie model: {ties[0] or 'none'}"
     )
     return Context(
         cfg=cfg, accelerator=accelerator, run_dir=run_dir, say=say, tokenizer=tokenizer,
