@@ -55,7 +55,7 @@ def test_rm_card_has_hub_metadata(minilm_rm):
         ["How do I reset my router?"], ["Unplug it for 30 seconds, then plug it back in."]
     )
     assert scope["result"]["helpfulness"] == pytest.approx(float(ours[0, 1]), abs=1e-5)
-    assert '"lr": 5e-05' in card.text  # hyperparameters
+    assert '"lr": 0.0001' in card.text  # hyperparameters (the shipped config's)
     fingerprint = json.loads((minilm_rm / "manifest.json").read_text())["data"]["train_fingerprint"]
     assert fingerprint in card.text
 
