@@ -38,7 +38,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-DATA = "../shared/realdata/hh-rlhf-helpful-base.test.jsonl.gz"
+HH_FILE = Path("shared") / "realdata" / "hh-rlhf-helpful-base.test.jsonl.gz"
+# ../shared next to the repo, found from the script rather than the working directory (a git worktree,
+# repo/../wt/name, finds it one more level up)
+DATA = str(next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), ROOT.parent / HH_FILE))
 
 
 def cli(*args: object) -> None:
@@ -224,6 +227,9 @@ def main() -> None:
     parser.add_argument("--dpo-lr", type=float, default=1e-5)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--dpo-batch", type=int, default=8)
+    parser.add_argument(  # configs/dpo/tiny.yaml's RPO default was tuned on the tiny models, not this one
+        "--dpo-sft-weight", type=float, default=0.0, help="0: plain DPO; > 0: RPO with this NLL weight"
+    )
     parser.add_argument("--ppo-steps", type=int, default=8)
     parser.add_argument("--ppo-lr", type=float, default=1e-5)
     parser.add_argument("--ppo-kl", type=float, default=0.05)
@@ -248,7 +254,9 @@ def main() -> None:
         "dpo": lambda: cli(
             "train", "dpo", ROOT / "configs/dpo/tiny.yaml", f"data.train={paths['dpo_a']}", f"output_dir={out / 'dpo'}",
             *common, "data.max_length=256", f"train.lr={args.dpo_lr}", f"train.max_steps={args.dpo_steps}",
-            f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none"),
+            f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none",
+            *(["dpo.loss_type=[sigmoid,sft]", f"dpo.loss_weights=[1.0,{args.dpo_sft_weight}]"] if args.dpo_sft_weight
+              else ["dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"])),
         "ppo": lambda: cli(
             "train", "ppo", ROOT / "configs/ppo/smollm.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'ppo'}",
             *common, f"ppo.reward_model={rm / 'model'}", f"train.lr={args.ppo_lr}", f"train.max_steps={args.ppo_steps}",
