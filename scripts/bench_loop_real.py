@@ -160,7 +160,7 @@ def lc_win_rate(rows: list[list[float]]) -> float:
         haa = hab = hbb = 1e-3
         for w, d, *_ in rows:
             x = d / 100.0
-            p = 1.0 / (1.0 + math.exp(-(a + b * x)))
+            p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, a + b * x))))
             ga += w - p
             gb += (w - p) * x
             h = p * (1 - p)
@@ -168,9 +168,15 @@ def lc_win_rate(rows: list[list[float]]) -> float:
             hab += h * x
             hbb += h * x * x
         det = haa * hbb - hab * hab
-        a += (hbb * ga - hab * gb) / det
-        b += (-hab * ga + haa * gb) / det
-    return 1.0 / (1.0 + math.exp(-a))
+        # a bootstrap resample can be degenerate (all wins, or one length difference): the Hessian is then
+        # singular up to rounding, and dividing by it raised ZeroDivisionError in a small smoke run
+        if det <= 1e-12:
+            break
+        step_a, step_b = (hbb * ga - hab * gb) / det, (-hab * ga + haa * gb) / det
+        a, b = a + step_a, b + step_b
+        if abs(step_a) + abs(step_b) < 1e-10:
+            break
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, a))))
 
 
 def summarize(run: Path, judge: Path, proxy: Path) -> dict:
