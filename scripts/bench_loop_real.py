@@ -38,7 +38,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
-DATA = "../shared/realdata/hh-rlhf-helpful-base.test.jsonl.gz"
+HH_FILE = Path("shared") / "realdata" / "hh-rlhf-helpful-base.test.jsonl.gz"
+# ../shared next to the repo, found from the script rather than the working directory (a git worktree,
+# repo/../wt/name, finds it one more level up)
+DATA = str(next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), ROOT.parent / HH_FILE))
 
 
 def cli(*args: object) -> None:
@@ -157,7 +160,7 @@ def lc_win_rate(rows: list[list[float]]) -> float:
         haa = hab = hbb = 1e-3
         for w, d, *_ in rows:
             x = d / 100.0
-            p = 1.0 / (1.0 + math.exp(-(a + b * x)))
+            p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, a + b * x))))
             ga += w - p
             gb += (w - p) * x
             h = p * (1 - p)
@@ -165,9 +168,15 @@ def lc_win_rate(rows: list[list[float]]) -> float:
             hab += h * x
             hbb += h * x * x
         det = haa * hbb - hab * hab
-        a += (hbb * ga - hab * gb) / det
-        b += (-hab * ga + haa * gb) / det
-    return 1.0 / (1.0 + math.exp(-a))
+        # a bootstrap resample can be degenerate (all wins, or one length difference): the Hessian is then
+        # singular up to rounding, and dividing by it raised ZeroDivisionError in a small smoke run
+        if det <= 1e-12:
+            break
+        step_a, step_b = (hbb * ga - hab * gb) / det, (-hab * ga + haa * gb) / det
+        a, b = a + step_a, b + step_b
+        if abs(step_a) + abs(step_b) < 1e-10:
+            break
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, a))))
 
 
 def summarize(run: Path, judge: Path, proxy: Path) -> dict:
@@ -224,6 +233,9 @@ def main() -> None:
     parser.add_argument("--dpo-lr", type=float, default=1e-5)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
     parser.add_argument("--dpo-batch", type=int, default=8)
+    parser.add_argument(  # configs/dpo/tiny.yaml's RPO default was tuned on the tiny models, not this one
+        "--dpo-sft-weight", type=float, default=0.0, help="0: plain DPO; > 0: RPO with this NLL weight"
+    )
     parser.add_argument("--ppo-steps", type=int, default=8)
     parser.add_argument("--ppo-lr", type=float, default=1e-5)
     parser.add_argument("--ppo-kl", type=float, default=0.05)
@@ -248,7 +260,9 @@ def main() -> None:
         "dpo": lambda: cli(
             "train", "dpo", ROOT / "configs/dpo/tiny.yaml", f"data.train={paths['dpo_a']}", f"output_dir={out / 'dpo'}",
             *common, "data.max_length=256", f"train.lr={args.dpo_lr}", f"train.max_steps={args.dpo_steps}",
-            f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none"),
+            f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none",
+            *(["dpo.loss_type=[sigmoid,sft]", f"dpo.loss_weights=[1.0,{args.dpo_sft_weight}]"] if args.dpo_sft_weight
+              else ["dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"])),
         "ppo": lambda: cli(
             "train", "ppo", ROOT / "configs/ppo/smollm.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'ppo'}",
             *common, f"ppo.reward_model={rm / 'model'}", f"train.lr={args.ppo_lr}", f"train.max_steps={args.ppo_steps}",

@@ -22,7 +22,7 @@ from rewardlab import config as cfglib
         ("configs/ppo/tiny.yaml", "ppo.top_p=0", "ppo.top_p", "greater than 0"),
         ("configs/ppo/tiny.yaml", "ppo.temperature=0", "ppo.temperature", "greater than 0"),
         ("configs/ppo/tiny.yaml", "train.seed=-1", "train.seed", "greater than or equal to 0"),
-        ("configs/dpo/tiny.yaml", "dpo.loss_weights=[1,2]", "dpo", "2 values for 1 dpo.loss_type"),
+        ("configs/dpo/tiny.yaml", "dpo.loss_weights=[1,2,3]", "dpo", "3 values for 2 dpo.loss_type"),
         ("configs/dpo/tiny.yaml", "dpo.beta=0", "dpo.beta", "greater than 0"),
         ("configs/rm/tiny.yaml", "heads=[overall,overall]", "heads", "distinct"),
         ("configs/rm/tiny.yaml", "loss.tie_param=0.5", "loss", "must be > 1 for rao-kupper"),
