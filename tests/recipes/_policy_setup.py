@@ -57,3 +57,14 @@ def untrained_rm(name: str, source: str) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# RM metrics that measure time (or where a run resumed): they differ between otherwise identical runs.
+RM_TIMING_KEYS = {
+    "rankings_per_s",
+    "sequences_per_s",
+    "tokens_per_s",
+    "train_time_s",
+    "post_train_s",
+    "resumed_from_step",
+}

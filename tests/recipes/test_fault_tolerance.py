@@ -27,16 +27,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _policy_setup import DATA, ROOT, read_jsonl, untrained_rm
+from _policy_setup import DATA, RM_TIMING_KEYS, ROOT, read_jsonl, untrained_rm
 
-RM_TIMING = {
-    "rankings_per_s",
-    "sequences_per_s",
-    "tokens_per_s",
-    "train_time_s",
-    "post_train_s",
-    "resumed_from_step",
-}
 PPO_TIMING = {"generate_time_share", "episodes_per_s", "tokens_per_s"}
 
 # Injected into killed / 2-process runs only (a PYTHONPATH folder holding sitecustomize.py).
@@ -215,8 +207,10 @@ def test_kill_9_during_train_rm_then_resume_ends_as_an_uninterrupted_run(tmp_pat
 
     ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (straight, killed))
     assert mb["resumed_from_step"] == resume_at, why
-    assert without(ma, RM_TIMING) == without(mb, RM_TIMING), why  # exact: CPU, one thread per process
-    assert rows_without_time(straight, RM_TIMING) == rows_without_time(killed, RM_TIMING), why
+    assert without(ma, RM_TIMING_KEYS) == without(mb, RM_TIMING_KEYS), (
+        why
+    )  # exact: CPU, one thread per process
+    assert rows_without_time(straight, RM_TIMING_KEYS) == rows_without_time(killed, RM_TIMING_KEYS), why
     assert_same_weights(straight / "model", killed / "model", why)
     from rewardlab.scoring import RewardScorer
 

@@ -7,19 +7,11 @@ import json
 import shutil
 
 import pytest
+from _policy_setup import RM_TIMING_KEYS
 
 from rewardlab.data.dataset import write_dataset
 from rewardlab.data.schema import normalize
 from rewardlab.recipes.rm import WeightAverage
-
-TIMING = {
-    "rankings_per_s",
-    "sequences_per_s",
-    "tokens_per_s",
-    "train_time_s",
-    "post_train_s",
-    "resumed_from_step",
-}
 
 
 def test_swa_and_ema_by_hand():
@@ -67,4 +59,6 @@ def test_resume_keeps_the_average(tmp_path, cli):
     a = json.loads((straight / "metrics.json").read_text())
     b = json.loads((resumed / "metrics.json").read_text())
     assert b["resumed_from_step"] == 4
-    assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    assert {k: v for k, v in a.items() if k not in RM_TIMING_KEYS} == {
+        k: v for k, v in b.items() if k not in RM_TIMING_KEYS
+    }

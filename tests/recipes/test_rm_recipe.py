@@ -8,19 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _policy_setup import RM_TIMING_KEYS
 
 from rewardlab.data.dataset import iter_records, load_dataset, split_by_prompt, write_dataset
 from rewardlab.data.schema import normalize
 
 CONFIG = "configs/rm/tiny.yaml"
-TIMING_KEYS = {
-    "rankings_per_s",
-    "sequences_per_s",
-    "tokens_per_s",
-    "train_time_s",
-    "post_train_s",
-    "resumed_from_step",
-}
 
 
 def make_records(n_prompts: int = 48, seed: int = 0) -> list[dict]:
@@ -131,8 +124,8 @@ def test_resume_ends_with_the_same_metrics(trained, tmp_path, cli):
     a = json.loads((out / "metrics.json").read_text())
     b = json.loads((resumed / "metrics.json").read_text())
     assert b["resumed_from_step"] == 3
-    assert {k: v for k, v in a.items() if k not in TIMING_KEYS} == {
-        k: v for k, v in b.items() if k not in TIMING_KEYS
+    assert {k: v for k, v in a.items() if k not in RM_TIMING_KEYS} == {
+        k: v for k, v in b.items() if k not in RM_TIMING_KEYS
     }
     rows = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6]
