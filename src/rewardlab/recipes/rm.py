@@ -672,24 +672,6 @@ def statistics_from_rewards(
     }
 
 
-def evaluate_model(
-    scorer: RewardScorer,
-    records: list[dict],
-    cfg: RMConfig,
-    ties: list[str | None],
-    threshold: float | None,
-    tie_param: float | None = None,
-    tie_share: float = 0.0,
-) -> dict:
-    """Held-out metrics; ``tie_param`` is head 0's (learned) tie parameter (calibration under ties).
-
-    ``threshold`` None (evaluation during training): the tie threshold is set as at the end of training
-    (``statistics_from_rewards``), so that the model calls ties at the training pairs' tie share, but from the
-    held-out reward gaps (no labels read), which saves scoring the training set at every evaluation."""
-    rewards = score_records(scorer, records, batch_size=cfg.eval_batch_size) if records else []
-    return evaluate_from_rewards(records, rewards, cfg, ties, threshold, tie_param, tie_share)
-
-
 def evaluate_from_rewards(
     records: list[dict],
     rewards: list[np.ndarray],
@@ -699,8 +681,12 @@ def evaluate_from_rewards(
     tie_param: float | None = None,
     tie_share: float = 0.0,
 ) -> dict:
-    """``evaluate_model`` on rewards already computed (the final evaluation shares its scoring pass with
-    the reward statistics)."""
+    """Held-out metrics from rewards already computed (the final evaluation shares its scoring pass with
+    the reward statistics); ``tie_param`` is head 0's (learned) tie parameter (calibration under ties).
+
+    ``threshold`` None (evaluation during training): the tie threshold is set as at the end of training
+    (``statistics_from_rewards``), so that the model calls ties at the training pairs' tie share, but from the
+    held-out reward gaps (no labels read), which saves scoring the training set at every evaluation."""
     if not records:
         return {"accuracy": None, "n_pairs": 0, "ece": None, "agreement_ceiling": None}
     if threshold is None:
@@ -1110,7 +1096,9 @@ def evaluate_live(ctx: Context) -> dict:
         )
         param0 = head_tie_param(ctx.ties, ctx.tie_raw, ctx.cfg)
         share0 = ctx.counts[0][0] / ctx.counts[0][1] if ctx.counts[0][1] else 0.0
-        result = evaluate_model(scorer, ctx.eval_recs, ctx.cfg, ctx.ties, None, param0, share0)
+        recs = ctx.eval_recs
+        rewards = score_records(scorer, recs, batch_size=ctx.cfg.eval_batch_size) if recs else []
+        result = evaluate_from_rewards(recs, rewards, ctx.cfg, ctx.ties, None, param0, share0)
     ctx.model.train()
     ctx.accelerator.wait_for_everyone()
     return result
