@@ -78,6 +78,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
             *common,
             f"output_dir={rm}",
             f"train.epochs={args.rm_epochs}",
+            *args.rm_set,
         )
     if not done(sft):
         cli(
@@ -88,18 +89,18 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
             f"output_dir={sft}",
             f"train.epochs={args.sft_epochs}",
         )
-    if not done(out / "dpo"):
+    if "dpo" in args.methods and not done(out / "dpo"):
         cli("train", "dpo", "configs/dpo/tiny.yaml", *common, f"output_dir={out / 'dpo'}",
             f"model.name_or_path={sft / 'model'}", f"train.epochs={args.dpo_epochs}", f"dpo.beta={args.dpo_beta}",
             *([f"train.lr={args.dpo_lr}"] if args.dpo_lr else []),
             *dpo_loss(args.dpo_sft_weight))  # fmt: skip
-    if not done(out / "ppo"):
+    if "ppo" in args.methods and not done(out / "ppo"):
         cli("train", "ppo", "configs/ppo/tiny.yaml", *common, f"output_dir={out / 'ppo'}",
             f"model.name_or_path={sft / 'model'}", f"ppo.reward_model={rm / 'model'}",
             f"train.max_steps={args.ppo_steps}", f"ppo.kl_coef={args.ppo_kl}",
             *([f"train.lr={args.ppo_lr}"] if args.ppo_lr else []))  # fmt: skip
     rows = []
-    for method in ("sft", "dpo", "ppo"):
+    for method in ("sft", *args.methods):
         cli("eval", "policy", out / method, "--prompts", held, "--reward-model", rm / "model",
             "--samples-per-prompt", args.samples, "--max-new-tokens", args.max_new_tokens, "--json")  # fmt: skip
         shift = chosen_logp_shift(out / method, args.dpo_beta) if method == "dpo" else None
@@ -185,6 +186,14 @@ def main() -> None:
     )
     parser.add_argument("--ppo-lr", type=float, default=None, help="default: configs/ppo/tiny.yaml's")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument(
+        "--rm-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides for the RM's configs/rm/tiny.yaml, e.g. model.name_or_path=offline:minilm-l6",
+    )
+    parser.add_argument("--methods", nargs="+", choices=["dpo", "ppo"], default=["dpo", "ppo"])
     parser.add_argument("--aggregate", action="store_true", help="train on `raters aggregate` output")
     parser.add_argument("--out", default="runs/evidence")
     args = parser.parse_args()
@@ -198,7 +207,7 @@ def main() -> None:
             f"{r['ref_rm_score_mean']:6.3f} {r['win_rate_vs_ref']:5.2f} {r['kl_to_ref']:6.2f} {r['response_length_mean']:5.1f}"
             + (f" {r['chosen_logp_shift']:+7.1f}" if r.get("chosen_logp_shift") is not None else "")
         )
-    for method in ("dpo", "ppo"):
+    for method in args.methods:
         gains = [r["truth_score_mean"] - r["ref_truth_score_mean"] for r in rows if r["method"] == method]
         print(f"{method}: truth gain over SFT {interval(gains)} over seeds {args.seeds} (paired per seed)")
     (Path(args.out) / "evidence.json").write_text(json.dumps(rows, indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,15 @@ def test_eval_policy_json_samples_and_merge(cli, ppo_run):
     wins = sum(1.0 if s["policy_rm"] > s["reference_rm"] else 0.5 if s["policy_rm"] == s["reference_rm"] else 0.0
                for s in samples) / len(samples)  # fmt: skip
     assert out["win_rate_vs_ref"] == pytest.approx(wins)
+    # The paired gain averages each prompt's samples first: 3 prompts, so its SE has 2 degrees of freedom.
+    per_prompt: dict[str, list[float]] = {}
+    for s in samples:
+        per_prompt.setdefault(json.dumps(s["prompt"]), []).append(s["policy_rm"] - s["reference_rm"])
+    diffs = [sum(v) / len(v) for v in per_prompt.values()]
+    assert len(diffs) == 3
+    assert out["rm_gain"] == pytest.approx(sum(diffs) / 3)
+    assert out["rm_gain_se"] == pytest.approx(statistics.stdev(diffs) / 3**0.5)
+    assert out["truth_gain"] == pytest.approx(out["truth_score_mean"] - out["ref_truth_score_mean"])
     again = cli(
         "eval", "policy", run, "--n", "3", "--samples-per-prompt", "2", "--max-new-tokens", "8", "--json"
     )

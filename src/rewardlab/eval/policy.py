@@ -178,6 +178,28 @@ def mean(values: list[float | None]) -> float | None:
     return sum(kept) / len(kept) if kept else None
 
 
+def paired_gain(
+    prompts: list[Any], policy: list[float | None], reference: list[float | None]
+) -> tuple[float | None, float | None]:
+    """Mean of policy - reference and its standard error, with the samples of one prompt averaged first.
+
+    Why per prompt: answers to one prompt share its difficulty, so they are not independent draws; the
+    prompt is the unit that was sampled, and an SE over samples would claim more certainty than there is.
+    """
+    by_prompt: dict[str, list[float]] = {}
+    for prompt, a, b in zip(prompts, policy, reference, strict=True):
+        if a is not None and b is not None:
+            by_prompt.setdefault(json.dumps(prompt, sort_keys=True), []).append(a - b)
+    diffs = [sum(v) / len(v) for v in by_prompt.values()]
+    if not diffs:
+        return None, None
+    gain = sum(diffs) / len(diffs)
+    if len(diffs) < 2:
+        return gain, None
+    var = sum((d - gain) ** 2 for d in diffs) / (len(diffs) - 1)
+    return gain, (var / len(diffs)) ** 0.5
+
+
 def evaluate_run(
     run_dir: str,
     prompts: str | None = None,
@@ -239,14 +261,20 @@ def evaluate_run(
         wins = mean(
             [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(rm_policy, rm_ref, strict=True)]
         )
+    rm_gain, rm_gain_se = paired_gain(texts_prompts, rm_policy, rm_ref)
+    truth_gain, truth_gain_se = paired_gain(texts_prompts, truth_policy, truth_ref)
     metrics = {
         "rm_score_mean": mean(rm_policy),
         "ref_rm_score_mean": mean(rm_ref),
+        "rm_gain": rm_gain,  # policy - reference, paired per prompt: gain +- 2 * se excluding 0 is clear
+        "rm_gain_se": rm_gain_se,
         "win_rate_vs_ref": wins,
         "kl_to_ref": mean(kls),
         "kl_to_ref_sampled": mean(kls_sampled),
         "truth_score_mean": mean(truth_policy),
         "ref_truth_score_mean": mean(truth_ref),
+        "truth_gain": truth_gain,
+        "truth_gain_se": truth_gain_se,
         "response_length_mean": mean(lengths),
         "ref_response_length_mean": mean(ref_len),
         "stop_rate": mean([float(x) for x in policy_stopped]),
