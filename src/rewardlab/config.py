@@ -508,6 +508,7 @@ class PipelineConfig(Strict):
     sft: dict[str, Any] | str | None = None
     dpo: dict[str, Any] | str | None = None
     ppo: dict[str, Any] | str | None = None
+    rs: dict[str, Any] | str | None = None  # rejection sampling (configs/rs/tiny.yaml): the DPO/PPO baseline
     sample: dict[str, Any] | str | None = None
     rate: dict[str, Any] | str | None = (
         None  # a simulate config for rating the sampled batch (default: simulate's)
@@ -516,7 +517,7 @@ class PipelineConfig(Strict):
     report_include: list[str] = []  # extra run folders for the report (e.g. an active-learning curve)
     tracking: TrackingConfig = TrackingConfig()
 
-    @field_validator("simulate", "data", "raters", "rm", "sft", "dpo", "ppo", "sample", "rate")
+    @field_validator("simulate", "data", "raters", "rm", "sft", "dpo", "ppo", "rs", "sample", "rate")
     @classmethod
     def _base_is_a_path(cls, value: Any, info: ValidationInfo) -> Any:
         """A section's ``base`` names the YAML file it extends: anything else fails here with its key path

@@ -1,5 +1,6 @@
 """`rewardlab pipeline` end to end on tiny models: run, rerun (all skipped), change one stage (it and the
-stages that read it rerun), resume an interrupted train stage; wandb offline runs share the pipeline group."""
+stages that read it rerun), resume an interrupted train stage; rejection sampling (rs) evaluated beside DPO
+and PPO; wandb offline runs share the pipeline group."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["simulate", "raters", "rm", "sft", "dpo", "ppo", "eval", "sample", "rate", "report"]
+STAGES = ["simulate", "raters", "rm", "sft", "dpo", "ppo", "rs", "eval", "sample", "rate", "report"]
 
 
 def write_pipeline(tmp: Path, **extra) -> Path:
@@ -33,6 +34,18 @@ def write_pipeline(tmp: Path, **extra) -> Path:
             "base": str(ROOT / "configs/ppo/tiny.yaml"),
             "train": {"max_steps": 1},
             "ppo": {"rollout_batch_size": 4, "mini_batch_size": 4, "ppo_epochs": 1, "max_new_tokens": 6},
+        },
+        "rs": {
+            "base": str(ROOT / "configs/rs/tiny.yaml"),
+            "train": {"max_steps": 1, "epochs": 1, "batch_size": 4},
+            # the tiny random policy rarely stops within 6 tokens: keep cut answers so a round has data
+            "rs": {
+                "rounds": 1,
+                "num_samples": 2,
+                "prompts_per_round": 4,
+                "max_new_tokens": 6,
+                "require_stop": False,
+            },
         },
         "eval": {"prompts": 4, "max_new_tokens": 6},
         "sample": {
@@ -71,9 +84,11 @@ def test_pipeline_runs_skips_reruns_downstream_and_resumes(cli, tmp_path):
     rm_cfg = yaml.safe_load((root / "rm" / "config.yaml").read_text())
     assert rm_cfg["data"]["train"] == str(root / "raters" / "data")
     assert rm_cfg["tracking"]["group"] == "tiny" and {"ci", "rm"} <= set(rm_cfg["tracking"]["tags"])
-    ppo_cfg = yaml.safe_load((root / "ppo" / "config.yaml").read_text())
-    assert ppo_cfg["ppo"]["reward_model"] == str(root / "rm" / "model")
-    assert ppo_cfg["model"]["name_or_path"] == str(root / "sft" / "model")
+    for stage in ("ppo", "rs"):  # both start from the SFT policy and are scored by the pipeline's RM
+        stage_cfg = yaml.safe_load((root / stage / "config.yaml").read_text())
+        assert stage_cfg[stage]["reward_model"] == str(root / "rm" / "model")
+        assert stage_cfg["model"]["name_or_path"] == str(root / "sft" / "model")
+        assert stage_cfg["data"]["train"] == str(root / "raters" / "data")
     batch = [json.loads(line) for line in (root / "sample" / "batch.jsonl").read_text().splitlines()]
     assert 1 <= len(batch) <= 4
     assert all(b["meta"]["policy"] == str(root / "dpo" / "model") for b in batch)  # "@dpo" beats the wiring
@@ -83,21 +98,36 @@ def test_pipeline_runs_skips_reruns_downstream_and_resumes(cli, tmp_path):
     assert (root / "raters" / "rater_stats.jsonl").is_file()  # rater stats table
     evals = json.loads((root / "eval" / "metrics.json").read_text())
     assert 0.0 <= evals["rm_truth_accuracy"] <= 1.0 and "dpo.win_rate_vs_ref" in evals
+    for policy in ("dpo", "ppo", "rs"):  # same held-out prompts, truth and RM score, win rate vs the start
+        assert evals[f"{policy}.truth_score_mean"] is not None
+        assert 0.0 <= evals[f"{policy}.win_rate_vs_ref"] <= 1.0
+        assert evals[f"{policy}.ref_truth_score_mean"] == evals["dpo.ref_truth_score_mean"]  # same start
+    rs_row = next(r for r in first.json()["stages"] if r["stage"] == "rs")
+    assert rs_row["metrics"]["rounds"] == 1 and rs_row["metrics"]["steps"] == 1
+    assert "train_rm_score_end" in rs_row["metrics"]
+    summary = json.loads((root / "summary.json").read_text())
+    assert [r["stage"] for r in summary["stages"]] == STAGES
     html = (root / "report" / "report.html").read_text()
     assert 'data-kind="histogram"' in html and 'data-kind="line"' in html and "Policy samples" in html
+    assert (
+        '<td class="">rs</td><td class="">rs</td>' in html and "<h3>rs</h3>" in html
+    )  # its row, its samples
     assert first.json()["report"] == str(root / "report" / "report.html")
     assert (root / "rm" / "metrics.jsonl").stat().st_size > 0
 
+    rs_weights = sorted((root / "rs" / "model").glob("*.safetensors"))
+    rs_mtimes = [p.stat().st_mtime_ns for p in rs_weights]
     second = cli("pipeline", config)
     assert second.exit_code == 0, second
+    assert rs_weights and [p.stat().st_mtime_ns for p in rs_weights] == rs_mtimes  # the complete rs reused
     assert second.stdout.count(" skip ") == len(STAGES)
-    assert "10 skipped" in second.stdout
+    assert "11 skipped" in second.stdout
 
     # one stage changes: it and the stages that read it rerun, the others are skipped
     changed = statuses(cli("pipeline", config, "rm.train.lr=5e-4", "--json"))
     assert changed == {
         "simulate": "skip", "raters": "skip", "rm": "run", "sft": "skip", "dpo": "skip",
-        "ppo": "run", "eval": "run", "sample": "run", "rate": "run", "report": "run",
+        "ppo": "run", "rs": "run", "eval": "run", "sample": "run", "rate": "run", "report": "run",
     }  # fmt: skip
 
     # an interrupted train stage resumes from its newest checkpoint (same config)
@@ -108,6 +138,11 @@ def test_pipeline_runs_skips_reruns_downstream_and_resumes(cli, tmp_path):
     assert statuses(resumed)["simulate"] == "skip"
     rm_metrics = json.loads((root / "rm" / "metrics.json").read_text())
     assert rm_metrics["resumed_from_step"] == 3
+
+    # an interrupted rs stage starts again (`train rs` has no resume), then everything is reused
+    (root / "rs" / "STAGE_COMPLETE").unlink()
+    restarted = statuses(cli("pipeline", config, "rm.train.lr=5e-4", "--json"))
+    assert restarted["rs"] == "run" and restarted["rm"] == "skip" and restarted["ppo"] == "skip"
 
 
 def test_pipeline_bad_config_is_a_one_line_error(cli, tmp_path):
@@ -120,6 +155,26 @@ def test_pipeline_bad_config_is_a_one_line_error(cli, tmp_path):
     config = write_pipeline(tmp_path)
     res = cli("pipeline", config, "rm.train.lrr=1")
     assert res.exit_code == 2 and "unknown key 'train.lrr'" in res.stderr
+
+
+def test_pipeline_rs_without_a_reward_model_is_a_one_line_error(cli, tmp_path):
+    """rs (and ppo) take the pipeline's rm or the reward model their own section names, never the schema's
+    default path; the plan fails before any stage runs (no folder is made)."""
+    rs_own = {"train": {"max_steps": 1}, "rs": {"rounds": 1}}  # no base file: no reward model named
+    config = write_pipeline(tmp_path, stages=["simulate", "sft", "rs"], rs=rs_own)
+    res = cli("pipeline", config)
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "stage 'rs' needs a reward model (rm)" in res.stderr and "'rs.rs.reward_model'" in res.stderr
+    assert not (tmp_path / "runs" / "tiny" / "simulate").exists()
+    config = write_pipeline(tmp_path, stages=["simulate", "sft", "ppo"], ppo={"train": {"max_steps": 1}})
+    res = cli("pipeline", config)
+    assert res.exit_code == 2 and "stage 'ppo' needs a reward model (rm)" in res.stderr
+    # a reward model named in the section (or the rm stage before it) satisfies the need
+    from rewardlab.commands.loop import load_pipeline
+    from rewardlab.recipes.pipeline import validate_plan
+
+    validate_plan(load_pipeline(str(config), ["ppo.ppo.reward_model=some/rm"]))
+    validate_plan(load_pipeline(str(config), ["stages=[simulate,rm,sft,ppo]"]))
 
 
 def _wandb_records(path: str) -> list[bytes]:

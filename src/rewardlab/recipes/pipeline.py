@@ -10,7 +10,8 @@ paths; a value written ``"@<stage>"`` in a stage mapping names another stage's o
 Skipping: a stage is skipped when its ``STAGE_COMPLETE`` marker holds the same config fingerprint and the
 same input fingerprints (outputs of the stages it reads) and its outputs are there. An interrupted stage
 (``STAGE_STARTED`` with the same fingerprints, no complete marker) resumes: train stages with
-``train.resume=true`` from their newest complete checkpoint; a stage whose config changed starts afresh.
+``train.resume=true`` from their newest complete checkpoint (rs, whose rounds are short, starts again); a
+stage whose config changed starts afresh.
 
 Stages call the other recipes in-process (``recipes.rm.run(cfg)`` etc.), not subprocesses.
 """
@@ -33,6 +34,7 @@ from rewardlab.recipes.pipeline_state import (  # noqa: F401  (re-exported: scri
     DATA_STAGES,
     MARKER,
     POLICY_STAGES,
+    RESUMABLE,
     STAGES,
     STARTED,
     TRAIN_STAGES,
@@ -107,13 +109,13 @@ def wiring(
     if stage in TRAIN_STAGES:
         labels = use(_need(ctx.labels, stage, "a dataset (simulate, data or raters)"))
         wired: dict[str, Any] = {"output_dir": str(run_dir), "data": {"train": str(labels.data)}, **track}
-        sft = use(ctx.outputs.get("sft")) if stage in ("dpo", "ppo") else None
+        sft = use(ctx.outputs.get("sft")) if stage in ("dpo", "ppo", "rs") else None
         if sft is not None:
             wired["model"] = {"name_or_path": str(sft.model)}
-        if stage == "ppo":
+        if stage in ("ppo", "rs"):  # the section holding reward_model is named after the stage
             rm = use(ctx.outputs.get("rm"))
             if rm is not None:
-                wired["ppo"] = {"reward_model": str(rm.model)}
+                wired[stage] = {"reward_model": str(rm.model)}
         return wired, inputs
     if stage == "sample":
         wired = {"output_dir": str(run_dir), "batch_name": f"{ctx.cfg.name}-next", **track}
@@ -243,7 +245,7 @@ def prepare_stage_dir(stage: str, cfg: Any, run_dir: Path, fp: str, fresh: bool 
     has_ckpt = (
         runs.latest_checkpoint(run_dir) is not None or pc.latest_trainer_checkpoint(run_dir) is not None
     )
-    if same and stage in TRAIN_STAGES and has_ckpt:
+    if same and stage in RESUMABLE and has_ckpt:
         cfg.train.resume = True
         (run_dir / MARKER).unlink(missing_ok=True)
         return "resume"
@@ -350,6 +352,8 @@ def run_train(stage: str) -> Callable[[Any, Path, Context], dict[str, Any]]:
             from rewardlab.recipes import sft as recipe
         elif stage == "dpo":
             from rewardlab.recipes import dpo as recipe
+        elif stage == "rs":
+            from rewardlab.recipes import rs as recipe
         else:
             from rewardlab.recipes import ppo as recipe
         return recipe.run(cfg)
@@ -413,6 +417,7 @@ RUNNERS: dict[str, Callable[[Any, Path, Context], dict[str, Any]]] = {
     "sft": run_train("sft"),
     "dpo": run_train("dpo"),
     "ppo": run_train("ppo"),
+    "rs": run_train("rs"),
     "eval": run_eval,
     "sample": run_sample,
     "rate": run_rate,
@@ -434,14 +439,29 @@ def check_stages(stages: list[str]) -> None:
         raise UserError("pipeline: 'stages' is empty")
 
 
-NEEDS = {
-    "raters": (("simulate", "data"), "a dataset (simulate or data)"),
-    "rm": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
-    "sft": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
-    "dpo": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
-    "ppo": (("simulate", "data", "raters"), "a dataset (simulate, data or raters)"),
-    "rate": (("sample",), "a batch (sample)"),
+DATASET = (("simulate", "data", "raters"), "a dataset (simulate, data or raters)", None)
+REWARD_MODEL = (("rm",), "a reward model (rm)")
+# stage -> what it needs: (stages any one of which provides it, what it is, the stage's own key that
+# provides it instead, or None). A policy stage scored by an RM takes the pipeline's rm, or the reward model
+# its own section names; never the schema's default path, which would load whatever RM sits there.
+NEEDS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
+    "raters": ((("simulate", "data"), "a dataset (simulate or data)", None),),
+    "rm": (DATASET,),
+    "sft": (DATASET,),
+    "dpo": (DATASET,),
+    "ppo": (DATASET, (*REWARD_MODEL, "ppo.reward_model")),
+    "rs": (DATASET, (*REWARD_MODEL, "rs.reward_model")),
+    "rate": ((("sample",), "a batch (sample)", None),),
 }
+
+
+def _has_key(raw: dict[str, Any], dotted: str) -> bool:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or node.get(part) is None:
+            return False
+        node = node[part]
+    return True
 
 
 def validate_plan(cfg: Any) -> None:
@@ -449,11 +469,18 @@ def validate_plan(cfg: Any) -> None:
     stages = list(cfg.stages)
     check_stages(stages)
     for n, stage in enumerate(stages):
-        sources, what = NEEDS.get(stage, ((), ""))
-        if sources and not any(s in stages[:n] for s in sources):
-            raise UserError(
-                f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages'"
-            )
+        for sources, what, own_key in NEEDS.get(stage, ()):
+            if any(s in stages[:n] for s in sources):
+                continue
+            if own_key is None:
+                raise UserError(
+                    f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages'"
+                )
+            if not _has_key(stage_raw(cfg, stage), own_key):
+                raise UserError(
+                    f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages' "
+                    f"or set '{stage}.{own_key}'"
+                )
         if stage in ("eval", "report"):
             continue
         plain = _without_refs(stage_raw(cfg, stage))
@@ -567,7 +594,15 @@ HEADLINES = {
         "win_rate_vs_ref",
         "truth_score_mean",
     ),
-    "eval": ("rm_truth_accuracy",),
+    "rs": ("train_rm_score_start", "train_rm_score_end", "stop_rate_end", "steps"),
+    "eval": (
+        "rm_truth_accuracy",
+        # the policies side by side on the same held-out prompts, scored by the simulator's truth
+        "sft.truth_score_mean",
+        "dpo.truth_score_mean",
+        "ppo.truth_score_mean",
+        "rs.truth_score_mean",
+    ),
     "sample": ("selected", "candidates", "selection_score_mean"),
     "rate": ("items", "judgments"),
     "report": ("report",),

@@ -13,9 +13,12 @@ from typing import Any
 
 from rewardlab import config as cfglib
 
-STAGES = ("simulate", "data", "raters", "rm", "sft", "dpo", "ppo", "eval", "sample", "rate", "report")
-TRAIN_STAGES = ("rm", "sft", "dpo", "ppo")
-POLICY_STAGES = ("sft", "dpo", "ppo")
+STAGES = ("simulate", "data", "raters", "rm", "sft", "dpo", "ppo", "rs", "eval", "sample", "rate", "report")
+TRAIN_STAGES = ("rm", "sft", "dpo", "ppo", "rs")
+POLICY_STAGES = ("sft", "dpo", "ppo", "rs")
+# Interrupted train stages that continue from their newest checkpoint; rs restarts (its rounds are short and
+# `train rs` refuses train.resume).
+RESUMABLE = ("rm", "sft", "dpo", "ppo")
 DATA_STAGES = ("simulate", "data", "raters", "rate")
 MARKER = "STAGE_COMPLETE"
 STARTED = "STAGE_STARTED"
@@ -32,7 +35,7 @@ class Output:
     run_dir: Path
     fingerprint: str
     data: Path | None = None  # a dataset folder (simulate, data, raters, rate)
-    model: Path | None = None  # a model folder (rm, sft, dpo, ppo)
+    model: Path | None = None  # a model folder (rm, sft, dpo, ppo, rs)
     metrics: dict[str, Any] = field(default_factory=dict)
 
 

@@ -45,6 +45,7 @@ PRIMARY = {
     "ppo": ["win_rate_vs_ref", "truth_score_mean", "rm_score_mean"],
     "grpo": ["win_rate_vs_ref", "truth_score_mean", "train_rm_score_end"],
     "rloo": ["win_rate_vs_ref", "truth_score_mean", "train_rm_score_end"],
+    "rs": ["win_rate_vs_ref", "truth_score_mean", "train_rm_score_end"],
     "sft": ["eval_loss", "train_loss"],
 }
 MAX_SAMPLE_ROWS = 12
