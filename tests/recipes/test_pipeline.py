@@ -177,6 +177,26 @@ def test_pipeline_rs_without_a_reward_model_is_a_one_line_error(cli, tmp_path):
     validate_plan(load_pipeline(str(config), ["stages=[simulate,rm,sft,ppo]"]))
 
 
+def test_sample_policy_reference_drops_the_wired_policy_input(tmp_path):
+    """sample: {policy: "@dpo"} reads dpo, not the last policy stage (rs): rerunning rs keeps the batch."""
+    from rewardlab.commands.loop import load_pipeline
+    from rewardlab.recipes.pipeline import Context, Output, stage_config
+
+    cfg = load_pipeline(str(write_pipeline(tmp_path)), [])
+    ctx = Context(cfg=cfg, root=tmp_path)
+    for stage in ("simulate", "rm", "dpo", "rs"):
+        run_dir = tmp_path / stage
+        ctx.outputs[stage] = Output(
+            stage, run_dir, f"{stage}-fp", data=run_dir / "data", model=run_dir / "model"
+        )
+    sample_cfg, inputs = stage_config("sample", ctx, tmp_path / "sample")
+    assert sample_cfg.policy == str(tmp_path / "dpo" / "model")
+    assert inputs == {"simulate": "simulate-fp", "rm": "rm-fp", "dpo": "dpo-fp"}
+    cfg.sample.pop("policy")  # no reference: the last policy stage run so far
+    sample_cfg, inputs = stage_config("sample", ctx, tmp_path / "sample")
+    assert sample_cfg.policy == str(tmp_path / "rs" / "model") and "rs" in inputs and "dpo" not in inputs
+
+
 def _wandb_records(path: str) -> list[bytes]:
     """Records of a .wandb file (LevelDB log: 7-byte file header, 32 KiB blocks, 7-byte record headers)."""
     data = Path(path).read_bytes()

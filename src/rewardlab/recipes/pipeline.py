@@ -86,7 +86,8 @@ def _need(out: Output | None, stage: str, what: str) -> Output:
 def wiring(
     stage: str, ctx: Context, raw: dict[str, Any], run_dir: Path
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """(config keys the pipeline sets for ``stage``, input fingerprints it depends on)."""
+    """(config keys the pipeline sets for ``stage``, input fingerprints it depends on). ``raw`` is the stage's
+    own settings, ``@stage`` references included: a wired value a reference replaces is not an input."""
     inputs: dict[str, str] = {}
 
     def use(out: Output | None) -> Output | None:
@@ -122,7 +123,8 @@ def wiring(
         source = use(ctx.source)
         if source is not None:
             wired["prompts"] = str(source.data)
-        policy = use(ctx.last(*POLICY_STAGES))
+        # sample: {policy: "@ppo"} does not depend on a later rs: rerunning rs must not resample the batch
+        policy = None if _is_ref(raw.get("policy")) else use(ctx.last(*POLICY_STAGES))
         if policy is not None:
             wired["policy"] = str(policy.model)
         rm = use(ctx.outputs.get("rm"))
@@ -143,7 +145,7 @@ def stage_config(stage: str, ctx: Context, run_dir: Path) -> tuple[Any, dict[str
     raw = stage_raw(ctx.cfg, stage)
     ref_inputs: dict[str, str] = {}
     plain, refs = split_refs(raw, ctx, stage, ref_inputs)
-    wired, inputs = wiring(stage, ctx, plain, run_dir)
+    wired, inputs = wiring(stage, ctx, raw, run_dir)
     inputs.update(ref_inputs)
     if stage in ("eval", "report"):
         return ctx.cfg.eval if stage == "eval" else None, inputs
