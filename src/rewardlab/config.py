@@ -508,7 +508,7 @@ class PipelineConfig(Strict):
     sft: dict[str, Any] | str | None = None
     dpo: dict[str, Any] | str | None = None
     ppo: dict[str, Any] | str | None = None
-    rs: dict[str, Any] | str | None = None  # rejection sampling (configs/rs/tiny.yaml): the DPO/PPO baseline
+    rs: dict[str, Any] | str | None = None  # rejection sampling (the DPO/PPO baseline): a path or a mapping
     sample: dict[str, Any] | str | None = None
     rate: dict[str, Any] | str | None = (
         None  # a simulate config for rating the sampled batch (default: simulate's)
