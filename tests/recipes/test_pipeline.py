@@ -169,11 +169,17 @@ def test_pipeline_rs_without_a_reward_model_is_a_one_line_error(cli, tmp_path):
     config = write_pipeline(tmp_path, stages=["simulate", "sft", "ppo"], ppo={"train": {"max_steps": 1}})
     res = cli("pipeline", config)
     assert res.exit_code == 2 and "stage 'ppo' needs a reward model (rm)" in res.stderr
-    # a reward model named in the section (or the rm stage before it) satisfies the need
+    # a reward model named in the section must be one (checked before sft spends its minutes)
+    res = cli("pipeline", config, f"ppo.ppo.reward_model={tmp_path / 'no-rm'}")
+    assert res.exit_code == 2 and "pipeline stage 'ppo': ppo.reward_model: " in res.stderr
+    assert "not a reward model folder" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    # a reward model folder named in the section, or the rm stage before it, satisfies the need
     from rewardlab.commands.loop import load_pipeline
     from rewardlab.recipes.pipeline import validate_plan
 
-    validate_plan(load_pipeline(str(config), ["ppo.ppo.reward_model=some/rm"]))
+    (tmp_path / "my-rm").mkdir()
+    (tmp_path / "my-rm" / "config.json").write_text("{}")
+    validate_plan(load_pipeline(str(config), [f"ppo.ppo.reward_model={tmp_path / 'my-rm'}"]))
     validate_plan(load_pipeline(str(config), ["stages=[simulate,rm,sft,ppo]"]))
 
 

@@ -443,9 +443,10 @@ def check_stages(stages: list[str]) -> None:
 
 DATASET = (("simulate", "data", "raters"), "a dataset (simulate, data or raters)", None)
 REWARD_MODEL = (("rm",), "a reward model (rm)")
-# stage -> what it needs: (stages any one of which provides it, what it is, the stage's own key that
-# provides it instead, or None). A policy stage scored by an RM takes the pipeline's rm, or the reward model
-# its own section names; never the schema's default path, which would load whatever RM sits there.
+# stage -> what it needs: (stages any one of which provides it, what it is, the stage's own key naming a
+# reward model folder that stands in for the rm stage, or None). A policy stage scored by an RM takes the
+# pipeline's rm, or the reward model its own section names (checked to be one before any stage runs);
+# never the schema's default path, which would load whatever RM sits there.
 NEEDS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
     "raters": ((("simulate", "data"), "a dataset (simulate or data)", None),),
     "rm": (DATASET,),
@@ -457,13 +458,31 @@ NEEDS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
 }
 
 
-def _has_key(raw: dict[str, Any], dotted: str) -> bool:
+def _value_at(raw: dict[str, Any], dotted: str) -> Any:
     node: Any = raw
     for part in dotted.split("."):
-        if not isinstance(node, dict) or node.get(part) is None:
-            return False
-        node = node[part]
-    return True
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def check_own_reward_model(cfg: Any, stage: str, key: str, what: str) -> None:
+    """No rm stage before ``stage``: its own ``key`` must name a reward model folder (or an ``@stage``)."""
+    from rewardlab.scoring import resolve_model_dir
+
+    path = _value_at(stage_raw(cfg, stage), key)
+    if path is None:
+        raise UserError(
+            f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages' "
+            f"or set '{stage}.{key}'"
+        )
+    if _is_ref(path):
+        return
+    try:
+        resolve_model_dir(str(path))
+    except UserError as err:
+        raise UserError(f"pipeline stage '{stage}': {key}: {err} (and no rm stage runs before it)") from None
 
 
 def validate_plan(cfg: Any) -> None:
@@ -478,11 +497,7 @@ def validate_plan(cfg: Any) -> None:
                 raise UserError(
                     f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages'"
                 )
-            if not _has_key(stage_raw(cfg, stage), own_key):
-                raise UserError(
-                    f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages' "
-                    f"or set '{stage}.{own_key}'"
-                )
+            check_own_reward_model(cfg, stage, own_key, what)
         if stage in ("eval", "report"):
             continue
         plain = _without_refs(stage_raw(cfg, stage))
