@@ -10,7 +10,10 @@ import shutil
 import struct
 from pathlib import Path
 
+import pytest
 import yaml
+
+from rewardlab.recipes.pipeline import headline
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["simulate", "raters", "rm", "sft", "dpo", "ppo", "rs", "eval", "sample", "rate", "report"]
@@ -102,6 +105,9 @@ def test_pipeline_runs_skips_reruns_downstream_and_resumes(cli, tmp_path):
         assert evals[f"{policy}.truth_score_mean"] is not None
         assert 0.0 <= evals[f"{policy}.win_rate_vs_ref"] <= 1.0
         assert evals[f"{policy}.ref_truth_score_mean"] == evals["dpo.ref_truth_score_mean"]  # same start
+    # PPO's RM gain on the held-out prompts is paired with its start and carries its SE; the eval line shows it
+    assert evals["ppo.rm_gain"] == pytest.approx(evals["ppo.rm_score_mean"] - evals["ppo.ref_rm_score_mean"])
+    assert evals["ppo.rm_gain_se"] >= 0 and "ppo.rm_gain=" in headline("eval", evals)
     rs_row = next(r for r in first.json()["stages"] if r["stage"] == "rs")
     assert rs_row["metrics"]["rounds"] == 1 and rs_row["metrics"]["steps"] == 1
     assert "train_rm_score_end" in rs_row["metrics"]

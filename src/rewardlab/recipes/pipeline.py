@@ -619,6 +619,9 @@ HEADLINES = {
         "dpo.truth_score_mean",
         "ppo.truth_score_mean",
         "rs.truth_score_mean",
+        # what PPO optimised, on held-out prompts, paired per prompt against its start: clear when > 2 se
+        "ppo.rm_gain",
+        "ppo.rm_gain_se",
     ),
     "sample": ("selected", "candidates", "selection_score_mean"),
     "rate": ("items", "judgments"),
