@@ -276,6 +276,9 @@ def main() -> None:
             *common, "data.max_length=256", f"train.lr={args.dpo_lr}", f"train.max_steps={args.dpo_steps}",
             f"train.batch_size={args.dpo_batch}", "train.log_every=5", f"dpo.beta={args.dpo_beta}", "dpo.soft_labels=none",
             "dpo.max_prompt_length=160",  # multi-turn prompts that would crowd the answers out are skipped, counted
+            # the reference's log-probs only for the batches trained on (TRL's precompute scores every pair
+            # first: 446 pairs for 24 steps of 8)
+            "dpo.precompute_ref_log_probs=false",
             *(["dpo.loss_type=[sigmoid,sft]", f"dpo.loss_weights=[1.0,{args.dpo_sft_weight}]"] if args.dpo_sft_weight
               else ["dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"])),
         "ppo": lambda: cli(
