@@ -127,7 +127,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
                 "seed": seed,
                 "method": method,
                 **metrics(out / method),
-                "delta_se": paired_se(out / method),
+                "delta_se": metrics(out / method)["truth_gain_se"],  # eval's paired per-prompt SE
                 "chosen_logp_shift": shift,
             }
         )
@@ -135,9 +135,10 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
 
 
 def evaluated(run: Path, args: argparse.Namespace) -> bool:
-    """The run already holds an evaluation of this size (eval is seeded: running it again repeats it)."""
+    """The run already holds an evaluation of this size (eval is seeded: running it again repeats it) made
+    by an `eval policy` that reports the paired SE."""
     m = metrics(run) if (run / "metrics.json").exists() else {}
-    return (run / "samples.jsonl").exists() and m.get("eval_samples") == args.heldout * args.samples
+    return m.get("eval_samples") == args.heldout * args.samples and "truth_gain_se" in m
 
 
 def dpo_loss(sft_weight: float | None) -> list[str]:
@@ -159,19 +160,6 @@ def chosen_logp_shift(run: Path, beta: float) -> float:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     evals = [r["eval_rewards/chosen"] for r in rows if "eval_rewards/chosen" in r]
     return evals[-1] / beta if evals else float("nan")
-
-
-def paired_se(run: Path) -> float:
-    """Standard error of the truth-score gain over the reference, from per-prompt paired differences."""
-    import statistics
-    from collections import defaultdict
-
-    diffs: dict[str, list[float]] = defaultdict(list)
-    for line in (run / "samples.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        diffs[json.dumps(row["prompt"])].append(row["policy_truth"] - row["reference_truth"])
-    per_prompt = [sum(v) / len(v) for v in diffs.values()]
-    return statistics.stdev(per_prompt) / len(per_prompt) ** 0.5 if len(per_prompt) > 1 else float("nan")
 
 
 def interval(values: list[float]) -> str:
@@ -216,7 +204,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="overrides for the RM's configs/rm/tiny.yaml, e.g. model.name_or_path=offline:minilm-l6",
+        help="more overrides for the RM's configs/rm/tiny.yaml, after --rm's, e.g. train.lr=1e-4",
     )
     parser.add_argument("--methods", nargs="+", choices=["dpo", "ppo"], default=["dpo", "ppo"])
     parser.add_argument(
