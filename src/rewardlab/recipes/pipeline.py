@@ -441,37 +441,31 @@ def check_stages(stages: list[str]) -> None:
         raise UserError("pipeline: 'stages' is empty")
 
 
-DATASET = (("simulate", "data", "raters"), "a dataset (simulate, data or raters)", None)
-REWARD_MODEL = (("rm",), "a reward model (rm)")
-# stage -> what it needs: (stages any one of which provides it, what it is, the stage's own key naming a
-# reward model folder that stands in for the rm stage, or None). A policy stage scored by an RM takes the
+DATASET = (("simulate", "data", "raters"), "a dataset (simulate, data or raters)", False)
+REWARD_MODEL = (("rm",), "a reward model (rm)", True)
+# stage -> what it needs: (stages any one of which provides it, what it is, whether the stage's own
+# ``<stage>.reward_model`` may stand in for the rm stage). A policy stage scored by an RM takes the
 # pipeline's rm, or the reward model its own section names (checked to be one before any stage runs);
 # never the schema's default path, which would load whatever RM sits there.
-NEEDS: dict[str, tuple[tuple[tuple[str, ...], str, str | None], ...]] = {
-    "raters": ((("simulate", "data"), "a dataset (simulate or data)", None),),
+NEEDS: dict[str, tuple[tuple[tuple[str, ...], str, bool], ...]] = {
+    "raters": ((("simulate", "data"), "a dataset (simulate or data)", False),),
     "rm": (DATASET,),
     "sft": (DATASET,),
     "dpo": (DATASET,),
-    "ppo": (DATASET, (*REWARD_MODEL, "ppo.reward_model")),
-    "rs": (DATASET, (*REWARD_MODEL, "rs.reward_model")),
-    "rate": ((("sample",), "a batch (sample)", None),),
+    "ppo": (DATASET, REWARD_MODEL),
+    "rs": (DATASET, REWARD_MODEL),
+    "rate": ((("sample",), "a batch (sample)", False),),
 }
 
 
-def _value_at(raw: dict[str, Any], dotted: str) -> Any:
-    node: Any = raw
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def check_own_reward_model(cfg: Any, stage: str, key: str, what: str) -> None:
-    """No rm stage before ``stage``: its own ``key`` must name a reward model folder (or an ``@stage``)."""
+def check_own_reward_model(cfg: Any, stage: str, what: str) -> None:
+    """No rm stage before ``stage``: its own ``<stage>.reward_model`` must name a reward model folder (or an
+    ``@stage``)."""
     from rewardlab.scoring import resolve_model_dir
 
-    path = _value_at(stage_raw(cfg, stage), key)
+    section = stage_raw(cfg, stage).get(stage)
+    path = section.get("reward_model") if isinstance(section, dict) else None
+    key = f"{stage}.reward_model"
     if path is None:
         raise UserError(
             f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages' "
@@ -490,14 +484,14 @@ def validate_plan(cfg: Any) -> None:
     stages = list(cfg.stages)
     check_stages(stages)
     for n, stage in enumerate(stages):
-        for sources, what, own_key in NEEDS.get(stage, ()):
+        for sources, what, own_reward_model in NEEDS.get(stage, ()):
             if any(s in stages[:n] for s in sources):
                 continue
-            if own_key is None:
+            if not own_reward_model:
                 raise UserError(
                     f"pipeline: stage '{stage}' needs {what} from an earlier stage; add it to 'stages'"
                 )
-            check_own_reward_model(cfg, stage, own_key, what)
+            check_own_reward_model(cfg, stage, what)
         if stage in ("eval", "report"):
             continue
         plain = _without_refs(stage_raw(cfg, stage))
