@@ -115,7 +115,7 @@ def one_seed(args: argparse.Namespace, seed: int) -> list[dict]:
         cli("train", "ppo", "configs/ppo/tiny.yaml", *common, f"output_dir={out / 'ppo'}",
             f"model.name_or_path={sft / 'model'}", f"ppo.reward_model={rm / 'model'}",
             f"train.max_steps={args.ppo_steps}", f"ppo.kl_coef={args.ppo_kl}",
-            *([f"train.lr={args.ppo_lr}"] if args.ppo_lr else []))  # fmt: skip
+            *([f"train.lr={args.ppo_lr}"] if args.ppo_lr else []), *args.ppo_set)  # fmt: skip
     rows = []
     for method in ("sft", *args.methods):
         if not (args.reuse_evals and evaluated(out / method, args)):
@@ -205,6 +205,13 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="more overrides for the RM's configs/rm/tiny.yaml, after --rm's, e.g. train.lr=1e-4",
+    )
+    parser.add_argument(
+        "--ppo-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more overrides for PPO's configs/ppo/tiny.yaml, last, e.g. ppo.adaptive_kl=true ppo.kl_target=2",
     )
     parser.add_argument("--methods", nargs="+", choices=["dpo", "ppo"], default=["dpo", "ppo"])
     parser.add_argument(

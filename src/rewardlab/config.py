@@ -281,11 +281,19 @@ class RMAveragingConfig(Strict):
     start: float = Field(0.5, ge=0, lt=1)  # fraction of the steps after which averaging begins
 
 
+class RMOptimConfig(Strict):
+    """Learning rates by depth (rewardlab/param_groups.py): the new head faster, lower layers slower."""
+
+    head_lr_scale: float = Field(1.0, gt=0)  # the reward head's lr = train.lr * this
+    layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each backbone layer's lr = the one above's * this
+
+
 class RMConfig(RunConfig):
     stage: str = "rm"
     output_dir: str = "runs/rm"
     model: RMModelConfig = RMModelConfig(name_or_path="offline:tiny-rm")
     averaging: RMAveragingConfig = RMAveragingConfig()
+    optim: RMOptimConfig = RMOptimConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
     loss: RMLossConfig = RMLossConfig()
     # Prompt tokens kept (the latest turns; None: all that fit in data.max_length). Saved with the model,

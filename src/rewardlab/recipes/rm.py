@@ -42,6 +42,7 @@ from rewardlab.data.dataset import (
 from rewardlab.data.schema import normalize_strength
 from rewardlab.errors import UserError
 from rewardlab.eval.rm import evaluate_rewards, head_pairs, score_records
+from rewardlab.param_groups import layerwise_param_groups
 from rewardlab.recipes import policy_common as pc
 from rewardlab.scoring import RewardScorer, encode_conversations, pad_batch
 
@@ -912,8 +913,13 @@ def setup(cfg: RMConfig) -> Context:
     pad_id = int(
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    param_groups: list[dict[str, Any]] = [{"params": params}]
+    param_groups = layerwise_param_groups(
+        model,
+        cfg.train.lr,
+        models.score_head_name(model),
+        cfg.optim.head_lr_scale,
+        cfg.optim.layer_lr_decay,
+    )
     # learned tie parameters: one raw scalar per head, outside the HF model (its folder stays plain);
     # their own lr (a scalar at the model's 1e-5 would not move) and no weight decay
     tie_raw = None
