@@ -41,3 +41,28 @@ def run_cli(*args: str) -> CLIResult:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def arithmetic_pairs():
+    """Write a dataset of ``n`` easy pairs ("What is n + 1?": the right sum beats "No idea.") to ``path``;
+    a reward model learns it in a few steps. Returns the dataset folder."""
+    from rewardlab.data.dataset import write_dataset
+    from rewardlab.data.schema import normalize
+
+    def make(path, n: int):
+        rows = [
+            normalize(
+                {
+                    "prompt": f"What is {k} + 1?",
+                    "responses": [f"It is {k + 1}.", "No idea."],
+                    "ranks": [1, 2],
+                },
+                source=f"t:{k}",
+            )
+            for k in range(n)
+        ]
+        write_dataset(rows, path)
+        return path
+
+    return make

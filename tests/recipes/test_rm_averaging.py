@@ -9,8 +9,6 @@ import shutil
 import pytest
 from _policy_setup import RM_TIMING_KEYS
 
-from rewardlab.data.dataset import write_dataset
-from rewardlab.data.schema import normalize
 from rewardlab.recipes.rm import WeightAverage
 
 
@@ -34,15 +32,8 @@ def test_swa_and_ema_by_hand():
     assert none.count == 0 and layer.weight.item() == pytest.approx(3.0)
 
 
-def test_resume_keeps_the_average(tmp_path, cli):
-    rows = [
-        normalize(
-            {"prompt": f"What is {n} + 1?", "responses": [f"It is {n + 1}.", "No idea."], "ranks": [1, 2]},
-            source=f"t:{n}",
-        )
-        for n in range(24)
-    ]
-    write_dataset(rows, tmp_path / "ds")
+def test_resume_keeps_the_average(tmp_path, cli, arithmetic_pairs):
+    arithmetic_pairs(tmp_path / "ds", 24)
     args = [
         "train", "rm", "configs/rm/tiny.yaml", f"data.train={tmp_path / 'ds'}", "heads=[overall]",
         "train.batch_size=4", "train.max_steps=6", "train.save_every=2", "averaging.kind=swa",

@@ -6,8 +6,6 @@ from __future__ import annotations
 import pytest
 
 from rewardlab import models
-from rewardlab.data.dataset import write_dataset
-from rewardlab.data.schema import normalize
 from rewardlab.param_groups import depth_of, layerwise_param_groups
 
 
@@ -38,18 +36,11 @@ def test_groups_by_hand():
     assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)  # none lost, none twice
 
 
-def test_decay_holds_the_embeddings_still(tmp_path, cli):
+def test_decay_holds_the_embeddings_still(tmp_path, cli, arithmetic_pairs):
     """An RM run with a near-zero decay: the head moves, the embeddings (lr 1e-3 * 1e-6^2) do not."""
     from transformers import AutoModelForSequenceClassification
 
-    rows = [
-        normalize(
-            {"prompt": f"What is {n} + 1?", "responses": [f"It is {n + 1}.", "No idea."], "ranks": [1, 2]},
-            source=f"t:{n}",
-        )
-        for n in range(16)
-    ]
-    write_dataset(rows, tmp_path / "ds")
+    arithmetic_pairs(tmp_path / "ds", 16)
     out = tmp_path / "rm"
     result = cli(
         "train", "rm", "configs/rm/tiny.yaml", f"data.train={tmp_path / 'ds'}", "heads=[overall]",
