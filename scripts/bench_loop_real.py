@@ -63,6 +63,16 @@ def done(run: Path) -> bool:
     return (run / "model" / "config.json").exists() and (run / "metrics.json").exists()
 
 
+def evaluated(run: Path) -> bool:
+    """An `eval policy` of this run wrote samples and the settings its reference answers were drawn with."""
+    metrics = run / "metrics.json"
+    return (
+        (run / "samples.jsonl").exists()
+        and metrics.exists()
+        and "eval_reference_settings" in json.loads(metrics.read_text())
+    )
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -295,13 +305,25 @@ def main() -> None:
             "train.batch_size=8", "rs.generation_batch_size=32"),
     }  # fmt: skip
     results = {}
+    # Every method starts from the same model and is judged on the same prompts with the same seed, so
+    # the start model's answers are drawn once and reused, also from a method evaluated by an earlier call
+    # (eval refuses when any setting differs; the answers are then drawn again).
+    reference_from = [out / m for m in ("dpo", "ppo", "rs") if evaluated(out / m)][:1]
     for method in args.methods:  # train and evaluate one method at a time: partial results survive a failure
         run = out / method
         try:
             if not done(run):
                 train[method]()
-            cli("eval", "policy", run, "--prompts", paths["eval"], "--reward-model", rm / "model",
-                "--max-new-tokens", args.max_new_tokens, "--seed", args.seed, "--json")  # fmt: skip
+            evaluate = ["eval", "policy", run, "--prompts", paths["eval"], "--reward-model", rm / "model",
+                        "--max-new-tokens", args.max_new_tokens, "--seed", args.seed, "--json"]  # fmt: skip
+            try:
+                if not reference_from or reference_from[0] == run:
+                    raise RuntimeError("no earlier reference answers")
+                cli(*evaluate, "--reference-from", reference_from[0])
+            except RuntimeError as why:
+                print(f"{method}: sampling the start model's answers ({why})", file=sys.stderr)
+                cli(*evaluate)
+            reference_from = [run]
             results[method] = summarize(run, judge / "model", rm / "model")
         except Exception as err:  # noqa: BLE001 - report the failed method, keep the others
             print(f"{method}: FAILED: {err!r}", file=sys.stderr)

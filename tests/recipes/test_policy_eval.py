@@ -95,3 +95,43 @@ def test_eval_policy_best_of_n_baseline_and_exact_kl(cli, ppo_run):
     assert 0.0 <= out["stop_rate"] <= 1.0
     samples = read_jsonl(run / "samples.jsonl")
     assert len(samples) == 3 and all(isinstance(s["best_of_n"], str) for s in samples)
+
+
+def test_eval_policy_reuses_reference_answers_only_under_the_same_settings(cli, ppo_run, tmp_path):
+    import shutil
+
+    run, _ = ppo_run
+    args = ("eval", "policy", run, "--n", "3", "--max-new-tokens", "8", "--json")
+    first = cli(*args)
+    assert first.exit_code == 0, first
+    # The earlier evaluation, with its reference answers replaced: if the second evaluation uses them,
+    # its reference metrics are those of the replacement, not of a fresh sample.
+    source = tmp_path / "earlier"
+    source.mkdir()
+    shutil.copy(run / "metrics.json", source / "metrics.json")
+    rows = read_jsonl(run / "samples.jsonl")
+    assert all(isinstance(r["reference_stopped"], bool) for r in rows)
+    with (source / "samples.jsonl").open("w") as fh:
+        for r in rows:
+            fh.write(
+                json.dumps({**r, "reference": "Planted.", "reference_length": 1, "reference_stopped": True})
+                + "\n"
+            )
+    again = cli(*args, "--reference-from", source)
+    assert again.exit_code == 0, again
+    out = again.json()
+    assert out["ref_response_length_mean"] == 1.0 and out["ref_stop_rate"] == 1.0
+    assert {r["reference"] for r in read_jsonl(run / "samples.jsonl")} == {"Planted."}
+    assert out["rm_score_mean"] == first.json()["rm_score_mean"]  # the policy's side is sampled as before
+    assert out["eval_reference_from"] == str(source)
+
+    other_seed = cli(*args, "--seed", "1", "--reference-from", source)
+    assert other_seed.exit_code == 2
+    assert "seed: 0 there, 1 here" in other_seed.stderr
+    fewer = cli("eval", "policy", run, "--n", "2", "--max-new-tokens", "8", "--reference-from", source)
+    assert fewer.exit_code == 2 and "prompt_ids_sha256" in fewer.stderr
+    legacy = json.loads((source / "metrics.json").read_text())
+    del legacy["eval_reference_settings"]
+    (source / "metrics.json").write_text(json.dumps(legacy))
+    old = cli(*args, "--reference-from", source)
+    assert old.exit_code == 2 and "'eval_reference_settings' missing" in old.stderr

@@ -148,6 +148,11 @@ def eval_policy(
     best_of: int = typer.Option(
         0, "--best-of", min=0, help="Also judge best-of-N decoding of the reference (the run's RM picks)."
     ),
+    reference_from: str = typer.Option(
+        None,
+        "--reference-from",
+        help="Reuse the reference answers of an earlier eval of this run folder (same settings only).",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Policy vs its reference on held-out prompts: RM score, win rate, KL, length, truth score; samples file."""
@@ -164,6 +169,7 @@ def eval_policy(
             seed=seed,
             greedy=greedy,
             best_of=best_of,
+            reference_from=reference_from,
         )
     if as_json:
         emit_json(metrics)

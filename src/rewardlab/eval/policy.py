@@ -16,10 +16,19 @@ policy's; its KL to the reference is at most log N - (N - 1) / N nats (``best_of
 Generation is seeded sampling at temperature 1 with no top-k/top-p (the distribution PPO optimizes and the
 one the KL estimate needs); the policy and the reference draw with the same seed, so repeated runs give the
 same numbers. ``--greedy`` switches to greedy decoding (the KL is then still measured on those answers).
+
+``--reference-from RUN``: reuse the reference answers an earlier ``eval policy`` of RUN drew, instead of
+sampling them again (comparing DPO, PPO and RS runs from one start model on one prompt set samples the
+start model once). Only when every setting that decides those answers is the same (reference model, prompt
+token ids, seed, decoding, length limits, batch size, stop tokens); otherwise it stops and names the
+difference, since answers drawn under other settings would be compared silently against the wrong baseline.
+The reference model is compared by its name or path: weights overwritten in place under the same path are
+not detected.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -104,6 +113,60 @@ def sample(
         )
     lengths = [int(x) for b in batches for x in b[1][:, b[2] :].sum(1).tolist()]
     return texts, batches, lengths, stopped
+
+
+def reference_settings(
+    reference_name: str,
+    tokenizer: Any,
+    prompts: list[Any],
+    max_prompt_tokens: int,
+    **decoding: Any,
+) -> dict[str, Any]:
+    """Everything that decides the reference's answers: the model, the prompts' token ids as the
+    reference sees them (chat template and tokenizer included), and ``decoding`` (seed, greedy, limits,
+    batch size, stop ids). Two evaluations with equal settings draw the same reference answers."""
+    query, mask = gen.encode_prompts(tokenizer, prompts, max_prompt_tokens)
+    digest = hashlib.sha256()
+    for row, keep in zip(query.tolist(), mask.tolist(), strict=True):
+        digest.update(json.dumps([t for t, k in zip(row, keep, strict=True) if k]).encode())
+    return {
+        "reference": reference_name,
+        "prompt_ids_sha256": digest.hexdigest(),
+        "n_samples": len(prompts),
+        "max_prompt_tokens": max_prompt_tokens,
+        **decoding,
+    }
+
+
+def reused_reference(source: str, settings: dict[str, Any]) -> tuple[list[str], list[int], list[bool]]:
+    """The reference answers, lengths and stop flags of an earlier evaluation of run ``source``, refused
+    unless that evaluation's reference settings equal ``settings``."""
+    folder = Path(source)
+    metrics_file, samples_file = folder / "metrics.json", folder / "samples.jsonl"
+    if not (metrics_file.is_file() and samples_file.is_file()):
+        raise UserError(
+            f"--reference-from {source}: no metrics.json and samples.jsonl from an eval policy there"
+        )
+    earlier = json.loads(metrics_file.read_text()).get("eval_reference_settings")
+    if not isinstance(earlier, dict):
+        raise UserError(
+            f"{metrics_file}: field 'eval_reference_settings' missing (evaluated by an older rewardlab): "
+            "evaluate that run again, or sample the reference here"
+        )
+    differ = sorted(k for k in set(settings) | set(earlier) if settings.get(k) != earlier.get(k))
+    if differ:
+        shown = ", ".join(f"{k}: {earlier.get(k)!r} there, {settings.get(k)!r} here" for k in differ)
+        raise UserError(f"--reference-from {source}: its reference answers were drawn differently ({shown})")
+    rows = [
+        json.loads(line) for line in samples_file.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    if len(rows) != settings["n_samples"] or any("reference_stopped" not in r for r in rows):
+        raise UserError(f"{samples_file}: expected {settings['n_samples']} rows with 'reference_stopped'")
+    return (
+        [r["reference"] for r in rows],
+        [int(r["reference_length"]) for r in rows],
+        [bool(r["reference_stopped"]) for r in rows],
+    )
 
 
 def sequence_kl(policy: Any, reference: Any, batches: list[Any]) -> tuple[list[float], list[float]]:
@@ -211,8 +274,10 @@ def evaluate_run(
     samples_per_prompt: int = 1,
     batch_size: int = 16,
     best_of: int = 0,
+    reference_from: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate, write ``<run>/samples.jsonl``, merge the metrics into ``<run>/metrics.json``; return them."""
+    """Evaluate, write ``<run>/samples.jsonl``, merge the metrics into ``<run>/metrics.json``; return them.
+    ``reference_from``: an earlier evaluated run whose reference answers to reuse (see module doc)."""
     run = Path(run_dir)
     cfg, manifest = run_info(run)
     items = held_out_prompts(cfg, prompts)[: n or None]
@@ -240,9 +305,16 @@ def evaluate_run(
     policy_texts, policy_batches, lengths, policy_stopped = sample(
         policy, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt, stops
     )
-    ref_texts, _, ref_len, ref_stopped = sample(
-        reference, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt, stops
-    )
+    settings = reference_settings(
+        reference_name, tokenizer, texts_prompts, max_prompt, seed=seed, greedy=greedy,
+        max_new_tokens=limit, batch_size=batch_size, stop_token_ids=stops,
+    )  # fmt: skip
+    if reference_from:
+        ref_texts, ref_len, ref_stopped = reused_reference(reference_from, settings)
+    else:
+        ref_texts, _, ref_len, ref_stopped = sample(
+            reference, tokenizer, texts_prompts, limit, seed, greedy, batch_size, max_prompt, stops
+        )
     kls, kls_sampled = sequence_kl(policy, reference, policy_batches)
 
     rm_policy = rm_ref = [None] * len(items)
@@ -285,6 +357,8 @@ def evaluate_run(
         "eval_reward_model": rm_path,
         "eval_reference": reference_name,
         "eval_decoding": "greedy" if greedy else f"sampling(seed={seed}, temperature=1)",
+        "eval_reference_settings": settings,
+        "eval_reference_from": reference_from,
     }
     bon_texts: list[Any] = [None] * len(items)
     if best_of:
@@ -331,9 +405,11 @@ def evaluate_run(
             "kl": kl,
             "policy_length": p_len,
             "reference_length": r_len,
+            "policy_stopped": p_stop,
+            "reference_stopped": r_stop,
             **({"best_of_n": bon} if best_of else {}),
         }
-        for item, p_text, r_text, p_rm, r_rm, p_t, r_t, kl, p_len, r_len, bon in zip(
+        for item, p_text, r_text, p_rm, r_rm, p_t, r_t, kl, p_len, r_len, p_stop, r_stop, bon in zip(
             items,
             policy_texts,
             ref_texts,
@@ -344,6 +420,8 @@ def evaluate_run(
             kls,
             lengths,
             ref_len,
+            policy_stopped,
+            ref_stopped,
             bon_texts,
             strict=True,
         )  # fmt: skip
