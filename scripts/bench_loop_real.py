@@ -251,7 +251,9 @@ def main() -> None:
         "--dpo-sft-weight", type=float, default=0.0, help="0: plain DPO; > 0: RPO with this NLL weight"
     )
     parser.add_argument("--ppo-steps", type=int, default=8)
-    parser.add_argument("--ppo-lr", type=float, default=1e-5)
+    # 3e-5, chosen on tuning seed 100 only (200 prompts, judge win over the start): 1e-5 0.565 [0.500,
+    # 0.632], KL 0.72 nats; 3e-5 0.670 [0.600, 0.730], KL 2.4, answer length unchanged
+    parser.add_argument("--ppo-lr", type=float, default=3e-5)
     parser.add_argument("--ppo-kl", type=float, default=0.05)
     parser.add_argument(  # few SmolLM2 answers stop within the budget: with the default -1 in place of the
         # RM score, PPO learned from the penalty, not the RM (its proxy score fell in the first run)
