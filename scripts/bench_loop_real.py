@@ -310,7 +310,7 @@ def main() -> None:
     # Every method starts from the same model and is judged on the same prompts with the same seed, so
     # the start model's answers are drawn once and reused, also from a method evaluated by an earlier call
     # (eval refuses when any setting differs; the answers are then drawn again).
-    reference_from = [out / m for m in ("dpo", "ppo", "rs") if evaluated(out / m)][:1]
+    earlier = next((out / m for m in ("dpo", "ppo", "rs") if evaluated(out / m)), None)
     for method in args.methods:  # train and evaluate one method at a time: partial results survive a failure
         run = out / method
         try:
@@ -318,14 +318,15 @@ def main() -> None:
                 train[method]()
             evaluate = ["eval", "policy", run, "--prompts", paths["eval"], "--reward-model", rm / "model",
                         "--max-new-tokens", args.max_new_tokens, "--seed", args.seed, "--json"]  # fmt: skip
-            try:
-                if not reference_from or reference_from[0] == run:
-                    raise RuntimeError("no earlier reference answers")
-                cli(*evaluate, "--reference-from", reference_from[0])
-            except RuntimeError as why:
-                print(f"{method}: sampling the start model's answers ({why})", file=sys.stderr)
+            if earlier is None or earlier == run:
                 cli(*evaluate)
-            reference_from = [run]
+            else:
+                try:
+                    cli(*evaluate, "--reference-from", earlier)
+                except RuntimeError as why:
+                    print(f"{method}: sampling the start model's answers ({why})", file=sys.stderr)
+                    cli(*evaluate)
+            earlier = run
             results[method] = summarize(run, judge / "model", rm / "model")
         except Exception as err:  # noqa: BLE001 - report the failed method, keep the others
             print(f"{method}: FAILED: {err!r}", file=sys.stderr)

@@ -37,8 +37,8 @@ if os.environ.get("RL_PROBE_POOL") == "response":
         end = attention_mask.long().sum(1) - 1  # [SEP] excluded
         cols = torch.arange(width, device=input_ids.device)
         mask = (cols[None] >= start[:, None]) & (cols[None] < end[:, None])
-        mask = torch.where((mask.sum(1) == 0)[:, None], attention_mask.bool(), mask).to(hidden.dtype)
-        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        mask = torch.where((mask.sum(1) == 0)[:, None], attention_mask.bool(), mask)
+        pooled = rl_models.pool_hidden(hidden, mask, "mean")  # the shipped masked mean, on the response only
         logits = getattr(self, rl_models.score_head_name(self))(pooled.unsqueeze(1))
         return SequenceClassifierOutput(logits=logits[:, 0] if logits.dim() == 3 else logits)
 
