@@ -457,8 +457,8 @@ class RSOptions(Strict):
     max_new_tokens: int = Field(48, ge=1)  # answer length limit when sampling
     temperature: float = Field(1.0, gt=0)  # sampling temperature (no top-k/top-p)
     generation_batch_size: int = Field(32, ge=1)  # answers generated per forward batch
-    # answers cut by the length limit are never kept (they would teach the policy not to stop)
-    require_stop: bool = True
+    # true: keep only answers that ended on a stop token (selects short ones); cut answers train without an end token
+    require_stop: bool = False
 
 
 class RSConfig(RunConfig):

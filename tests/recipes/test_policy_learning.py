@@ -109,19 +109,20 @@ def test_rejection_sampling_raises_the_rm_score(cli, tmp_path):
     run = tmp_path / "rs"
     res = cli("train", "rs", ROOT / "configs/rs/tiny.yaml", f"data.train={DATA}", f"output_dir={run}",
               "model.name_or_path=offline:tiny-llama", f"rs.reward_model={rm}", "rs.rounds=2",
-              "rs.max_new_tokens=12", "rs.require_stop=false", "train.lr=1e-3", "train.epochs=2", "--json")  # fmt: skip
+              "rs.max_new_tokens=12", "train.lr=1e-3", "train.epochs=4", "--json")  # fmt: skip
     assert res.exit_code == 0, res
     out = res.json()
     # the policy's own answers on the same 64 prompts and seeds (256 answers), before and after two rounds.
-    # Measured (seed 0): 0.1033 -> 0.1096 (the random tiny policy learns little in 2 rounds; the rounds'
-    # kept answers score 0.130 and 0.133 against 0.103 for all samples: selection does its part)
+    # No answer stops within 12 tokens, so every kept answer is a cut one, trained without an end token.
+    # Measured (seed 0, 2026-12-01): 0.1033 -> 0.1128 (4 epochs per round; 2 epochs: 0.1068, 2 epochs at
+    # lr 2e-3: 0.1126). The random tiny policy learns little; selection does its part
     assert out["train_rm_score_end"] > out["train_rm_score_start"] + MIN_GAIN["rs"], out
 
 
 MIN_GAIN = {
     "grpo": 0.005,
     "rloo": 0.005,
-    "rs": 0.003,
+    "rs": 0.005,
     "dpo_margin": 0.3,
     "dpo_accuracy": 0.65,
 }  # set from measured runs (see the comments above)

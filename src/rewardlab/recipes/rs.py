@@ -4,8 +4,15 @@ Each round: the current policy answers every training prompt ``rs.num_samples`` 
 ``rs.temperature``, stopping on every stop token), the reward model scores the answers with its own
 tokenizer and chat format, the best answer per prompt is kept, and the policy is fine-tuned on the kept
 answers with TRL's SFTTrainer (completion-only loss, the ``train`` section's optimizer settings). The next
-round samples from the tuned policy. Answers that hit the length limit without a stop token are never kept
-(``rs.require_stop``): training on them would teach the policy not to stop.
+round samples from the tuned policy.
+
+The policy trains on the exact tokens it sampled (the encoded prompt, then the answer up to and including
+its stop token), not on decoded text pushed through the chat template again. Why: the template closes
+every assistant turn with its end-of-turn token, so an answer cut by the length limit would be taught as
+a finished answer ending mid-sentence. Here a cut answer carries no end token, and its loss covers only
+what was sampled. ``rs.require_stop: true`` keeps only answers that stopped; at a short length limit that
+selects short answers rather than the RM's best (on SmolLM2 at 128 tokens, 29 of 64 prompts had no
+stopped answer and the policy learned to stop, not what the RM prefers).
 
 It is the simple baseline DPO and PPO are compared against: no reference model, no value model, no
 on-policy ratios, only best-of-n distilled back into the policy. ``eval policy`` compares the result with
@@ -26,8 +33,10 @@ from rewardlab.tracking import open_tracker
 
 def sample_answers(
     model: Any, tokenizer: Any, prompts: list[Any], cfg: Any, round_index: int, stop_ids: list[int]
-) -> tuple[list[list[str]], list[list[bool]]]:
-    """``num_samples`` answers per prompt and whether each ended on a stop token; seeded per answer."""
+) -> tuple[list[list[str]], list[list[bool]], list[list[tuple[list[int], list[int]]]]]:
+    """``num_samples`` answers per prompt: their text (for the RM), whether each ended on a stop token, and
+    the sampled tokens (prompt ids without padding, answer ids up to and including the stop token), to
+    train on exactly what was sampled. Seeded per answer."""
     from rewardlab import ppo_math as pm
 
     o = cfg.rs
@@ -36,6 +45,7 @@ def sample_answers(
     gen = pc.generation_config(tokenizer, o.max_new_tokens, do_sample=False, stop_ids=stop_ids)
     texts: list[str] = []
     stopped: list[bool] = []
+    tokens: list[tuple[list[int], list[int]]] = []
     model.eval()
     for start in range(0, len(repeated), o.generation_batch_size):
         part = repeated[start : start + o.generation_batch_size]
@@ -48,12 +58,14 @@ def sample_answers(
         response = pc.generate(
             model, tokenizer, ids, mask, gen, logits_processor=pc.seeded_sampling(seeds, o.temperature)
         )
-        _, has_stop, _ = pm.response_mask(response, stop_ids)
+        _, has_stop, last = pm.response_mask(response, stop_ids)
         texts += pc.decode_responses(tokenizer, response, stop_ids)
         stopped += has_stop.tolist()
-    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))], [
-        stopped[i * n : (i + 1) * n] for i in range(len(prompts))
-    ]
+        for row in range(len(part)):
+            prompt_ids = ids[row][mask[row].bool()].tolist()
+            tokens.append((prompt_ids, response[row, : int(last[row]) + 1].tolist()))
+    per_prompt = lambda xs: [xs[i * n : (i + 1) * n] for i in range(len(prompts))]  # noqa: E731
+    return per_prompt(texts), per_prompt(stopped), per_prompt(tokens)
 
 
 def select_best(
@@ -62,26 +74,43 @@ def select_best(
     scores: list[list[float]],
     stopped: list[list[bool]],
     require_stop: bool,
+    tokens: list[list[tuple[list[int], list[int]]]] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The best-scored answer per prompt (among those that stopped, when required); prompts with none skipped."""
+    """The best-scored answer per prompt (among those that stopped, when required); prompts with none
+    skipped. Each kept row has the answer's text, score, whether it stopped and (given) its sampled tokens."""
     kept, skipped = [], 0
-    for prompt, texts, row, ends in zip(prompts, answers, scores, stopped, strict=True):
+    for j, (prompt, texts, row, ends) in enumerate(zip(prompts, answers, scores, stopped, strict=True)):
         ok = [i for i in range(len(texts)) if texts[i] and (ends[i] or not require_stop)]
         if not ok:
             skipped += 1
             continue
         best = max(ok, key=lambda i: row[i])
-        kept.append({"prompt": prompt, "response": texts[best], "score": row[best]})
+        kept.append({"prompt": prompt, "response": texts[best], "score": row[best], "stopped": ends[best]})
+        if tokens is not None:
+            kept[-1]["prompt_ids"], kept[-1]["response_ids"] = tokens[j][best]
     return kept, skipped
+
+
+def training_rows(kept: list[dict[str, Any]]) -> Any:
+    """TRL's pre-tokenized format: the sampled prompt and answer ids, loss on the answer only. A stopped
+    answer ends on its stop token (learned); a cut one ends where sampling stopped, with no end token."""
+    from datasets import Dataset
+
+    rows = [
+        {
+            "input_ids": k["prompt_ids"] + k["response_ids"],
+            "completion_mask": [0] * len(k["prompt_ids"]) + [1] * len(k["response_ids"]),
+        }
+        for k in kept
+    ]
+    return Dataset.from_list(rows)
 
 
 def fine_tune(
     model: Any, tokenizer: Any, demos: list[dict], cfg: Any, run_dir: Path, round_index: int
 ) -> Any:
-    """One SFT pass on the kept answers (TRL SFTTrainer); returns the trainer's result."""
+    """One SFT pass on the kept answers' sampled tokens (TRL SFTTrainer); returns the trainer's result."""
     from trl import SFTConfig, SFTTrainer
-
-    from rewardlab.recipes.sft import to_conversations
 
     kwargs = pc.trainer_kwargs(cfg, run_dir, has_eval=False)
     kwargs.update(
@@ -91,11 +120,14 @@ def fine_tune(
         data_seed=cfg.train.seed + round_index,
     )
     kwargs.pop("save_steps", None)
-    args = SFTConfig(**kwargs, max_length=cfg.data.max_length, completion_only_loss=True)
+    # prompts were encoded to at most data.max_length tokens and answers sampled to rs.max_new_tokens: room
+    # for both, so no sequence is cut and the policy learns in the very context it sampled in
+    max_length = cfg.data.max_length + cfg.rs.max_new_tokens
+    args = SFTConfig(**kwargs, max_length=max_length, completion_only_loss=True)
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=to_conversations(demos),
+        train_dataset=training_rows(demos),
         processing_class=tokenizer,
         callbacks=[pc.finite_guard_callback("rs", run_dir)],
     )
@@ -109,7 +141,7 @@ def probe(
     model: Any, tokenizer: Any, prompts: list[Any], cfg: Any, stop_ids: list[int], scorer: Any
 ) -> tuple[float, float]:
     """Mean RM score and stop rate of the policy's answers on ``prompts`` (fixed seeds: paired start/end)."""
-    answers, stopped = sample_answers(model, tokenizer, prompts, cfg, -1, stop_ids)
+    answers, stopped, _ = sample_answers(model, tokenizer, prompts, cfg, -1, stop_ids)
     flat_prompts = [p for p, texts in zip(prompts, answers, strict=True) for _ in texts]
     scores = scorer.score(flat_prompts, [t for texts in answers for t in texts])[:, 0].tolist()
     return sum(scores) / len(scores), sum(map(sum, stopped)) / max(len(scores), 1)
@@ -158,12 +190,12 @@ def run(cfg: Any) -> dict[str, Any]:
         chosen = prompts
         if cfg.rs.prompts_per_round and cfg.rs.prompts_per_round < len(prompts):
             chosen = rng.sample(prompts, cfg.rs.prompts_per_round)
-        answers, stopped = sample_answers(model, tokenizer, chosen, cfg, round_index, stop_ids)
+        answers, stopped, tokens = sample_answers(model, tokenizer, chosen, cfg, round_index, stop_ids)
         flat_prompts = [p for p, texts in zip(chosen, answers, strict=True) for _ in texts]
         flat = scorer.score(flat_prompts, [t for texts in answers for t in texts])[:, 0].tolist()
         n = cfg.rs.num_samples
         scores = [flat[i * n : (i + 1) * n] for i in range(len(chosen))]
-        kept, skipped = select_best(chosen, answers, scores, stopped, cfg.rs.require_stop)
+        kept, skipped = select_best(chosen, answers, scores, stopped, cfg.rs.require_stop, tokens)
         if not kept:
             raise UserError(
                 f"rs round {round_index + 1}: no answer ended on a stop token within rs.max_new_tokens="
@@ -178,6 +210,7 @@ def run(cfg: Any) -> dict[str, Any]:
             "stop_rate": sum(map(sum, stopped)) / max(len(flat), 1),
             "kept": len(kept),
             "skipped_no_stop": skipped,
+            "kept_stopped": sum(k["stopped"] for k in kept),
             "sft_loss": result.training_loss,
             "sft_steps": result.global_step,
         }
@@ -186,7 +219,7 @@ def run(cfg: Any) -> dict[str, Any]:
         print(
             f"rs: round {round_index + 1}/{cfg.rs.rounds}: RM score of samples {row['rm_score_mean']:.4f}, "
             f"kept {len(kept)} best answers (mean {row['kept_rm_score_mean']:.4f}), {skipped} prompts without "
-            f"a stopped answer, SFT loss {result.training_loss:.4f}"
+            f"a stopped answer, {row['kept_stopped']} of the kept stopped, SFT loss {result.training_loss:.4f}"
         )
     # the tuned policy's own samples on the same prompts and seeds as at the start: did the RM score rise?
     end, end_stop = probe(model, tokenizer, probe_prompts, cfg, stop_ids, scorer)
@@ -198,6 +231,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "stop_rate_start": start_stop,
         "stop_rate_end": end_stop,
         "kept_per_round": [h["kept"] for h in history],
+        "kept_stopped_per_round": [h["kept_stopped"] for h in history],
         "stop_token_ids": stop_ids,
     }
     pc.save_policy(
