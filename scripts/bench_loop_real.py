@@ -33,6 +33,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -191,33 +192,27 @@ def lc_win_rate(rows: list[list[float]]) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, a))))
 
 
-def judge_wins(run: Path, judge: Path) -> tuple[list[float], list[str]]:
-    """Per held-out prompt: the judge's verdict on the run's answer against the start's, and that answer."""
-    from rewardlab.scoring import RewardScorer
+def read_samples(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
 
-    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
+
+def judge_wins(samples: list[dict], judge_rm: Any) -> list[float]:
+    """Per held-out prompt: the judge's verdict on the run's answer against the start's (ties half)."""
     prompts = [s["prompt"] for s in samples]
-    judge_rm = RewardScorer.from_path(str(judge))
     pol = judge_rm.score(prompts, [s["policy"] for s in samples])[:, 0].tolist()
     ref = judge_rm.score(prompts, [s["reference"] for s in samples])[:, 0].tolist()
-    return [win(a, b) for a, b in zip(pol, ref, strict=True)], [s["reference"] for s in samples]
+    return [win(a, b) for a, b in zip(pol, ref, strict=True)]
 
 
-def paired_difference(run: Path, other: Path, judge: Path) -> tuple[float, float, float] | None:
-    """Judge win of ``run`` minus that of ``other`` (the same method under other settings), paired per
-    prompt, with a 95% bootstrap interval; None unless both were judged against the same start answers."""
-    mine, ref_mine = judge_wins(run, judge)
-    theirs, ref_theirs = judge_wins(other, judge)
-    if ref_mine != ref_theirs:
-        return None
+def paired_difference(mine: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """Mean per-prompt difference of two runs' judge verdicts on the same start answers, with its 95%
+    bootstrap interval."""
     rows = [[a - b] for a, b in zip(mine, theirs, strict=True)]
     return bootstrap(rows, lambda rs: sum(r[0] for r in rs) / len(rs))
 
 
-def summarize(run: Path, judge: Path, proxy: Path) -> dict:
+def summarize(run: Path, samples: list[dict], wins: list[float]) -> dict:
     """Judge and proxy win rates (raw and length-controlled) with bootstrap intervals, KL, lengths."""
-    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines() if x.strip()]
-    wins, _ = judge_wins(run, judge)
     rows = [
         [w, s["policy_length"] - s["reference_length"], win(s["policy_rm"], s["reference_rm"]), s["kl"]]
         for s, w in zip(samples, wins, strict=True)
@@ -330,7 +325,10 @@ def main() -> None:
             f"rs.require_stop={str(args.rs_require_stop).lower()}", f"train.lr={args.rs_lr}", "train.epochs=1",
             "train.batch_size=8", "rs.generation_batch_size=32"),
     }  # fmt: skip
-    results = {}
+    from rewardlab.scoring import RewardScorer
+
+    judge_rm = RewardScorer.from_path(str(judge / "model"))
+    results, verdicts = {}, {}
     # Every method starts from the same model and is judged on the same prompts with the same seed, so
     # the start model's answers are drawn once and reused, also from a method evaluated by an earlier call
     # (eval refuses when any setting differs; the answers are then drawn again).
@@ -351,7 +349,9 @@ def main() -> None:
                     print(f"{method}: sampling the start model's answers ({why})", file=sys.stderr)
                     cli(*evaluate)
             earlier = run
-            results[method] = summarize(run, judge / "model", rm / "model")
+            samples = read_samples(run)
+            verdicts[method] = (judge_wins(samples, judge_rm), [x["reference"] for x in samples])
+            results[method] = summarize(run, samples, verdicts[method][0])
         except Exception as err:  # noqa: BLE001 - report the failed method, keep the others
             print(f"{method}: FAILED: {err!r}", file=sys.stderr)
             continue
@@ -373,13 +373,16 @@ def main() -> None:
         other = args.paired_with / method
         if not (other / "samples.jsonl").exists():
             continue
-        diff = paired_difference(out / method, other, judge / "model")
+        theirs = read_samples(other)
+        mine, references = verdicts[method]
+        same_start = references == [x["reference"] for x in theirs]
+        diff = paired_difference(mine, judge_wins(theirs, judge_rm)) if same_start else None
         results[method]["paired_with"] = {"run": str(other), "judge_win_diff": diff}
         print(f"{method}: judge win minus {other}'s, paired per prompt: "
               + ("not paired (different start answers)" if diff is None else
                  f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]"))  # fmt: skip
-    args.paired_with = args.paired_with and str(args.paired_with)
-    (out / "bench_loop_real.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    report = {"args": vars(args), "results": results}
+    (out / "bench_loop_real.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"(rows in {out}/bench_loop_real.json)", file=sys.stderr)
 
 

@@ -15,26 +15,18 @@ from rewardlab import config as rl_config
 STOP = 2
 
 
-def kept_rows() -> list[dict]:
+def test_the_best_answer_is_kept_with_its_sampled_tokens_cut_or_not():
     from rewardlab.recipes import rs
 
-    prompts = ["p0", "p1"]
-    answers = [["a", "b"], ["c", "d"]]
-    scores = [[0.1, 0.9], [0.8, 0.2]]
-    stopped = [[True, False], [True, False]]
     tokens = [
         [([5, 6], [7, STOP]), ([5, 6], [8, 9, 10])],
         [([11], [12, 13, STOP]), ([11], [14])],
     ]
-    kept, skipped = rs.select_best(prompts, answers, scores, stopped, False, tokens)
+    stopped = [[True, False], [True, False]]
+    kept, skipped = rs.select_best(
+        ["p0", "p1"], [["a", "b"], ["c", "d"]], [[0.1, 0.9], [0.8, 0.2]], stopped, False, tokens
+    )
     assert skipped == 0
-    return kept
-
-
-def test_the_best_answer_is_kept_with_its_sampled_tokens_cut_or_not():
-    from rewardlab.recipes import rs
-
-    kept = kept_rows()
     # prompt 0's best answer (0.9) was cut by the limit; prompt 1's (0.8) stopped
     assert [k["response"] for k in kept] == ["b", "c"]
     assert [k["stopped"] for k in kept] == [False, True]
