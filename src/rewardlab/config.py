@@ -459,6 +459,8 @@ class RSOptions(Strict):
     generation_batch_size: int = Field(32, ge=1)  # answers generated per forward batch
     # true: keep only answers that ended on a stop token (selects short ones); cut answers train without an end token
     require_stop: bool = False
+    # training prompts sampled before and after training (same seeds) for metrics' train_rm_score_start/_end; 0: skip
+    probe_prompts: int = Field(64, ge=0)
 
 
 class RSConfig(RunConfig):

@@ -136,6 +136,25 @@ def generate(
     return out[:, input_ids.shape[1] :]
 
 
+def generate_with_logits(
+    model: Any, tokenizer: Any, input_ids: Any, attention_mask: Any, gen_config: Any
+) -> tuple[Any, Any]:
+    """Response token ids [batch, new_tokens] and the model's raw next-token logits at each generated
+    position [batch, new_tokens, vocab] (before temperature, top-k, top-p): the distribution every token
+    was drawn from at temperature 1, read from the sampler itself instead of a second forward pass."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=gen_config,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    return out.sequences[:, input_ids.shape[1] :], torch.stack(out.logits, 1)
+
+
 def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
     """A logits processor that samples each row from its own generator (Gumbel-max), for greedy ``generate``.
 

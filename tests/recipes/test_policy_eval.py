@@ -135,3 +135,45 @@ def test_eval_policy_reuses_reference_answers_only_under_the_same_settings(cli, 
     (source / "metrics.json").write_text(json.dumps(legacy))
     old = cli(*args, "--reference-from", source)
     assert old.exit_code == 2 and "'eval_reference_settings' missing" in old.stderr
+
+
+def test_kl_from_the_samplers_logits_matches_a_full_forward():
+    """eval's KL reads the policy's side from the sampler's own logits (KV cache) and the reference's from one
+    forward pass: a model against itself gives 0, and against another model the same numbers as a full
+    forward of both (left-padded prompts of different lengths, answers stopped early or cut)."""
+    import torch
+
+    from rewardlab import generation as gen
+    from rewardlab import models
+    from rewardlab import ppo_math as pm
+    from rewardlab.eval.policy import sample
+
+    tokenizer = models.load_tokenizer("offline:tiny-llama")
+    policy = models.build_reference("offline:tiny-llama")
+    other = models.build_reference("offline:tiny-llama")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    prompts = ["Say something.", "Write a long list of numbers please, with words in between them.", "Hi"]
+    stops = gen.stop_token_ids(tokenizer, policy)
+    _, _, _, (same, same_k1) = sample(policy, tokenizer, prompts, 12, 0, False, 2, 64, stops, policy)
+    assert max(map(abs, same)) < 1e-4 and max(map(abs, same_k1)) < 1e-4
+    _, _, _, (exact, _) = sample(policy, tokenizer, prompts, 12, 0, False, 2, 64, stops, other)
+    assert min(exact) > 0.01  # the perturbed model differs
+    # the same answers, scored by a full forward of both models
+    expected = []
+    for start in range(0, len(prompts), 2):
+        query, qmask = gen.encode_prompts(tokenizer, prompts[start : start + 2], 64)
+        torch.manual_seed(0 + start)
+        response = gen.generate(
+            policy, tokenizer, query, qmask, gen.generation_config(tokenizer, 12, True, stop_ids=stops)
+        )
+        mask, _, _ = pm.response_mask(response, stops)
+        attention = torch.cat([qmask, mask.long()], 1)
+        kwargs = {"input_ids": torch.cat([query, response], 1), "attention_mask": attention,
+                  "position_ids": gen.position_ids(attention), "use_cache": False}  # fmt: skip
+        with torch.no_grad():
+            a = policy(**kwargs).logits[:, query.shape[1] - 1 : -1]
+            b = other(**kwargs).logits[:, query.shape[1] - 1 : -1]
+        expected += (pm.exact_kl(a, b) * mask).sum(1).tolist()
+    assert exact == pytest.approx(expected, rel=1e-3, abs=1e-4)

@@ -153,6 +153,9 @@ def eval_policy(
         "--reference-from",
         help="Reuse the reference answers of an earlier eval of this run folder (same settings only).",
     ),
+    batch_size: int = typer.Option(
+        16, "--batch-size", min=1, help="Prompts sampled per generate call (part of the sampling seed)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Policy vs its reference on held-out prompts: RM score, win rate, KL, length, truth score; samples file."""
@@ -170,6 +173,7 @@ def eval_policy(
             greedy=greedy,
             best_of=best_of,
             reference_from=reference_from,
+            batch_size=batch_size,
         )
     if as_json:
         emit_json(metrics)

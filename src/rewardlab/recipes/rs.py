@@ -134,13 +134,15 @@ def fine_tune(
     return trainer.train()
 
 
-PROBE_PROMPTS = 64  # training prompts sampled before and after (same seeds): the run's start/end RM score
-
-
 def probe(
     model: Any, tokenizer: Any, prompts: list[Any], cfg: Any, stop_ids: list[int], scorer: Any
-) -> tuple[float, float]:
-    """Mean RM score and stop rate of the policy's answers on ``prompts`` (fixed seeds: paired start/end)."""
+) -> tuple[float | None, float | None]:
+    """Mean RM score and stop rate of the policy's answers on ``prompts`` (fixed seeds: paired start/end).
+
+    Why optional (``rs.probe_prompts: 0``): at the defaults the two probes sample 512 answers, as many as a
+    128-prompt round; a benchmark that evaluates on held-out prompts anyway spends that time for nothing."""
+    if not prompts:
+        return None, None
     answers, stopped, _ = sample_answers(model, tokenizer, prompts, cfg, -1, stop_ids)
     flat_prompts = [p for p, texts in zip(prompts, answers, strict=True) for _ in texts]
     scores = scorer.score(flat_prompts, [t for texts in answers for t in texts])[:, 0].tolist()
@@ -181,7 +183,7 @@ def run(cfg: Any) -> dict[str, Any]:
         allow_pickle=cfg.model.allow_pickle,
         trust_remote_code=cfg.model.trust_remote_code,
     )
-    probe_prompts = prompts[:PROBE_PROMPTS]
+    probe_prompts = prompts[: cfg.rs.probe_prompts]
     start, start_stop = probe(model, tokenizer, probe_prompts, cfg, stop_ids, scorer)
     rng = random.Random(cfg.train.seed)
     history: list[dict[str, float]] = []
