@@ -1,5 +1,5 @@
 """Real-model evidence: does DPO, PPO or rejection sampling make SmolLM2-135M-Instruct better, by a judge
-that no stage trained against? A benchmark (CPU, ~41 min alone on a 2-core machine), not a CI test.
+that no stage trained against? A benchmark (CPU, ~37 min alone on a 2-core machine), not a CI test.
 
 Data: Anthropic HH-RLHF helpful-base (test split, 2,354 human preference pairs), split by prompt into
 three disjoint parts: A (the training RM's pairs, DPO's pairs, PPO's and rejection sampling's prompts),
@@ -297,6 +297,11 @@ def main() -> None:
     )
     parser.add_argument("--rs-require-stop", action="store_true", help="RS keeps only answers that stopped")
     parser.add_argument("--rs-lr", type=float, default=5e-5)
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train the RMs, DPO, PPO and RS under bf16 autocast (evaluation stays float32)",
+    )
     parser.add_argument("--methods", nargs="+", default=["dpo", "ppo", "rs"])
     parser.add_argument(  # e.g. the same seed's earlier run under other settings, its RMs and data reused
         "--paired-with", type=Path, help="an earlier --out of the same seed: judge-win differences per prompt"
@@ -310,13 +315,15 @@ def main() -> None:
     started = time.perf_counter()
     paths = prepare(args, out)
     rm, judge = out / "rm-proxy", out / "rm-judge"
+    bf16 = str(args.bf16).lower()
     for run, data in ((rm, paths["rm_a"]), (judge, paths["judge_b"])):
         if not done(run):
             cli("train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={data}", f"output_dir={run}",
                 f"model.name_or_path={args.rm_source}", "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
                 f"data.max_length={args.rm_max_length}", "data.eval_fraction=0.05",
-                "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}")  # fmt: skip
-    common = [f"model.name_or_path={args.policy}", f"train.seed={args.seed}", "data.eval_fraction=0"]
+                "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}", f"train.bf16={bf16}")  # fmt: skip
+    common = [f"model.name_or_path={args.policy}", f"train.seed={args.seed}", "data.eval_fraction=0",
+              f"train.bf16={bf16}"]  # fmt: skip
     train = {
         "dpo": lambda: cli(
             "train", "dpo", ROOT / "configs/dpo/tiny.yaml", f"data.train={paths['dpo_a']}", f"output_dir={out / 'dpo'}",
