@@ -1,5 +1,5 @@
 """Real-model evidence: does DPO, PPO or rejection sampling make SmolLM2-135M-Instruct better, by a judge
-that no stage trained against? A benchmark (CPU, ~37 min alone on a 2-core machine), not a CI test.
+that no stage trained against? A benchmark (CPU, ~37 min alone on a 2-core machine, ~32 with --bf16), not a CI test.
 
 Data: Anthropic HH-RLHF helpful-base (test split, 2,354 human preference pairs), split by prompt into
 three disjoint parts: A (the training RM's pairs, DPO's pairs, PPO's and rejection sampling's prompts),
