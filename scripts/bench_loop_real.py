@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,18 +47,72 @@ DATA = str(next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), 
 
 
 def cli(*args: object) -> None:
-    """One rewardlab command in this process."""
+    """One rewardlab command in this process (the judge's scoring and small steps)."""
     from rewardlab.cli import app
 
-    started = time.perf_counter()
     try:
         app([str(a) for a in args], standalone_mode=False)
     except SystemExit as stop:
         if stop.code not in (0, None):
             raise RuntimeError(f"rewardlab {' '.join(map(str, args))} exited {stop.code}") from None
-    print(
-        f"[{time.perf_counter() - started:6.0f} s] rewardlab {' '.join(map(str, args[:3]))}", file=sys.stderr
-    )
+
+
+class Stage:
+    """One rewardlab command of the loop, run as a subprocess once the stages it needs have finished."""
+
+    def __init__(self, name: str, args: list[object], needs: tuple[str, ...] = ()) -> None:
+        self.name, self.args, self.needs = name, args, needs
+        self.proc: subprocess.Popen | None = None
+        self.started = self.seconds = 0.0
+        self.ok: bool | None = None  # None: not run (yet)
+
+
+def run_stages(stages: list[Stage], lanes: int, logs: Path, ready_extra: Any = None) -> dict[str, dict]:
+    """Run the stages on `lanes` processes at once, each with its share of the cores, in list order among
+    those whose needs are met. Independent stages (the two RMs; DPO beside PPO, then RS) overlap: on a
+    2-core CPU two one-thread processes got ~1.2x the work of one two-thread process done (a 135M model's
+    matmuls do not scale to both cores). A failed stage fails those that need it; the others go on.
+
+    `ready_extra(stage, finished)` may hold a stage back (or rewrite its arguments) beyond its needs."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if lanes > 1:  # torch reads these at start-up: one process per core instead of both fighting for both
+        threads = str(max(1, (os.cpu_count() or lanes) // lanes))
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    pending, running, finished = list(stages), [], {}
+    while pending or running:
+        for stage in list(pending):
+            if len(running) >= lanes:
+                break
+            if any(n in finished and not finished[n].ok for n in stage.needs):
+                pending.remove(stage)
+                stage.ok = False
+                finished[stage.name] = stage
+                print(f"{stage.name}: skipped (a stage it needs failed)", file=sys.stderr, flush=True)
+                continue
+            if not all(n in finished for n in stage.needs):
+                continue
+            if ready_extra is not None and not ready_extra(stage, finished, running):
+                continue
+            pending.remove(stage)
+            log = (logs / f"{stage.name}.log").open("w")
+            cmd = [sys.executable, "-m", "rewardlab", *map(str, stage.args)]
+            stage.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            stage.started = time.perf_counter()
+            running.append(stage)
+            print(f"{stage.name}: started", file=sys.stderr, flush=True)
+        time.sleep(1.0)
+        for stage in list(running):
+            if stage.proc.poll() is None:
+                continue
+            running.remove(stage)
+            stage.seconds = time.perf_counter() - stage.started
+            stage.ok = stage.proc.returncode == 0
+            finished[stage.name] = stage
+            print(f"[{stage.seconds:6.0f} s] {stage.name}: "
+                  + ("done" if stage.ok else f"FAILED (exit {stage.proc.returncode}; see {logs / stage.name}.log)"),
+                  file=sys.stderr, flush=True)  # fmt: skip
+    return {s.name: {"seconds": round(s.seconds, 1), "ok": bool(s.ok)} for s in finished.values()}
 
 
 def done(run: Path) -> bool:
@@ -302,7 +357,14 @@ def main() -> None:
         action="store_true",
         help="train the RMs, DPO, PPO and RS under bf16 autocast (evaluation stays float32)",
     )
-    parser.add_argument("--methods", nargs="+", default=["dpo", "ppo", "rs"])
+    parser.add_argument("--methods", nargs="+", default=["dpo", "ppo", "rs"], choices=["dpo", "ppo", "rs"])
+    parser.add_argument(  # measured: see run_stages
+        "--lanes",
+        type=int,
+        default=2,
+        choices=(1, 2),
+        help="stages run at once (each on its share of the cores)",
+    )
     parser.add_argument(  # e.g. the same seed's earlier run under other settings, its RMs and data reused
         "--paired-with", type=Path, help="an earlier --out of the same seed: judge-win differences per prompt"
     )
@@ -316,16 +378,17 @@ def main() -> None:
     paths = prepare(args, out)
     rm, judge = out / "rm-proxy", out / "rm-judge"
     bf16 = str(args.bf16).lower()
-    for run, data in ((rm, paths["rm_a"]), (judge, paths["judge_b"])):
-        if not done(run):
-            cli("train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={data}", f"output_dir={run}",
-                f"model.name_or_path={args.rm_source}", "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
-                f"data.max_length={args.rm_max_length}", "data.eval_fraction=0.05",
-                "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}", f"train.bf16={bf16}")  # fmt: skip
+    stages = [
+        Stage(run.name, ["train", "rm", ROOT / "configs/rm/minilm.yaml", f"data.train={data}", f"output_dir={run}",
+              f"model.name_or_path={args.rm_source}", "heads=[overall]", "loss.margin=null", f"train.epochs={args.rm_epochs}", "train.batch_size=16",
+              f"data.max_length={args.rm_max_length}", "data.eval_fraction=0.05",
+              "train.save_every=null", "train.eval_every=null", f"train.seed={args.seed}", f"train.bf16={bf16}"])
+        for run, data in ((rm, paths["rm_a"]), (judge, paths["judge_b"])) if not done(run)
+    ]  # fmt: skip
     common = [f"model.name_or_path={args.policy}", f"train.seed={args.seed}", "data.eval_fraction=0",
               f"train.bf16={bf16}"]  # fmt: skip
     train = {
-        "dpo": lambda: cli(
+        "dpo": [
             "train", "dpo", ROOT / "configs/dpo/tiny.yaml", f"data.train={paths['dpo_a']}", f"output_dir={out / 'dpo'}",
             *common, "data.max_length=256", f"train.lr={args.dpo_lr}", f"train.max_steps={args.dpo_steps}",
             f"train.batch_size={args.dpo_micro_batch}",
@@ -335,53 +398,79 @@ def main() -> None:
             # first: 446 pairs for 24 steps of 8)
             "dpo.precompute_ref_log_probs=false",
             *(["dpo.loss_type=[sigmoid,sft]", f"dpo.loss_weights=[1.0,{args.dpo_sft_weight}]"] if args.dpo_sft_weight
-              else ["dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"])),
-        "ppo": lambda: cli(
+              else ["dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"])],
+        "ppo": [
             "train", "ppo", ROOT / "configs/ppo/smollm.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'ppo'}",
             *common, f"ppo.reward_model={rm / 'model'}", f"train.lr={args.ppo_lr}", f"train.max_steps={args.ppo_steps}",
             "train.save_every=null", f"ppo.kl_coef={args.ppo_kl}", f"ppo.max_new_tokens={args.max_new_tokens}",
             f"ppo.rollout_batch_size={args.ppo_batch}", f"ppo.mini_batch_size={args.ppo_batch // 2}",
-            f"ppo.missing_eos_penalty={'null' if args.ppo_missing_eos_penalty is None else args.ppo_missing_eos_penalty}"),
-        "rs": lambda: cli(
+            f"ppo.missing_eos_penalty={'null' if args.ppo_missing_eos_penalty is None else args.ppo_missing_eos_penalty}"],
+        "rs": [
             "train", "rs", ROOT / "configs/rs/tiny.yaml", f"data.train={paths['policy_a']}", f"output_dir={out / 'rs'}",
             *common, "data.max_length=256", f"rs.reward_model={rm / 'model'}", "rs.rounds=1",
             f"rs.prompts_per_round={args.rs_prompts}", f"rs.num_samples={args.rs_samples}",
             f"rs.max_new_tokens={args.rs_max_new_tokens or args.max_new_tokens}",
             f"rs.require_stop={str(args.rs_require_stop).lower()}", f"train.lr={args.rs_lr}", "train.epochs=1",
             "train.batch_size=8", "rs.generation_batch_size=64",
-            "rs.probe_prompts=0"),  # the held-out evaluation measures RS: no start/end probe
+            "rs.probe_prompts=0"],  # the held-out evaluation measures RS: no start/end probe
     }  # fmt: skip
+    # DPO needs only the pairs; PPO and RS need the proxy RM. In list order, so with two lanes the RMs train
+    # side by side, then DPO beside PPO, then RS, and each evaluation as soon as its method is trained.
+    needs = {"dpo": (), "ppo": (rm.name,), "rs": (rm.name,)}
+    needs = {m: tuple(n for n in needs[m] if any(s.name == n for s in stages)) for m in needs}
+    order = sorted(args.methods, key=["ppo", "dpo", "rs"].index)
+    stages += [Stage(m, train[m], needs[m]) for m in order if not done(out / m)]
+    trained = {s.name for s in stages}
+
+    def evaluation(method: str, needs: tuple[str, ...]) -> Stage:
+        return Stage(f"eval-{method}", ["eval", "policy", out / method, "--prompts", paths["eval"],
+                     "--reward-model", rm / "model", "--max-new-tokens", args.max_new_tokens, "--seed", args.seed,
+                     "--batch-size", args.eval_batch, "--json"], needs)  # fmt: skip
+
+    # Every method starts from the same model and is judged on the same prompts with the same seed, so the
+    # start model's answers are drawn once, by the first evaluation, and reused by the others, also from a
+    # method evaluated by an earlier call (eval refuses when any setting differs; they are then drawn again).
+    earlier = [next((out / m for m in ("dpo", "ppo", "rs") if evaluated(out / m)), None)]
+
+    def reference_ready(stage: Stage, finished: dict, running: list) -> bool:
+        if not stage.name.startswith("eval-") or "--reference-from" in stage.args:
+            return True
+        if earlier[0] is None:
+            first = [s for s in (*finished.values(), *running) if s.name.startswith("eval-")]
+            if any(s.ok or s.ok is None for s in first):
+                ok = [s for s in first if s.ok]
+                if not ok:
+                    return False  # the first evaluation is still drawing the start's answers
+                earlier[0] = out / ok[0].name.removeprefix("eval-")
+        if earlier[0] is not None and earlier[0] != out / stage.name.removeprefix("eval-"):
+            source = f"eval-{earlier[0].name}"  # an earlier call's run evaluated again: not while it rewrites
+            if source in (s.name for s in stages) and source not in finished:
+                return False
+            stage.args += ["--reference-from", earlier[0]]
+        return True
+
+    stages += [evaluation(m, (m,) if m in trained else ()) for m in order]
+    timings = run_stages(stages, args.lanes, out / "logs", reference_ready)
+    retry = [evaluation(s.name.removeprefix("eval-"), ()) for s in stages
+             if s.name.startswith("eval-") and s.ok is False and "--reference-from" in s.args]  # fmt: skip
+    if retry:  # e.g. eval refused the reused start answers (a setting differs): draw them again
+        print(f"evaluating again without reused answers: {[s.name for s in retry]}", file=sys.stderr)
+        timings.update(run_stages(retry, 1, out / "logs"))
+    if not done(judge):
+        raise SystemExit(f"the judge RM did not train (see {out / 'logs' / judge.name}.log)")
+
     from rewardlab.scoring import RewardScorer
 
     judge_rm = RewardScorer.from_path(str(judge / "model"))
     results, verdicts = {}, {}
-    # Every method starts from the same model and is judged on the same prompts with the same seed, so
-    # the start model's answers are drawn once and reused, also from a method evaluated by an earlier call
-    # (eval refuses when any setting differs; the answers are then drawn again).
-    earlier = next((out / m for m in ("dpo", "ppo", "rs") if evaluated(out / m)), None)
-    for method in args.methods:  # train and evaluate one method at a time: partial results survive a failure
+    for method in order:
         run = out / method
-        try:
-            if not done(run):
-                train[method]()
-            evaluate = ["eval", "policy", run, "--prompts", paths["eval"], "--reward-model", rm / "model",
-                        "--max-new-tokens", args.max_new_tokens, "--seed", args.seed,
-                        "--batch-size", args.eval_batch, "--json"]  # fmt: skip
-            if earlier is None or earlier == run:
-                cli(*evaluate)
-            else:
-                try:
-                    cli(*evaluate, "--reference-from", earlier)
-                except RuntimeError as why:
-                    print(f"{method}: sampling the start model's answers ({why})", file=sys.stderr)
-                    cli(*evaluate)
-            earlier = run
-            samples = read_samples(run)
-            verdicts[method] = (judge_wins(samples, judge_rm), [x["reference"] for x in samples])
-            results[method] = summarize(run, samples, verdicts[method][0])
-        except Exception as err:  # noqa: BLE001 - report the failed method, keep the others
-            print(f"{method}: FAILED: {err!r}", file=sys.stderr)
+        if not timings.get(f"eval-{method}", {}).get("ok"):
+            print(f"{method}: FAILED (see {out / 'logs'})", file=sys.stderr)
             continue
+        samples = read_samples(run)
+        verdicts[method] = (judge_wins(samples, judge_rm), [x["reference"] for x in samples])
+        results[method] = summarize(run, samples, verdicts[method][0])
         r = results[method]
         print(f"{method}: judge win {r['judge_win']}, LC {r['judge_lc_win']}, proxy {r['proxy_win']}, "
               f"KL {r['kl']}, len {r['len']:.1f} vs {r['ref_len']:.1f}", file=sys.stderr, flush=True)  # fmt: skip
@@ -408,7 +497,7 @@ def main() -> None:
         print(f"{method}: judge win minus {other}'s, paired per prompt: "
               + ("not paired (different start answers)" if diff is None else
                  f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]"))  # fmt: skip
-    report = {"args": vars(args), "results": results}
+    report = {"args": vars(args), "results": results, "stages": timings, "minutes": round(minutes, 1)}
     (out / "bench_loop_real.json").write_text(json.dumps(report, indent=2, default=str))
     print(f"(rows in {out}/bench_loop_real.json)", file=sys.stderr)
 
