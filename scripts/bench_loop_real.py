@@ -1,5 +1,5 @@
 """Real-model evidence: does DPO, PPO or rejection sampling make SmolLM2-135M-Instruct better, by a judge
-that no stage trained against? A benchmark (CPU, ~37 min alone on a 2-core machine, ~32 with --bf16), not a CI test.
+that no stage trained against? A benchmark (CPU, ~29 min alone on a 2-core machine, ~24 with --bf16), not a CI test.
 
 Data: Anthropic HH-RLHF helpful-base (test split, 2,354 human preference pairs), split by prompt into
 three disjoint parts: A (the training RM's pairs, DPO's pairs, PPO's and rejection sampling's prompts),
@@ -19,6 +19,8 @@ held-out prompts E (seeded sampling at temperature 1, the same seed for both mod
     python scripts/bench_loop_real.py --out runs/bench-loop-real          # the table in docs/benchmarks.md
     python scripts/bench_loop_real.py --data PATH/hh-rlhf-helpful-base.test.jsonl.gz   # your own copy
 
+Stages run as subprocesses on two one-thread lanes (`--lanes 2`): the RMs side by side, DPO beside PPO,
+then RS, each evaluation once its method is trained; logs in OUT/logs, stage times in the JSON.
 Run folders are reused when complete, so a second call only re-evaluates.
 """
 
