@@ -1,5 +1,5 @@
 """Real-model evidence: does DPO, PPO or rejection sampling make SmolLM2-135M-Instruct better, by a judge
-that no stage trained against? A benchmark (CPU, ~29 min alone on a 2-core machine, ~24 with --bf16), not a CI test.
+that no stage trained against? A benchmark (CPU, ~24 min alone on a 2-core machine; 29-31 with --no-bf16), not a CI test.
 
 Data: Anthropic HH-RLHF helpful-base (test split, 2,354 human preference pairs), split by prompt into
 three disjoint parts: A (the training RM's pairs, DPO's pairs, PPO's and rejection sampling's prompts),
@@ -48,17 +48,6 @@ HH_FILE = Path("shared") / "realdata" / "hh-rlhf-helpful-base.test.jsonl.gz"
 DATA = str(next((p / HH_FILE for p in ROOT.parents if (p / HH_FILE).is_file()), ROOT.parent / HH_FILE))
 
 
-def cli(*args: object) -> None:
-    """One rewardlab command in this process (the judge's scoring and small steps)."""
-    from rewardlab.cli import app
-
-    try:
-        app([str(a) for a in args], standalone_mode=False)
-    except SystemExit as stop:
-        if stop.code not in (0, None):
-            raise RuntimeError(f"rewardlab {' '.join(map(str, args))} exited {stop.code}") from None
-
-
 class Stage:
     """One rewardlab command of the loop, run as a subprocess once the stages it needs have finished."""
 
@@ -71,11 +60,12 @@ class Stage:
 
 def run_stages(stages: list[Stage], lanes: int, logs: Path, ready_extra: Any = None) -> dict[str, dict]:
     """Run the stages on `lanes` processes at once, each with its share of the cores, in list order among
-    those whose needs are met. Independent stages (the two RMs; DPO beside PPO, then RS) overlap: on a
-    2-core CPU two one-thread processes got ~1.2x the work of one two-thread process done (a 135M model's
-    matmuls do not scale to both cores). A failed stage fails those that need it; the others go on.
+    those whose needs are met. Independent stages (the two RMs; DPO beside PPO, then RS) overlap: a 135M
+    model's matmuls do not use two cores well, and on a 2-core CPU each stage on its one-thread lane took
+    1.4-1.5x its two-thread time, two at once (docs/benchmarks.md, eighth and ninth runs). A failed stage
+    fails those that need it; the others go on. The stages' outputs go to logs/NAME.log.
 
-    `ready_extra(stage, finished)` may hold a stage back (or rewrite its arguments) beyond its needs."""
+    `ready_extra(stage, finished, running)` may hold a stage back (or add to its arguments) beyond its needs."""
     logs.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if lanes > 1:  # torch reads these at start-up: one process per core instead of both fighting for both
@@ -97,9 +87,9 @@ def run_stages(stages: list[Stage], lanes: int, logs: Path, ready_extra: Any = N
             if ready_extra is not None and not ready_extra(stage, finished, running):
                 continue
             pending.remove(stage)
-            log = (logs / f"{stage.name}.log").open("w")
             cmd = [sys.executable, "-m", "rewardlab", *map(str, stage.args)]
-            stage.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            with (logs / f"{stage.name}.log").open("w") as log:  # the child keeps its own handle
+                stage.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             stage.started = time.perf_counter()
             running.append(stage)
             print(f"{stage.name}: started", file=sys.stderr, flush=True)
@@ -355,9 +345,10 @@ def main() -> None:
     parser.add_argument("--rs-require-stop", action="store_true", help="RS keeps only answers that stopped")
     parser.add_argument("--rs-lr", type=float, default=5e-5)
     parser.add_argument(
-        "--bf16",
-        action="store_true",
-        help="train the RMs, DPO, PPO and RS under bf16 autocast (evaluation stays float32)",
+        "--bf16",  # float32 took 28.5 and 30.7 min on two lanes (seeds 8, 9), bf16 24 (docs/benchmarks.md)
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the RMs, DPO, PPO and RS under bf16 autocast (evaluation stays float32); --no-bf16: float32",
     )
     parser.add_argument("--methods", nargs="+", default=["dpo", "ppo", "rs"], choices=["dpo", "ppo", "rs"])
     parser.add_argument(  # measured: see run_stages
