@@ -17,7 +17,7 @@ PKG = SRC / "rewardlab"
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "redact", "progress"),
+    ("errors", "redact", "progress", "devices"),
     ("config", "losses", "ppo_math", "param_groups", "models", "tracking", "cards"),
     ("data",),
     ("raters",),

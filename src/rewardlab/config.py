@@ -489,6 +489,9 @@ class SampleConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     max_prompt_length: int = Field(256, gt=8)
     batch_size: int = Field(32, ge=1)  # prompts x k generated per call
+    # where the policy and RMs run: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps (docs/scaling.md)
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # the policy's and RMs' weights for sampling
     max_per_prompt: int | None = Field(None, ge=1)  # cap on items one prompt contributes
     batch_name: str | None = None  # id prefix and meta.batch of the items; default: the run folder name
     seed: int = 0
@@ -504,6 +507,9 @@ class PipelineEvalOptions(Strict):
     seed: int = 1000  # held-out prompts come from the simulate config with this seed
     max_new_tokens: int = Field(48, ge=1)
     batch_size: int = Field(16, ge=1)
+    # where the RM and the policies are evaluated: auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights' dtype for the evaluation
 
 
 class PipelineConfig(Strict):

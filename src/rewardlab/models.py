@@ -586,6 +586,8 @@ def format_conversation(tokenizer: Any, prompt: str | list[dict], response: str)
 def _torch_dtype(dtype: str) -> Any:
     import torch
 
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype not in _DTYPES:
         raise UserError(f"model.dtype must be one of {', '.join(_DTYPES)}, got '{dtype}'")
     return getattr(torch, dtype)
@@ -657,14 +659,25 @@ def _refuse_reward_model_as_policy(path: str, source: str) -> None:
 
 
 def build_reference(
-    name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False, allow_pickle: bool = False
+    name_or_path: str,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    device: Any = None,
 ) -> Any:
-    """A frozen copy of the policy in eval mode (KL anchor for DPO/PPO)."""
+    """A frozen copy of the policy in eval mode (KL anchor for DPO/PPO, the models ``eval policy`` samples).
+
+    ``device``: None leaves it where transformers loads it (the CPU) for a trainer that places it itself
+    (TRL, accelerate); ``"auto"`` or a name puts it on that device (rewardlab/devices.py)."""
     model = build_policy(
         name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
     )
     model.eval()
     model.requires_grad_(False)
+    if device is not None:
+        from rewardlab import devices
+
+        model.to(devices.resolve_device(device))
     return model
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -61,10 +62,22 @@ def git_sha() -> str | None:
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON to a temporary name unique to this process and call, then rename it into place: two
+    writers (processes of one launch, a pipeline and an eval) never interleave or remove each other's file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def is_main_process() -> bool:
+    """Global rank 0 under torchrun / accelerate launch (``RANK``), or a single process: the one that
+    writes the run folder (config, manifest, metrics, model)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def prepare_run(cfg, extra_manifest: dict[str, Any] | None = None, run_dir: str | Path | None = None) -> Path:
@@ -72,8 +85,11 @@ def prepare_run(cfg, extra_manifest: dict[str, Any] | None = None, run_dir: str 
 
     Secrets never land here: secret-named config values and the values of secret environment variables are
     masked as *** in config.yaml, manifest.json and the recorded command line (rewardlab/redact.py).
+    On a non-main process of a multi-process launch it writes nothing and returns the folder.
     """
     out = Path(run_dir or cfg.output_dir)
+    if not is_main_process():
+        return out
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(redact(cfg.model_dump(mode="json")), sort_keys=False))
     update_manifest(
@@ -101,7 +117,9 @@ def update_manifest(run_dir: str | Path, fields: dict[str, Any]) -> dict[str, An
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
-    write_json_atomic(Path(run_dir) / "metrics.json", metrics)
+    """``<run>/metrics.json``, from the main process only (a no-op on the others)."""
+    if is_main_process():
+        write_json_atomic(Path(run_dir) / "metrics.json", metrics)
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -417,12 +435,15 @@ def load_checkpoint(
         )
     # Our own files, read with torch's safe unpickler (weights_only=True: tensors and plain containers only,
     # never arbitrary objects), so they need no model.allow_pickle; weights are safetensors.
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    # map_location: tensors saved from cuda:0 load onto this process's own device (under DDP every rank
+    # would otherwise put its optimizer state on the first GPU); RNG states must be CPU tensors.
+    here = getattr(accelerator, "device", "cpu")
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=here))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True, map_location="cpu"))
     rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
     if not rng_file.is_file():
         raise UserError(f"{ckpt}: no {rng_file.name}")
-    set_rng_state(torch.load(rng_file, weights_only=True))
+    set_rng_state(torch.load(rng_file, weights_only=True, map_location="cpu"))
     return state
 
 

@@ -220,7 +220,7 @@ class RewardScorer:
         model: Any,
         tokenizer: Any,
         max_length: int = 512,
-        device: str = "cpu",
+        device: Any = "cpu",
         max_prompt_length: int | None = None,
     ):
         self.model = model
@@ -241,21 +241,26 @@ class RewardScorer:
     def from_path(
         cls,
         model_dir: str | Path,
-        device: str = "cpu",
+        device: Any = "auto",
         max_length: int | None = None,
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         where: str = "model",
+        dtype: Any = "float32",
     ) -> RewardScorer:
-        """Load a saved RM (a run folder or its model/ folder).
+        """Load a saved RM (a run folder or its model/ folder) onto ``device`` in ``dtype``.
 
-        Safetensors only and no code from the folder unless the caller's config allows it; ``where`` names
-        that config section (or CLI flag) in the refusal message.
+        ``device="auto"`` follows the one device rule (rewardlab/devices.py: this process's GPU, else MPS,
+        else CPU); scores come back as float32 whatever the weights' dtype. Safetensors only and no code from
+        the folder unless the caller's config allows it; ``where`` names that config section (or CLI flag)
+        in the refusal message.
         """
-        import torch
         from transformers import AutoModelForSequenceClassification
 
-        from rewardlab import models
+        from rewardlab import devices, models
+
+        device = devices.resolve_device(device, "--device" if where == "--" else f"{where}.device")
+        torch_dtype = devices.parse_dtype(dtype, "--dtype" if where == "--" else f"{where}.dtype")
 
         folder = resolve_model_dir(model_dir)
         models.check_model_source(str(folder), str(model_dir), allow_pickle, trust_remote_code, where)
@@ -263,7 +268,7 @@ class RewardScorer:
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(folder),
-                dtype=torch.float32,
+                dtype=torch_dtype,
                 trust_remote_code=trust_remote_code,
                 **models.load_kwargs(allow_pickle),
             )

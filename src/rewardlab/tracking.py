@@ -217,10 +217,44 @@ class Tracker:
             self.wandb_run = None
 
 
+class NullTracker:
+    """What the non-main processes of a multi-process run get: the Tracker's methods, doing nothing.
+
+    Why: every process running a stage would otherwise open the same metrics.jsonl (rows written N times,
+    or truncated by a late starter) and start N wandb/trackio runs for one training run."""
+
+    backend = "none"
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        pass
+
+    def log_table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def is_main_process() -> bool:
+    """Global rank 0 (``RANK`` from torchrun / accelerate launch), or a plain single process. Read from the
+    launcher's environment, so it works before accelerate or the process group starts."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def open_tracker(
-    tracking_cfg, run_dir: str | Path, config: dict | None = None, resume: bool = False
-) -> Tracker:
-    """Build a Tracker from a ``TrackingConfig`` section."""
+    tracking_cfg,
+    run_dir: str | Path,
+    config: dict | None = None,
+    resume: bool = False,
+    main: bool | None = None,
+) -> Tracker | NullTracker:
+    """Build a Tracker from a ``TrackingConfig`` section; a ``NullTracker`` on a non-main process
+    (``main`` None: ``is_main_process()``)."""
+    if not (is_main_process() if main is None else main):
+        return NullTracker()
     return Tracker(
         run_dir,
         backend=tracking_cfg.backend,

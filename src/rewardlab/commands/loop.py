@@ -11,6 +11,7 @@ import typer
 
 from rewardlab import config as cfglib
 from rewardlab.commands.apps import app, emit_json, handle_errors
+from rewardlab.devices import DEVICE_HELP, DTYPE_HELP
 
 OVERRIDES_ARG = typer.Argument(None, help="Dotted key=value overrides, e.g. budget=20 select=random.")
 JSON_OPT = typer.Option(False, "--json", help="Print the result as one JSON object.")
@@ -30,10 +31,17 @@ def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
 def sample(
     config: str = typer.Argument(..., help="A sample config (see configs/sample/)."),
     overrides: list[str] = OVERRIDES_ARG,
+    device: str = typer.Option(None, "--device", help=DEVICE_HELP + " Same as device=... (default: auto)."),
+    dtype: str = typer.Option(None, "--dtype", help=DTYPE_HELP + " Same as dtype=... (default: float32)."),
+    batch_size: int = typer.Option(
+        None, "--batch-size", min=1, help="Answers generated (and scored) per call; same as batch_size=..."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Next round: K answers per prompt from a policy, select items for the raters, export the batch."""
-    cfg = cfglib.load(config, overrides or [], stage="sample")
+    flags = {"device": device, "dtype": dtype, "batch_size": batch_size}
+    extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    cfg = cfglib.load(config, [*(overrides or []), *extra], stage="sample")
     from rewardlab.recipes import sample as recipe
 
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for our report (libraries print there)

@@ -12,6 +12,7 @@ import typer
 from rewardlab import config as cfglib
 from rewardlab.commands.apps import emit_json, eval_app, handle_errors, train_app
 from rewardlab.commands.launcher import LAUNCHER_OPT, relaunch
+from rewardlab.devices import DEVICE_HELP, DTYPE_HELP
 
 CONFIG_ARG = typer.Argument(..., help="A YAML config file (see configs/<stage>/).")
 OVERRIDES_ARG = typer.Argument(
@@ -41,6 +42,9 @@ def _train(
     cfg = cfglib.load(config, overrides or [], stage=stage)
     if launcher:
         relaunch(launcher, stage, config, overrides, as_json)
+    from rewardlab import devices
+
+    devices.use_tf32()  # float32 matmuls on CUDA in TF32 (docs/scaling.md, "Devices")
     # Libraries print to stdout (transformers' log dicts, wandb notices): keep stdout for our report.
     with contextlib.redirect_stdout(sys.stderr):
         if stage == "sft":
@@ -123,9 +127,10 @@ def train_rs(
     config: str = CONFIG_ARG,
     overrides: list[str] = OVERRIDES_ARG,
     as_json: bool = JSON_OPT,
+    launcher: str = LAUNCHER_OPT,
 ) -> None:
     """Rejection-sampling fine-tuning: n answers per prompt, the RM keeps the best, SFT on them, per round."""
-    _train("rs", config, overrides, as_json)
+    _train("rs", config, overrides, as_json, launcher)
 
 
 @eval_app.command("policy")
@@ -156,9 +161,14 @@ def eval_policy(
     batch_size: int = typer.Option(
         16, "--batch-size", min=1, help="Prompts sampled per generate call (part of the sampling seed)."
     ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    dtype: str = typer.Option("float32", "--dtype", help=DTYPE_HELP),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Policy vs its reference on held-out prompts: RM score, win rate, KL, length, truth score; samples file."""
+    from rewardlab import devices
+
+    device, dtype = devices.resolve_device(device), devices.parse_dtype(dtype)  # refused before any work
     with contextlib.redirect_stdout(sys.stderr):
         from rewardlab.eval import policy as evaluator
 
@@ -174,6 +184,8 @@ def eval_policy(
             best_of=best_of,
             reference_from=reference_from,
             batch_size=batch_size,
+            device=device,
+            dtype=dtype,
         )
     if as_json:
         emit_json(metrics)

@@ -13,6 +13,7 @@ import typer
 from rewardlab import config as cfglib
 from rewardlab.commands.apps import app, emit_json, eval_app, handle_errors, train_app
 from rewardlab.commands.launcher import LAUNCHER_OPT, relaunch
+from rewardlab.devices import DEVICE_HELP, DTYPE_HELP
 from rewardlab.errors import UserError
 
 # The headline metrics printed as a table (all of them go to metrics.json and --json).
@@ -34,6 +35,8 @@ HEADLINE = (
 
 PICKLE_HELP = "Load a model folder whose weights are pickle files (can run code; default: safetensors only)."
 CODE_HELP = "Run Python code shipped in the model folder (auto_map); off by default."
+DEVICE_OPT = typer.Option("auto", "--device", help=DEVICE_HELP)
+DTYPE_OPT = typer.Option("float32", "--dtype", help=DTYPE_HELP)
 
 
 def _quiet_transformers() -> None:
@@ -84,7 +87,10 @@ def train_rm(
     if launcher:
         relaunch(launcher, "rm", config, overrides, as_json)
     _quiet_transformers()
+    from rewardlab import devices
     from rewardlab.recipes import rm as recipe
+
+    devices.use_tf32()  # float32 matmuls on CUDA in TF32 (docs/scaling.md, "Devices")
 
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout for our report / --json
         metrics = recipe.run(cfg)
@@ -114,7 +120,9 @@ def _read_eval_records(path: str, use_gold: bool = False) -> tuple[list[dict], d
 def eval_rm(
     run_dir: str = typer.Argument(..., help="An RM run folder (or its model/ folder)."),
     data: str = typer.Option(..., "--data", help="A dataset folder (or a file in a known format)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Responses scored per forward pass."),
+    device: str = DEVICE_OPT,
+    dtype: str = DTYPE_OPT,
     out: str = typer.Option(
         None, "--out", help="Where to write the metrics JSON (default RUN/evals/<data>.json)."
     ),
@@ -128,15 +136,22 @@ def eval_rm(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
 ) -> None:
     """Pairwise accuracy (by strength, K, rater agreement, head), ties, calibration, agreement ceiling."""
+    from rewardlab import devices
     from rewardlab.scoring import RewardScorer, resolve_model_dir
 
+    device, dtype = devices.resolve_device(device), devices.parse_dtype(dtype)  # refused before any work
     _quiet_transformers()
     from rewardlab.eval.rm import evaluate_scorer
 
     folder = resolve_model_dir(run_dir)
     records, meta, n_gold = _read_eval_records(data, use_gold)
     scorer = RewardScorer.from_path(
-        folder, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="--"
+        folder,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        where="--",
     )
     metrics = evaluate_scorer(scorer, records, batch_size=batch_size, progress=True)
     metrics.update(
@@ -203,18 +218,28 @@ def score(
     run_dir: str = typer.Argument(..., help="An RM run folder (or its model/ folder)."),
     input: str = typer.Option(..., "--input", help="JSONL: prompt + response, or prompt + responses."),
     output: str = typer.Option(..., "--output", help="JSONL: the same lines with a `rewards` dict per head."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Responses scored per forward pass."),
+    device: str = DEVICE_OPT,
+    dtype: str = DTYPE_OPT,
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=CODE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as one JSON object."),
 ) -> None:
     """Score prompt/response pairs with a reward model (every head), in the RM's own chat format."""
+    from rewardlab import devices
+
+    device, dtype = devices.resolve_device(device), devices.parse_dtype(dtype)  # refused before any work
     rows = read_score_input(input)
     _quiet_transformers()
     from rewardlab.scoring import RewardScorer
 
     scorer = RewardScorer.from_path(
-        run_dir, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="--"
+        run_dir,
+        device=device,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        trust_remote_code=trust_remote_code,
+        where="--",
     )
     prompts, responses, owner = [], [], []
     for n, row in enumerate(rows):

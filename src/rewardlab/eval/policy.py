@@ -107,6 +107,7 @@ def sample(
     for start in range(0, len(prompts), batch_size):
         part = prompts[start : start + batch_size]
         query, query_mask = gen.encode_prompts(tokenizer, part, max_prompt_tokens)
+        query, query_mask = query.to(model.device), query_mask.to(model.device)
         torch.manual_seed(seed + start)
         if reference is None:
             response = gen.generate(model, tokenizer, query, query_mask, gen_config)
@@ -289,9 +290,16 @@ def evaluate_run(
     batch_size: int = 16,
     best_of: int = 0,
     reference_from: str | None = None,
+    device: Any = "auto",
+    dtype: Any = "float32",
 ) -> dict[str, Any]:
     """Evaluate, write ``<run>/samples.jsonl``, merge the metrics into ``<run>/metrics.json``; return them.
-    ``reference_from``: an earlier evaluated run whose reference answers to reuse (see module doc)."""
+    ``reference_from``: an earlier evaluated run whose reference answers to reuse (see module doc).
+    ``device``/``dtype``: where and in which dtype the policy, reference and RMs run (rewardlab/devices.py;
+    ``auto`` is this process's accelerator)."""
+    from rewardlab import devices
+
+    device, dtype = devices.resolve_device(device), devices.parse_dtype(dtype)
     run = Path(run_dir)
     cfg, manifest = run_info(run)
     items = held_out_prompts(cfg, prompts)[: n or None]
@@ -312,8 +320,12 @@ def evaluate_run(
     allow_pickle = bool(model_cfg.get("allow_pickle", False))
     trust = bool(model_cfg.get("trust_remote_code", False))
     tokenizer = models.load_tokenizer(str(run / "model"), trust_remote_code=trust)
-    policy = models.build_reference(str(run / "model"), trust_remote_code=trust)  # frozen, eval mode
-    reference = models.build_reference(reference_name, trust_remote_code=trust, allow_pickle=allow_pickle)
+    policy = models.build_reference(  # frozen, eval mode
+        str(run / "model"), dtype=dtype, trust_remote_code=trust, device=device
+    )
+    reference = models.build_reference(
+        reference_name, dtype=dtype, trust_remote_code=trust, allow_pickle=allow_pickle, device=device
+    )
     stops = sorted(set(gen.stop_token_ids(tokenizer, policy)) | set(gen.stop_token_ids(tokenizer, reference)))
     texts_prompts = [item["prompt"] for item in items]
     policy_texts, lengths, policy_stopped, kl_pair = sample(
@@ -323,6 +335,7 @@ def evaluate_run(
     settings = reference_settings(
         reference_name, tokenizer, texts_prompts, max_prompt, seed=seed, greedy=greedy,
         max_new_tokens=limit, batch_size=batch_size, stop_token_ids=stops,
+        device=device.type, dtype=str(dtype).removeprefix("torch."),
     )  # fmt: skip
     if reference_from:
         ref_texts, ref_len, ref_stopped = reused_reference(reference_from, settings)
@@ -336,7 +349,9 @@ def evaluate_run(
     if rm_path:
         from rewardlab.scoring import RewardScorer
 
-        scorer = RewardScorer.from_path(rm_path, allow_pickle=allow_pickle, trust_remote_code=trust)
+        scorer = RewardScorer.from_path(
+            rm_path, device=device, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust
+        )
         rm_policy = scorer.score(texts_prompts, policy_texts)[:, 0].tolist()
         rm_ref = scorer.score(texts_prompts, ref_texts)[:, 0].tolist()
     truth_policy = [truth(item["meta"], t) for item, t in zip(items, policy_texts, strict=True)]
@@ -371,6 +386,8 @@ def evaluate_run(
         "eval_reward_model": rm_path,
         "eval_reference": reference_name,
         "eval_decoding": "greedy" if greedy else f"sampling(seed={seed}, temperature=1)",
+        "eval_device": str(device),
+        "eval_dtype": str(dtype).removeprefix("torch."),
         "eval_reference_settings": settings,
         "eval_reference_from": reference_from,
     }
@@ -384,7 +401,9 @@ def evaluate_run(
         selector = (
             scorer
             if select_path == rm_path and scorer is not None
-            else RewardScorer.from_path(select_path, allow_pickle=allow_pickle, trust_remote_code=trust)
+            else RewardScorer.from_path(
+                select_path, device=device, dtype=dtype, allow_pickle=allow_pickle, trust_remote_code=trust
+            )
         )
         bon_texts = best_of_n(
             reference, tokenizer, texts_prompts, best_of, selector, limit, seed, batch_size, max_prompt, stops

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rewardlab import models, runs
+from rewardlab import devices, models, runs
 from rewardlab.errors import UserError
 from rewardlab.recipes import policy_common as pc
 from rewardlab.tracking import open_tracker
@@ -63,6 +63,8 @@ def run(cfg: Any) -> dict[str, Any]:
     prompts = pc.unique_prompts(train_records)
     if not prompts:
         raise UserError(f"{cfg.data.train}: no training prompts")
+    # Under `accelerate launch` only the main process writes the run folder, tracks and saves.
+    main = runs.is_main_process()
     run_dir = runs.prepare_run(
         cfg,
         {
@@ -73,15 +75,19 @@ def run(cfg: Any) -> dict[str, Any]:
             "train_prompts": len(prompts),
         },
     )
-    tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
+    tracker = open_tracker(
+        cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume, main=main
+    )
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     model = pc.build_policy(cfg)
     # TRL stops on the model's generation_config.eos_token_id (plus the tokenizer's eos): give it every stop
     # token, so a chat model whose turn ends on another token than eos does not run to the length limit
     stops = pc.set_stop_tokens(model, tokenizer)
+    # each process scores its own completions on its own device (cuda:<LOCAL_RANK>, what accelerate gives
+    # the rank), not all of them on cuda:0
     scorer = RewardScorer.from_path(
         cfg.online.reward_model,
-        device=pc.device_name(),
+        device=devices.accelerator_device(),
         allow_pickle=cfg.model.allow_pickle,
         trust_remote_code=cfg.model.trust_remote_code,
     )
@@ -118,8 +124,11 @@ def run(cfg: Any) -> dict[str, Any]:
         k = min(3, len(history))
         metrics["train_rm_score_start"] = sum(r["reward"] for r in history[:k]) / k
         metrics["train_rm_score_end"] = sum(r["reward"] for r in history[-k:]) / k
+    final = pc.full_model(trainer.accelerator, trainer.model_wrapped, lambda: pc.build_policy(cfg))
+    if not main:
+        return metrics
     pc.save_policy(
-        trainer.model,
+        final,
         tokenizer,
         Path(run_dir) / "model",
         {

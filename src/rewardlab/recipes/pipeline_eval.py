@@ -59,22 +59,29 @@ def truth_records(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def evaluate_rm(model_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+def evaluate_rm(
+    model_dir: Path,
+    records: list[dict[str, Any]],
+    device: Any = "auto",
+    dtype: Any = "float32",
+    batch_size: int = 32,
+) -> dict[str, Any]:
     from rewardlab.eval.rm import evaluate_scorer
     from rewardlab.scoring import RewardScorer
 
-    scorer = RewardScorer.from_path(model_dir)
-    metrics = evaluate_scorer(scorer, records)
+    scorer = RewardScorer.from_path(model_dir, device=device, dtype=dtype, where="eval")
+    metrics = evaluate_scorer(scorer, records, batch_size=batch_size)
     return {k: v for k, v in metrics.items() if not isinstance(v, dict) or k.startswith("accuracy_by")}
 
 
 def run(opts: Any, run_dir: Path, ctx: Any) -> dict[str, Any]:
     """Write ``<run>/metrics.json`` with ``rm_truth_*`` and ``<policy>.*`` metrics; return them."""
-    from rewardlab import runs
+    from rewardlab import devices, runs
     from rewardlab.eval.policy import evaluate_run
     from rewardlab.recipes.pipeline_state import POLICY_STAGES, tracking_for
     from rewardlab.tracking import open_tracker
 
+    devices.resolve_device(opts.device, "eval.device")  # a missing device is refused before any work
     runs.prepare_run(opts, {"stage": "eval", "pipeline": ctx.cfg.name}, run_dir=run_dir)
     tracker = open_tracker(
         cfglib.TrackingConfig.model_validate(tracking_for(ctx, "eval", {})),
@@ -92,7 +99,7 @@ def run(opts: Any, run_dir: Path, ctx: Any) -> dict[str, Any]:
         metrics["heldout_prompts"] = len(items)
     rm = ctx.outputs.get("rm")
     if rm is not None and items:
-        rm_metrics = evaluate_rm(rm.model, truth_records(items))
+        rm_metrics = evaluate_rm(rm.model, truth_records(items), opts.device, opts.dtype)
         metrics.update({f"rm_truth_{k}": v for k, v in rm_metrics.items() if not isinstance(v, dict)})
     for stage in POLICY_STAGES:
         out = ctx.outputs.get(stage)
@@ -106,6 +113,8 @@ def run(opts: Any, run_dir: Path, ctx: Any) -> dict[str, Any]:
             max_new_tokens=opts.max_new_tokens,
             seed=opts.seed,
             batch_size=opts.batch_size,
+            device=opts.device,
+            dtype=opts.dtype,
         )
         metrics.update({f"{stage}.{k}": v for k, v in pm.items() if isinstance(v, (int, float)) or v is None})
         samples = out.run_dir / "samples.jsonl"

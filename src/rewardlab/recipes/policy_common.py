@@ -35,9 +35,10 @@ from rewardlab.generation import (  # noqa: F401
 
 
 def device_name() -> str:
-    import torch
+    """This process's device type by the one device rule (rewardlab/devices.py): cuda, mps or cpu."""
+    from rewardlab import devices
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return devices.accelerator_device().type
 
 
 def mixed_precision(cfg: Any) -> str:

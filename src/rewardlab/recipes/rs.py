@@ -25,7 +25,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from rewardlab import models, runs
+from rewardlab import devices, models, runs
 from rewardlab.errors import UserError
 from rewardlab.recipes import policy_common as pc
 from rewardlab.tracking import open_tracker
@@ -47,7 +47,11 @@ def sample_answers(
     stopped: list[bool] = []
     tokens: list[tuple[list[int], list[int]]] = []
     model.eval()
-    for start in range(0, len(repeated), o.generation_batch_size):
+    # Several processes share the generation batches (batch b on process b mod N) and exchange the results:
+    # each batch is the same prompts with the same seeds as on one process, so the answers are too.
+    rank, world = process_share()
+    done: list[tuple[int, list[str], list[bool], list[tuple[list[int], list[int]]]]] = []
+    for start in list(range(0, len(repeated), o.generation_batch_size))[rank::world]:
         part = repeated[start : start + o.generation_batch_size]
         seeds = [
             (cfg.train.seed * 1_000_003 + (round_index + 1) * 10_000_019 + start + i) * 2_654_435_761 % 2**63
@@ -59,13 +63,48 @@ def sample_answers(
             model, tokenizer, ids, mask, gen, logits_processor=pc.seeded_sampling(seeds, o.temperature)
         )
         _, has_stop, last = pm.response_mask(response, stop_ids)
-        texts += pc.decode_responses(tokenizer, response, stop_ids)
-        stopped += has_stop.tolist()
-        for row in range(len(part)):
-            prompt_ids = ids[row][mask[row].bool()].tolist()
-            tokens.append((prompt_ids, response[row, : int(last[row]) + 1].tolist()))
+        rows = [
+            (ids[row][mask[row].bool()].tolist(), response[row, : int(last[row]) + 1].tolist())
+            for row in range(len(part))
+        ]
+        done.append((start, pc.decode_responses(tokenizer, response, stop_ids), has_stop.tolist(), rows))
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        done = gather_object(done)  # every process's batches, on every process
+    for _, batch_texts, batch_stopped, batch_tokens in sorted(done, key=lambda b: b[0]):
+        texts += batch_texts
+        stopped += batch_stopped
+        tokens += batch_tokens
     per_prompt = lambda xs: [xs[i * n : (i + 1) * n] for i in range(len(prompts))]  # noqa: E731
     return per_prompt(texts), per_prompt(stopped), per_prompt(tokens)
+
+
+def process_share() -> tuple[int, int]:
+    """(this process's index, number of processes) of the launch; (0, 1) for a single process. Starts
+    accelerate's process state (the group TRL's trainer joins later) when there are several."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState(cpu=pc.device_name() == "cpu")
+    return state.process_index, state.num_processes
+
+
+def refuse_sharding() -> None:
+    """RS samples with the whole policy on every process between its SFT passes: under FSDP or ZeRO-3 no
+    process holds it. Refused before any work (accelerate's launcher sets these variables)."""
+    import os
+
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    zero3 = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    if fsdp or zero3:
+        raise UserError(
+            f"train rs: not supported under {'FSDP' if fsdp else 'DeepSpeed ZeRO-3'} (each process samples with "
+            "the whole policy); run it under DDP (configs/accelerate/ddp.yaml) or ZeRO-2"
+        )
 
 
 def select_best(
@@ -109,7 +148,8 @@ def training_rows(kept: list[dict[str, Any]]) -> Any:
 def fine_tune(
     model: Any, tokenizer: Any, demos: list[dict], cfg: Any, run_dir: Path, round_index: int
 ) -> Any:
-    """One SFT pass on the kept answers' sampled tokens (TRL SFTTrainer); returns the trainer's result."""
+    """One SFT pass on the kept answers' sampled tokens (TRL SFTTrainer); returns the trainer (its
+    ``result`` attribute holds what ``train()`` returned)."""
     from trl import SFTConfig, SFTTrainer
 
     kwargs = pc.trainer_kwargs(cfg, run_dir, has_eval=False)
@@ -131,7 +171,8 @@ def fine_tune(
         processing_class=tokenizer,
         callbacks=[pc.finite_guard_callback("rs", run_dir)],
     )
-    return trainer.train()
+    trainer.result = trainer.train()
+    return trainer
 
 
 def probe(
@@ -156,12 +197,15 @@ def run(cfg: Any) -> dict[str, Any]:
 
     if cfg.train.resume:
         raise UserError("train.resume: `train rs` cannot resume yet (rounds are short); start it again")
+    refuse_sharding()
+    main = runs.is_main_process()  # under `accelerate launch` the main process writes, tracks and saves
     run_dir = runs.check_writable(cfg.output_dir)
     train_records, _, data_info = pc.split_records(cfg.data)
     prompts = [p["prompt"] for p in pc.unique_prompts(train_records)]
     if not prompts:
         raise UserError(f"{cfg.data.train}: no training prompts")
-    runs.clear_stale_checkpoints(run_dir)
+    if main:
+        runs.clear_stale_checkpoints(run_dir)
     runs.prepare_run(
         cfg,
         {
@@ -172,14 +216,17 @@ def run(cfg: Any) -> dict[str, Any]:
             "train_prompts": len(prompts),
         },
     )
-    tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=False)
+    tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=False, main=main)
     torch.manual_seed(cfg.train.seed)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-    model = pc.build_policy(cfg)
+    # on this process's accelerator from the start: the first round and the start probe sample there too
+    # (the trainer would move it only at the first SFT pass)
+    device = devices.accelerator_device()
+    model = pc.build_policy(cfg).to(device)
     stop_ids = pc.stop_token_ids(tokenizer, model)
     scorer = RewardScorer.from_path(
         cfg.rs.reward_model,
-        device=pc.device_name(),
+        device=device,
         allow_pickle=cfg.model.allow_pickle,
         trust_remote_code=cfg.model.trust_remote_code,
     )
@@ -203,7 +250,8 @@ def run(cfg: Any) -> dict[str, Any]:
                 f"rs round {round_index + 1}: no answer ended on a stop token within rs.max_new_tokens="
                 f"{cfg.rs.max_new_tokens}; raise it or set rs.require_stop=false"
             )
-        result = fine_tune(model, tokenizer, kept, cfg, run_dir, round_index)
+        trainer = fine_tune(model, tokenizer, kept, cfg, run_dir, round_index)
+        result = trainer.result
         steps += result.global_step
         row = {
             "round": round_index + 1,
@@ -218,11 +266,12 @@ def run(cfg: Any) -> dict[str, Any]:
         }
         history.append(row)
         tracker.log({k: float(v) for k, v in row.items()}, step=round_index + 1)
-        print(
-            f"rs: round {round_index + 1}/{cfg.rs.rounds}: RM score of samples {row['rm_score_mean']:.4f}, "
-            f"kept {len(kept)} best answers (mean {row['kept_rm_score_mean']:.4f}), {skipped} prompts without "
-            f"a stopped answer, {row['kept_stopped']} of the kept stopped, SFT loss {result.training_loss:.4f}"
-        )
+        if main:
+            print(
+                f"rs: round {round_index + 1}/{cfg.rs.rounds}: RM score of samples {row['rm_score_mean']:.4f}, "
+                f"kept {len(kept)} best answers (mean {row['kept_rm_score_mean']:.4f}), {skipped} prompts without "
+                f"a stopped answer, {row['kept_stopped']} of the kept stopped, SFT loss {result.training_loss:.4f}"
+            )
     # the tuned policy's own samples on the same prompts and seeds as at the start: did the RM score rise?
     end, end_stop = probe(model, tokenizer, probe_prompts, cfg, stop_ids, scorer)
     metrics: dict[str, Any] = {
@@ -236,8 +285,11 @@ def run(cfg: Any) -> dict[str, Any]:
         "kept_stopped_per_round": [h["kept_stopped"] for h in history],
         "stop_token_ids": stop_ids,
     }
+    final = pc.full_model(trainer.accelerator, trainer.model_wrapped, lambda: pc.build_policy(cfg))
+    if not main:
+        return metrics
     pc.save_policy(
-        model,
+        final,
         tokenizer,
         run_dir / "model",
         {

@@ -301,7 +301,7 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
     """K sampled answers per prompt, generated in batches of prompts x K with left padding."""
     import torch
 
-    from rewardlab import models
+    from rewardlab import devices, models
     from rewardlab.recipes import policy_common as pc
 
     source = policy_path(cfg.policy)
@@ -310,10 +310,13 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
     )
     tokenizer = models.load_tokenizer(source, trust_remote_code=cfg.trust_remote_code)
     tokenizer.padding_side = "left"
-    model = models.build_policy(
-        source, trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle
+    model = models.build_reference(  # frozen, eval mode, on the sampling device
+        source,
+        dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code,
+        allow_pickle=cfg.allow_pickle,
+        device=devices.resolve_device(cfg.device, "sample.device"),
     )
-    model.eval()
     stops = pc.stop_token_ids(tokenizer, model)  # eos, the generation config's and the end-of-turn token
     gen = pc.generation_config(
         tokenizer, cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -326,6 +329,7 @@ def generate_answers(cfg: Any, prompts: list[Prompt]) -> list[list[str]]:
         chunk = prompts[start : start + per_batch]
         repeated = [p for p in chunk for _ in range(cfg.k)]
         ids, mask = pc.encode_prompts(tokenizer, repeated, cfg.max_prompt_length)
+        ids, mask = ids.to(model.device), mask.to(model.device)
         texts = pc.decode_responses(tokenizer, pc.generate(model, tokenizer, ids, mask, gen), stops)
         out.extend(texts[n * cfg.k : (n + 1) * cfg.k] for n in range(len(chunk)))
     return out
@@ -336,6 +340,9 @@ def score_groups(
     reward_models: list[str],
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    device: Any = "auto",
+    dtype: Any = "float32",
+    batch_size: int = 32,
 ) -> list[str]:
     """Fill ``overall`` (each RM's overall head) and ``heads`` (all heads of the first RM); return head names."""
     from rewardlab.scoring import RewardScorer
@@ -347,9 +354,14 @@ def score_groups(
     columns, head_names = [], []
     for n, path in enumerate(reward_models):
         scorer = RewardScorer.from_path(
-            path, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, where="sample"
+            path,
+            device=device,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+            trust_remote_code=trust_remote_code,
+            where="sample",
         )
-        scores = scorer.score(flat_prompts, flat_responses)
+        scores = scorer.score(flat_prompts, flat_responses, batch_size=batch_size)
         col = scorer.heads.index("overall") if "overall" in scorer.heads else 0
         columns.append(scores[:, col])
         if n == 0:
@@ -420,6 +432,9 @@ def run(cfg: Any) -> dict[str, Any]:
 
     if cfg.select in ("uncertainty", "disagreement") and not cfg.reward_models:
         raise UserError(f"select={cfg.select} needs reward_models (a list of RM run or model folders)")
+    from rewardlab import devices
+
+    devices.resolve_device(cfg.device, "sample.device")  # a missing device is refused before any work
     prompts, prompt_info = read_prompts(cfg.prompts, cfg.num_prompts, cfg.seed)
     run_dir = runs.prepare_run(
         cfg, {"policy": cfg.policy, "reward_models": list(cfg.reward_models), "prompts": prompt_info}
@@ -433,7 +448,10 @@ def run(cfg: Any) -> dict[str, Any]:
         dropped_dup += dup
         groups.append(Group(p["prompt"], p["meta"], distinct))
     usable = [g for g in groups if len(g.responses) >= 2]
-    head_names = score_groups(usable, list(cfg.reward_models), cfg.allow_pickle, cfg.trust_remote_code)
+    head_names = score_groups(
+        usable, list(cfg.reward_models), cfg.allow_pickle, cfg.trust_remote_code, cfg.device, cfg.dtype,
+        cfg.batch_size,
+    )  # fmt: skip
     unit = "group" if cfg.template == "ranker" else "pair"
     items = candidate_items(usable, unit)
     if not items:

@@ -55,11 +55,16 @@ def run(cfg: Any) -> dict[str, Any]:
     train_demos, eval_demos, data_info = load_demonstrations(cfg)
     if not train_demos:
         raise UserError(f"{cfg.data.train}: no demonstrations found for SFT")
+    # Under `accelerate launch` only the main process writes the run folder, tracks and saves (the others
+    # get a NullTracker); every process trains.
+    main = runs.is_main_process()
     run_dir = runs.prepare_run(
         cfg,
         {"base_model": cfg.model.name_or_path, "reference_model": cfg.model.name_or_path, "data": data_info},
     )
-    tracker = open_tracker(cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume)
+    tracker = open_tracker(
+        cfg.tracking, run_dir, cfg.model_dump(mode="json"), resume=cfg.train.resume, main=main
+    )
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     model = pc.build_policy(cfg)
     eval_ds = to_conversations(eval_demos) if eval_demos else None
@@ -89,8 +94,12 @@ def run(cfg: Any) -> dict[str, Any]:
     }
     if eval_ds is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    # the whole model on the main process (gathered under FSDP / ZeRO-3: a collective, so every process)
+    final = pc.full_model(trainer.accelerator, trainer.model_wrapped, lambda: pc.build_policy(cfg))
+    if not main:
+        return metrics
     pc.save_policy(
-        trainer.model,
+        final,
         tokenizer,
         Path(run_dir) / "model",
         {
