@@ -25,16 +25,17 @@ import pytest
 from _policy_setup import DATA, ROOT, read_jsonl, untrained_rm
 from test_distributed import ENV, LAUNCH_2, METRIC_TOL, launch, max_output_difference
 
-SFT_TOL = 3e-4  # measured: see the module doc and docs/scaling.md
+SFT_TOL = 1e-5  # measured 2.7e-7 (sft) and 2.4e-7 (rs), while the 2 steps move the outputs by 0.3-0.4
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    """The first 48 records of the bundled campaign: the same mechanics, less CPU."""
+    """The first 96 records of the bundled campaign: an SFT epoch of more than 2 full global batches (a short
+    last batch is padded with repeated rows on one process, which no layout change can undo)."""
     from rewardlab.data.dataset import iter_records, load_dataset, write_dataset
 
     out = tmp_path_factory.mktemp("data") / "tiny"
-    write_dataset(list(iter_records(load_dataset(DATA)))[:48], out)
+    write_dataset(list(iter_records(load_dataset(DATA)))[:96], out)
     return out
 
 
@@ -75,17 +76,20 @@ def test_stage_on_two_processes(stage, tiny_data, tmp_path, cli):
         assert (two_dir / name).is_file(), name
     assert not list(two_dir.rglob("*.tmp")), "a temporary file was left behind"
     rows = read_jsonl(two_dir / "metrics.jsonl")
-    steps = [r["step"] for r in rows]
-    assert steps == sorted(set(steps)) and steps, steps  # each logged step once: one tracker wrote them
+    # each step's training row once (2 processes each writing would give 1, 1, 2, 2 or a truncated file)
+    key = "round" if stage == "rs" else "loss"
+    assert [r["step"] for r in rows if key in r] == ([1] if stage == "rs" else [1, 2]), rows
     if stage == "sft":
         runs_made = list((two_dir / "wandb").glob("offline-run-*"))
         assert len(runs_made) == 1, runs_made
     if stage == "rs":
-        assert report["kept_per_round"] == [8] and steps == [1]
+        assert report["kept_per_round"] == [8]
     else:
         assert report["steps"] == 2
 
-    if stage not in COMPARED:  # grpo / rloo: the model trained (see the module doc for why no 1-process match)
+    if (
+        stage not in COMPARED
+    ):  # grpo / rloo: the model trained (see the module doc for why no 1-process match)
         moved, _ = max_output_difference(two_dir / "model", start_model(tmp_path), "policy")
         assert moved > 1e-4
         return
