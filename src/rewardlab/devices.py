@@ -63,7 +63,7 @@ def resolve_device(name: Any = "auto", where: str = "--device") -> Any:
     if text == "auto":
         return use_tf32(accelerator_device())
     kind, _, index = text.partition(":")
-    if kind not in DEVICES or (index and not index.isdigit()) or (index and kind != "cuda"):
+    if kind not in DEVICES or kind == "auto" or (index and not index.isdigit()):  # cpu:0 is torch's too
         raise UserError(f"{where} {name}: not a device (auto, cpu, cuda, cuda:N, mps)")
     if kind == "cuda":
         if not torch.cuda.is_available():

@@ -437,7 +437,8 @@ def load_checkpoint(
     # never arbitrary objects), so they need no model.allow_pickle; weights are safetensors.
     # map_location: tensors saved from cuda:0 load onto this process's own device (under DDP every rank
     # would otherwise put its optimizer state on the first GPU); RNG states must be CPU tensors.
-    here = getattr(accelerator, "device", "cpu")
+    here = torch.device(getattr(accelerator, "device", "cpu"))
+    here = "cpu" if here.type == "cpu" else here  # torch.load cannot restore onto "cpu:0" (MULTI_CPU's name)
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=here))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True, map_location="cpu"))
     rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
