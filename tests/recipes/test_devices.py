@@ -143,3 +143,32 @@ def test_sample_puts_policy_and_rm_on_the_device(cli, rm_dir, seen, monkeypatch,
     assert seen and all(s == (torch.device("cpu"), torch.bfloat16) for s in seen)
     cfg = (tmp_path / "s" / "config.yaml").read_text()
     assert "device: cpu" in cfg and "dtype: bfloat16" in cfg
+
+
+def test_eval_policy_runs_policy_reference_and_rm_on_the_device(cli, rm_dir, seen, monkeypatch, tmp_path):
+    """`eval policy --device cpu --dtype bfloat16`: both sampled models in bf16 with their inputs on the
+    device, the RM too; the metrics say where it ran."""
+    from rewardlab import generation, models
+
+    run = tmp_path / "run"
+    models.save_model(models.build_policy("offline:tiny-llama"), models.load_tokenizer("offline:tiny-llama"),
+                      run / "model")  # fmt: skip
+    (run / "manifest.json").write_text(json.dumps({"reference_model": "offline:tiny-llama"}))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Hi!", "What is 2 + 3?")))
+    sampled = []
+    for name in ("generate", "generate_with_logits"):
+        original = getattr(generation, name)
+
+        def record(model, tokenizer, ids, *args, _original=original, **kw):  # noqa: ANN001
+            sampled.append((next(model.parameters()).dtype, ids.device))
+            return _original(model, tokenizer, ids, *args, **kw)
+
+        monkeypatch.setattr(generation, name, record)
+    res = cli("eval", "policy", run, "--prompts", prompts, "--reward-model", rm_dir, "--max-new-tokens", "4",
+              "--device", "cpu", "--dtype", "bfloat16", "--json")  # fmt: skip
+    assert res.exit_code == 0, res
+    assert sampled == [(torch.bfloat16, torch.device("cpu"))] * 2  # the policy, then the reference
+    assert seen and all(s == (torch.device("cpu"), torch.bfloat16) for s in seen)
+    metrics = json.loads(res.stdout)
+    assert (metrics["eval_device"], metrics["eval_dtype"]) == ("cpu", "bfloat16")
