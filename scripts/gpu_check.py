@@ -14,7 +14,8 @@ checkpoint), ppo-resume, grpo, rloo, rs, eval-rm, eval-policy, score, sample, an
 rm and train ppo under ``accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 1``,
 run as a child process of this script so the same hooks record it). For each stage it records, through
 hooks on rewardlab's model builders, ``RewardScorer`` and ``generation.generate``, the device and dtype of
-every model it built at that model's first forward (a forward pre-hook: trainers move models after they
+every model it built (named by its builder: policy, reference, reward_model, reward_scorer) at that
+model's first forward (a forward pre-hook: trainers move models after they
 are built), the device of the first generate input, the wall time and ``torch.cuda.max_memory_allocated``.
 It writes one JSON, prints a table, and exits 1 if a stage failed, ran a model or a generate input on
 another device than ``--expect-device`` (default: cuda), or ran no model at all. ``--allow-cpu`` expects
@@ -179,15 +180,26 @@ class Recorder:
     """Where each model built during a stage ran (at its first forward) and the first generate input."""
 
     def __init__(self) -> None:
-        self.models: list[dict[str, Any]] = []
+        self.models: list[dict[str, Any]] = []  # "id" is the model's id() in this process
         self.generate_input: str | None = None
         self._seen: set[int] = set()
 
     def watch(self, model: Any, kind: str) -> Any:
-        if model is None or id(model) in self._seen or not hasattr(model, "register_forward_pre_hook"):
+        if model is None or not hasattr(model, "register_forward_pre_hook"):
+            return model
+        if id(model) in self._seen:  # build_reference calls build_policy: the outer builder names it
+            for row in self.models:
+                if row["id"] == id(model):
+                    row["kind"] = kind
             return model
         self._seen.add(id(model))
-        row: dict[str, Any] = {"kind": kind, "device": None, "dtype": None, "input_device": None}
+        row: dict[str, Any] = {
+            "kind": kind,
+            "device": None,
+            "dtype": None,
+            "input_device": None,
+            "id": id(model),
+        }
         self.models.append(row)
 
         def first_forward(module: Any, args: Any, kwargs: Any) -> None:

@@ -515,10 +515,12 @@ def _without_refs(raw: dict[str, Any]) -> dict[str, Any]:
 
 def run(cfg: Any, echo: Callable[[str], None] = print, force: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run (or skip) every stage; returns the summary also written to ``<root>/summary.json``."""
-    from rewardlab import runs
+    from rewardlab import devices, runs
     from rewardlab.raters.pseudonym import pipeline_config
 
     validate_plan(cfg)
+    devices.resolve_device(cfg.eval.device, "eval.device")  # a missing device: refused before any stage runs
+    devices.use_tf32()  # the stages' float32 matmuls on CUDA in TF32, as under `rewardlab train`
     cfg = pipeline_config(cfg)  # raters.pseudonymize: no real rater id in any config.yaml
     root = Path(cfg.output_dir) / cfg.name
     root.mkdir(parents=True, exist_ok=True)
