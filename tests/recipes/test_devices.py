@@ -9,12 +9,15 @@ same way on any machine.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from rewardlab import devices
 from rewardlab.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_device_and_dtype_names_are_checked(monkeypatch):
         devices.parse_dtype("int8")
 
 
-@pytest.mark.parametrize("command", ["score", "eval-rm", "eval-policy"])
+@pytest.mark.parametrize("command", ["score", "eval-rm", "eval-policy", "sample"])
 def test_device_cuda_without_cuda_is_a_one_line_exit_2(
     command, cli, monkeypatch, rm_dir, score_input, tmp_path
 ):
@@ -89,11 +92,35 @@ def test_device_cuda_without_cuda_is_a_one_line_exit_2(
         "score": ["score", rm_dir, "--input", score_input, "--output", tmp_path / "out.jsonl"],
         "eval-rm": ["eval", "rm", rm_dir, "--data", tmp_path / "nothing-read-before-the-device-check"],
         "eval-policy": ["eval", "policy", tmp_path / "nothing-read-before-the-device-check"],
+        "sample": [
+            "sample",
+            ROOT / "configs/sample/tiny.yaml",
+            f"prompts={tmp_path / 'nothing'}",
+            f"output_dir={tmp_path / 's'}",
+        ],  # fmt: skip
     }[command]
     res = cli(*args, "--device", "cuda")
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--device cuda: CUDA is not available here" in lines[0], res.stderr
+    where = "sample.device" if command == "sample" else "--device"
+    assert len(lines) == 1 and f"{where} cuda: CUDA is not available here" in lines[0], res.stderr
+    assert not (tmp_path / "s").exists()  # refused before any work
+
+
+def test_float32_matmuls_use_tf32_on_cuda_only(monkeypatch):
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        devices.use_tf32(torch.device("cpu"))
+        assert torch.get_float32_matmul_precision() == "highest"
+        monkeypatch.setenv("REWARDLAB_TF32", "0")
+        devices.use_tf32(torch.device("cuda", 0))
+        assert torch.get_float32_matmul_precision() == "highest"
+        monkeypatch.delenv("REWARDLAB_TF32")
+        devices.use_tf32(torch.device("cuda", 0))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def test_score_device_and_dtype_reach_the_model(cli, rm_dir, score_input, tmp_path, seen, monkeypatch):
@@ -120,7 +147,7 @@ def test_eval_rm_device_reaches_the_model(cli, rm_dir, seen, monkeypatch):
 def test_sample_puts_policy_and_rm_on_the_device(cli, rm_dir, seen, monkeypatch, tmp_path):
     """`sample --device cpu --dtype bfloat16`: the policy generates from bf16 weights with its inputs on the
     device, and the RM scores in bf16 too."""
-    from _policy_setup import DATA, ROOT
+    from _policy_setup import DATA
 
     from rewardlab.recipes import policy_common as pc
 
