@@ -117,3 +117,13 @@ def start_model(tmp_path: Path) -> Path:
             models.build_policy("offline:tiny-llama"), models.load_tokenizer("offline:tiny-llama"), out
         )
     return out
+
+
+@pytest.mark.parametrize("var,value,engine", [("ACCELERATE_USE_FSDP", "true", "FSDP"),
+                                              ("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3", "DeepSpeed ZeRO-3")])  # fmt: skip
+def test_rs_refuses_sharded_engines_before_any_work(var, value, engine, cli, monkeypatch, tmp_path):
+    """accelerate's launcher sets these for fsdp.yaml / zero3.yaml; RS samples with the whole policy."""
+    monkeypatch.setenv(var, value)
+    res = cli("train", "rs", ROOT / "configs/rs/tiny.yaml", f"output_dir={tmp_path / 'rs'}")
+    assert res.exit_code == 2 and f"train rs: not supported under {engine}" in res.stderr, res
+    assert not (tmp_path / "rs").exists()
