@@ -19,13 +19,49 @@ Equivalence with 1 process at the same global batch (1 x 8 vs 2 x 4), 2 steps ea
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from _policy_setup import DATA, ROOT, read_jsonl, untrained_rm
-from test_distributed import ENV, LAUNCH_2, METRIC_TOL, launch, max_output_difference
 
-SFT_TOL = 1e-5  # measured 2.7e-7 (sft) and 2.4e-7 (rs), while the 2 steps move the outputs by 0.3-0.4
+# As in test_distributed.py (kept here too, so either file can change alone).
+METRIC_TOL = 1e-5
+ENV = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+       "TOKENIZERS_PARALLELISM": "false", "DISABLE_TQDM": "1"}  # fmt: skip
+# The docs/design.md command: real 2-process DDP on CPU (`--cpu --num_processes 2` would start one process).
+LAUNCH_2 = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+
+
+def launch(cmd: list, env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def max_output_difference(a: Path, b: Path) -> float:
+    """Max |logit difference| of two saved policies on fixed texts."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = ["What is 2 + 3? The answer is 5.", "How do I reset my router? Unplug it for 30 seconds."]
+    outs = []
+    for path in (a, b):
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        with torch.no_grad():
+            outs.append(model(**tok(texts, return_tensors="pt", padding=True)).logits)
+    diff = float((outs[0] - outs[1]).abs().max())
+    print(f"max |logit difference|: {diff:.2e}")  # shown with -s
+    return diff
+
+
+SFT_TOL = 1e-5  # measured 2.7e-7 (sft) and 2.4e-7 (rs), while training moves the outputs by 0.35-0.41
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +126,7 @@ def test_stage_on_two_processes(stage, tiny_data, tmp_path, cli):
     if (
         stage not in COMPARED
     ):  # grpo / rloo: the model trained (see the module doc for why no 1-process match)
-        moved, _ = max_output_difference(two_dir / "model", start_model(tmp_path), "policy")
+        moved = max_output_difference(two_dir / "model", start_model(tmp_path))
         assert moved > 1e-4
         return
     one_dir = tmp_path / "one"
@@ -102,8 +138,8 @@ def test_stage_on_two_processes(stage, tiny_data, tmp_path, cli):
         assert two[key] == pytest.approx(one[key], abs=METRIC_TOL), key
     if stage == "rs":
         assert two["kept_per_round"] == one["kept_per_round"]
-    diff, scale = max_output_difference(one_dir / "model", two_dir / "model", "policy")
-    moved, _ = max_output_difference(one_dir / "model", start_model(tmp_path), "policy")
+    diff = max_output_difference(one_dir / "model", two_dir / "model")
+    moved = max_output_difference(one_dir / "model", start_model(tmp_path))
     assert diff <= SFT_TOL < 0.1 * moved, (diff, moved)
 
 
