@@ -1,6 +1,7 @@
 """The TRL stages (sft, grpo, rloo) and rejection sampling (rs) under real `accelerate launch` on 2 CPU
 processes (gloo; the docs/design.md command): one run folder written by the main process, one tracker run
-(each logged step once in metrics.jsonl; one wandb run for sft), one --json report, one saved model. DPO's
+(each logged step once in metrics.jsonl; the other processes get a NullTracker, so no second wandb run either:
+tests/unit/test_runs_multiprocess.py), one --json report, one saved model. DPO's
 2-process test is in test_distributed.py.
 
 Equivalence with 1 process at the same global batch (1 x 8 vs 2 x 4), 2 steps each:
@@ -61,7 +62,7 @@ def max_output_difference(a: Path, b: Path) -> float:
     return diff
 
 
-SFT_TOL = 1e-5  # measured 2.7e-7 (sft) and 2.4e-7 (rs), while training moves the outputs by 0.35-0.41
+SFT_TOL = 1e-5  # measured 2.7e-7 (sft), 2.1e-7..2.4e-7 (rs), while training moves the outputs by 0.30-0.41
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +100,9 @@ COMPARED = {  # stage -> metrics that must match the 1-process run
 @pytest.mark.parametrize("stage", ["sft", "rs", "grpo", "rloo"])
 def test_stage_on_two_processes(stage, tiny_data, tmp_path, cli):
     args = stage_args(stage, tiny_data)
-    extra = ["tracking.backend=wandb"] if stage == "sft" else []  # one wandb run, not one per process
     two_dir = tmp_path / "launch" / "two"
-    env = {**ENV, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    done = launch([*LAUNCH_2, "-m", "rewardlab.cli", *args, *extra, f"output_dir={two_dir}",
-                   "train.batch_size=4", "--json"], env=env)  # fmt: skip
+    done = launch([*LAUNCH_2, "-m", "rewardlab.cli", *args, f"output_dir={two_dir}", "train.batch_size=4",
+                   "--json"], env=ENV)  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1, done.stdout  # only the main process reports
     report = json.loads(lines[0])
@@ -115,9 +114,6 @@ def test_stage_on_two_processes(stage, tiny_data, tmp_path, cli):
     # each step's training row once (2 processes each writing would give 1, 1, 2, 2 or a truncated file)
     key = "round" if stage == "rs" else "loss"
     assert [r["step"] for r in rows if key in r] == ([1] if stage == "rs" else [1, 2]), rows
-    if stage == "sft":
-        runs_made = list((two_dir / "wandb").glob("offline-run-*"))
-        assert len(runs_made) == 1, runs_made
     if stage == "rs":
         assert report["kept_per_round"] == [8]
     else:
