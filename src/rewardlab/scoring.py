@@ -246,11 +246,13 @@ class RewardScorer:
         allow_pickle: bool = False,
         trust_remote_code: bool = False,
         where: str = "model",
+        dtype: str = "float32",
     ) -> RewardScorer:
         """Load a saved RM (a run folder or its model/ folder).
 
         Safetensors only and no code from the folder unless the caller's config allows it; ``where`` names
-        that config section (or CLI flag) in the refusal message.
+        that config section (or CLI flag) in the refusal message. ``dtype``: the weights' dtype (PPO loads
+        its RM in bfloat16 in a bf16 run: half the bytes, scored under autocast).
         """
         import torch
         from transformers import AutoModelForSequenceClassification
@@ -263,7 +265,7 @@ class RewardScorer:
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 str(folder),
-                dtype=torch.float32,
+                dtype=getattr(torch, dtype),
                 trust_remote_code=trust_remote_code,
                 **models.load_kwargs(allow_pickle),
             )
