@@ -2,6 +2,7 @@
 
     python scripts/ppo_memory.py                      # the table for 0.5B / 7B / 8B, before and after
     python scripts/ppo_memory.py --measure [--steps 4] [--repeats 2] [--out runs/ppo-memory]
+    python scripts/ppo_memory.py --outcome [--seeds 0 1 2] [--out runs/ppo-memory]
 
 The table counts parameters from each architecture's shapes (layers, widths, vocabulary; LoRA r=16 on every
 linear layer of the blocks) and prices them with the planning facts of docs/design.md: bf16 weights 2 bytes,
@@ -9,10 +10,14 @@ fp32 weights 4, fp32 gradients 4, AdamW state 8 (fp32 m and v). The RM and the v
 the policy's size (the usual recipe: all three from one base). Activations and the KV cache are left out;
 the log-softmax temporaries are a separate line, since they scale with tokens, not parameters.
 
-``--measure`` runs SmolLM2-135M-Instruct LoRA PPO on CPU (configs/ppo/smollm.yaml, an untrained MiniLM-L6
+``--measure`` runs SmolLM2-135M-Instruct LoRA PPO on CPU (configs/ppo/smollm.yaml with small rollouts, ``SMALL``; an untrained MiniLM-L6
 RM: memory and time do not depend on what it learned) once per layout, each in its own process, alternating
 the layouts ``--repeats`` times, and prints each process's peak RSS (ru_maxrss from wait4) and the median
 step time after the first step.
+
+``--outcome`` trains the tiny RM and SFT policy once, then tiny LoRA PPO (configs/ppo/tiny.yaml) per seed in
+each layout of ``OUTCOME`` and prints the RM score gain (end - start of training) and the final KL, with the
+paired difference from ``before`` (mean +- standard error over seeds).
 """
 
 from __future__ import annotations
@@ -132,6 +137,10 @@ def table() -> str:
 
 # ---------------------------------------------------------------- measurement
 
+# Small rollouts so one step takes seconds, not minutes, on one shared CPU thread (the defaults' 16 x 2 epochs
+# took 240 s a step there); the model copies, which the layouts change, do not depend on them.
+SMALL = ["ppo.rollout_batch_size=8", "ppo.mini_batch_size=4", "ppo.ppo_epochs=1", "ppo.max_new_tokens=16",
+         "data.max_length=64"]  # fmt: skip
 MEASURED = {
     "before": ["ppo.reference_copy=true", "ppo.value_backbone=separate", "ppo.logprob_chunk=null",
                "ppo.reward_model_dtype=float32"],
@@ -154,7 +163,7 @@ def _one(layout: str, run: Path, rm: Path, steps: int) -> dict:
     cmd = [sys.executable, "-m", "rewardlab.cli", "train", "ppo", str(ROOT / "configs/ppo/smollm.yaml"),
            f"output_dir={run}", f"ppo.reward_model={rm}", f"train.max_steps={steps}", "train.save_every=null",
            f"data.train={ROOT / 'data/sample'}", "model.lora={r: 16, alpha: 32}", "train.lr=1e-4",
-           *MEASURED[layout]]  # fmt: skip
+           *SMALL, *MEASURED[layout]]  # fmt: skip
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -192,19 +201,87 @@ def measure(out: Path, steps: int, repeats: int) -> list[dict]:
     return results
 
 
+OUTCOME = {
+    "before": MEASURED["before"],
+    "after, value separate": [],
+    "after, value adapter": ["ppo.value_backbone=adapter"],
+}
+
+
+def cli(*args: object) -> None:
+    """One rewardlab command in this process."""
+    from rewardlab.cli import app
+
+    try:
+        app([str(a) for a in args], standalone_mode=False)
+    except SystemExit as stop:
+        if stop.code not in (0, None):
+            raise RuntimeError(f"rewardlab {' '.join(map(str, args))} exited {stop.code}") from None
+
+
+def outcome(out: Path, seeds: list[int]) -> dict:
+    data = ROOT / "data" / "sample"
+    rm, sft = out / "rm-tiny", out / "sft-tiny"
+    if not (rm / "model" / "config.json").exists():
+        cli(
+            "train",
+            "rm",
+            ROOT / "configs/rm/tiny.yaml",
+            f"data.train={data}",
+            f"output_dir={rm}",
+            "train.epochs=3",
+        )
+    if not (sft / "model" / "config.json").exists():
+        cli("train", "sft", ROOT / "configs/sft/tiny.yaml", f"data.train={data}", f"output_dir={sft}",
+            "train.epochs=30", "train.log_every=50")  # fmt: skip
+    rows: dict[str, dict[int, dict]] = {name: {} for name in OUTCOME}
+    for seed in seeds:
+        for name, extra in OUTCOME.items():
+            run = out / f"outcome-{name.replace(' ', '').replace(',', '-')}-{seed}"
+            if not (run / "metrics.json").exists():
+                started = time.perf_counter()
+                cli("train", "ppo", ROOT / "configs/ppo/tiny.yaml", f"data.train={data}", f"output_dir={run}",
+                    f"model.name_or_path={sft / 'model'}", f"ppo.reward_model={rm / 'model'}", f"train.seed={seed}",
+                    "model.lora={r: 8, alpha: 16, dropout: 0.0}", "train.lr=1e-3", *extra)  # fmt: skip
+                print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
+            m = json.loads((run / "metrics.json").read_text())
+            rows[name][seed] = {
+                "gain": m["train_rm_score_end"] - m["train_rm_score_start"],
+                "kl": m["train_kl_end"],
+            }
+
+    def mean_se(xs: list[float]) -> str:
+        se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else float("nan")
+        return f"{statistics.mean(xs):+.4f} +- {se:.4f}"
+
+    print(f"\nseeds {seeds} (mean +- standard error; paired differences against 'before', seed by seed)")
+    print("| layout | RM score gain | final KL | gain - before | KL - before |\n|---|---:|---:|---:|---:|")
+    for name in OUTCOME:
+        gain = [rows[name][s]["gain"] for s in seeds]
+        kl = [rows[name][s]["kl"] for s in seeds]
+        d_gain = [rows[name][s]["gain"] - rows["before"][s]["gain"] for s in seeds]
+        d_kl = [rows[name][s]["kl"] - rows["before"][s]["kl"] for s in seeds]
+        print(f"| {name} | {mean_se(gain)} | {mean_se(kl)} | {mean_se(d_gain)} | {mean_se(d_kl)} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", action="store_true", help="also run SmolLM2-135M PPO before and after")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--outcome", action="store_true", help="tiny LoRA PPO per seed, before and after")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/ppo-memory")
     args = parser.parse_args()
     print(table())
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.measure:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("WANDB_MODE", "offline")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         measure(Path(args.out), args.steps, args.repeats)
+    if args.outcome:
+        outcome(Path(args.out), args.seeds)
 
 
 if __name__ == "__main__":

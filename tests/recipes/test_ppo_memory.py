@@ -106,3 +106,24 @@ def test_adapter_value_model_owns_only_its_head_and_keeps_both_adapters_trainabl
     assert values.shape == (2, 7) and values.abs().max() == 0  # zero head: V = 0 at the start
     assert {n for n, p in policy.named_parameters() if p.requires_grad} == trainable  # set_adapter undone
     assert policy.active_adapter == "default"
+
+
+def test_ppo_logprob_chunk_gives_the_full_computation_on_a_model():
+    """ppo.logprob_chunk (chunked, default) and null (the whole micro-batch in float32) agree on a real
+    forward: log-probs, their gradient and the entropy."""
+    torch.manual_seed(0)
+    policy = models.build_policy("offline:tiny-llama")
+    ids = torch.randint(3, 200, (3, 11), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    results = []
+    for chunk in (None, 4):
+        policy.zero_grad()
+        logp, entropy = ppo.policy_logprobs(policy, ids, mask, 4, 0.8, True, chunk)
+        logp.sum().backward()
+        grad = policy.get_input_embeddings().weight.grad.clone()
+        results.append((logp.detach(), entropy, grad))
+    (a, ea, ga), (b, eb, gb) = results
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
+    assert ga.abs().max() > 0
