@@ -160,7 +160,9 @@ def selective_logprobs(
     return _SelectiveLogSoftmax.apply(logits, tokens, max(float(temperature), 1e-7), int(chunk))
 
 
-def chunked_entropy(logits: torch.Tensor, temperature: float = 1.0, chunk: int = LOGPROB_CHUNK) -> torch.Tensor:
+def chunked_entropy(
+    logits: torch.Tensor, temperature: float = 1.0, chunk: int = LOGPROB_CHUNK
+) -> torch.Tensor:
     """``entropy_from_logits(logits / temperature)`` in float32, ``chunk`` positions at a time (no grad:
     entropy is logged, not optimised)."""
     flat = logits.reshape(-1, logits.shape[-1])

@@ -21,7 +21,10 @@ trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation
 
 The value model is a sequence-classification model read token by token. It starts from the RM when the
 RM shares the policy's tokenizer (the usual recipe); otherwise from the policy's own backbone with a new
-head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
+head; ``ppo.value_backbone=adapter`` makes it a second LoRA adapter plus a value head on the policy's own
+frozen base instead. With LoRA the reference is the policy with its adapter disabled (no second copy), the RM
+is bf16 in a bf16 run, and log-probs come from a chunked selective log-softmax (docs/scaling.md, "PPO memory
+at 0.5B/7B/8B"). Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
 x B prompts train like 1 x N*B: each prompt is sampled from its own seed (its place in the prompt stream),
 advantages are whitened and losses averaged over the tokens of all processes (docs/scaling.md).
 """
