@@ -127,3 +127,24 @@ def test_ppo_logprob_chunk_gives_the_full_computation_on_a_model():
     torch.testing.assert_close(ea, eb, atol=1e-5, rtol=0)
     torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
     assert ga.abs().max() > 0
+
+
+def test_saved_policy_merges_the_policy_adapter_only():
+    """save_policy's merge_and_unload merges the active (policy) adapter and drops the value adapter."""
+    torch.manual_seed(0)
+    policy = models.build_policy("offline:tiny-llama", lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    ppo.build_adapter_value_model(policy, {"r": 4, "alpha": 8})
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    ids = torch.randint(3, 200, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        want = policy(input_ids=ids).logits
+        with ppo.active_adapter(policy, ppo.VALUE_ADAPTER):
+            other = policy(input_ids=ids).logits
+        merged = policy.merge_and_unload()
+        got = merged(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert (other - want).abs().max() > 1e-2  # the value adapter is a different function
+    assert not [k for k in merged.state_dict() if "lora" in k]
