@@ -8,12 +8,14 @@ import json
 import shutil
 from types import SimpleNamespace
 
+import pytest
 import torch
 from _policy_setup import read_jsonl, untrained_rm
 from safetensors.torch import load_file
 from test_policy_ppo import ppo_args
 
 from rewardlab import config, models
+from rewardlab.errors import UserError
 from rewardlab.recipes import ppo
 
 LORA = "model.lora={r: 4, alpha: 8, dropout: 0.0}"
@@ -148,3 +150,9 @@ def test_saved_policy_merges_the_policy_adapter_only():
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
     assert (other - want).abs().max() > 1e-2  # the value adapter is a different function
     assert not [k for k in merged.state_dict() if "lora" in k]
+
+
+def test_value_adapter_is_refused_on_several_processes():
+    ppo.refuse_value_adapter_distributed(SimpleNamespace(num_processes=1))  # one process: fine
+    with pytest.raises(UserError, match="ppo.value_backbone=adapter runs on one process"):
+        ppo.refuse_value_adapter_distributed(SimpleNamespace(num_processes=2))
