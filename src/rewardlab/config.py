@@ -393,6 +393,38 @@ class PPOOptions(Strict):
     forward_batch_size: int | None = Field(
         None, ge=1
     )  # rollout forward passes in chunks (null: mini_batch_size)
+    # Memory (docs/scaling.md, "PPO memory at 0.5B/7B/8B"). With model.lora the KL reference is the policy
+    # with its adapter disabled (peft disable_adapter: the same weights, no second copy); true loads a
+    # separate frozen copy of the starting policy, as before 2026-12.
+    reference_copy: bool = Field(
+        False,
+        description=(
+            "with model.lora: load a separate frozen reference copy instead of disabling the policy's adapter"
+        ),
+    )
+    value_backbone: Literal["separate", "adapter"] = Field(
+        "separate",
+        description=(
+            "separate: a full value model (ppo.value_model, else the RM, else the policy backbone), float32, fully "
+            "trained; adapter: a second LoRA adapter plus a zero-initialised value head on the policy's frozen "
+            "base (needs model.lora; one process)"
+        ),
+    )
+    reward_model_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description=(
+            "dtype the RM is loaded in; auto: bfloat16 (scored under autocast) when train.bf16 or "
+            "model.dtype=bfloat16, else float32"
+        ),
+    )
+    logprob_chunk: int | None = Field(
+        1024,
+        ge=1,
+        description=(
+            "response positions per slice of the selective log-softmax (no full-vocabulary float32 copy of a "
+            "micro-batch); null: the whole micro-batch at once, as before 2026-12"
+        ),
+    )
 
 
 class PPOConfig(RunConfig):
@@ -423,6 +455,22 @@ class PPOConfig(RunConfig):
                 f"ppo.mini_batch_size ({ppo.mini_batch_size}) must be a multiple of train.grad_accum ({train.grad_accum})"
             )
         return ppo
+
+    @model_validator(mode="after")
+    def _value_adapter_needs_lora(self) -> PPOConfig:
+        """A second adapter needs a LoRA policy to sit beside; refused here, before any model loads."""
+        if self.ppo.value_backbone == "adapter":
+            if self.model.lora is None:
+                raise ValueError(
+                    "ppo.value_backbone=adapter puts a second LoRA adapter on the policy's frozen base: "
+                    "set model.lora (or use ppo.value_backbone=separate)"
+                )
+            if self.ppo.value_model is not None:
+                raise ValueError(
+                    f"ppo.value_model={self.ppo.value_model} is a separate value model; "
+                    "ppo.value_backbone=adapter builds its value head on the policy (set one of them)"
+                )
+        return self
 
 
 class OnlineOptions(Strict):

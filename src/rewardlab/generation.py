@@ -155,14 +155,24 @@ def generate_with_logits(
     return out.sequences[:, input_ids.shape[1] :], torch.stack(out.logits, 1)
 
 
-def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Any:
-    """A logits processor that samples each row from its own generator (Gumbel-max), for greedy ``generate``.
+def seeded_sampling(
+    seeds: list[int], temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, noise: str = "generator"
+) -> Any:
+    """A logits processor that samples each row from its own random stream (Gumbel-max), for greedy ``generate``.
 
     ``generate(do_sample=True)`` draws every row's token from one global RNG, so a prompt's answer depends on
-    which other prompts share its batch and process. Here row i adds Gumbel noise from a generator seeded
-    with ``seeds[i]`` to its warped logits (temperature, then top-k, top-p: the same distribution as
-    sampling), and greedy decoding takes the argmax: an exact sample that depends only on the prompt and its
-    seed. Seeded from the prompt's global position, rollouts are the same on 1 process or N.
+    which other prompts share its batch and process. Here row i adds Gumbel noise from a stream keyed by
+    ``seeds[i]`` to its warped logits (temperature, then top-k, top-p: the same distribution as sampling),
+    and greedy decoding takes the argmax: an exact sample that depends only on the prompt and its seed.
+    Seeded from the prompt's global position, rollouts are the same on 1 process or N.
+
+    ``noise``: ``generator`` (default) keeps one ``torch.Generator`` per row *on the logits' device* and
+    fills that row's noise there; on CPU the draws are bit-identical to the sampler before 2026-12 (CPU
+    generators, then a copy to the device), on a GPU nothing vocabulary-sized crosses from the host (a
+    CUDA generator's stream differs from a CPU one's, so a GPU run samples other, equally valid answers).
+    ``counter`` hashes (seed, decode step, vocabulary index) with integer ops on the device
+    (``counter_uniform``): one vectorised pass for the whole batch and the same bits on every device, at
+    ~4x the generators' CPU cost (scripts/bench_sampler.py compares them on the machine at hand).
     """
     import torch
     from transformers import (
@@ -173,6 +183,8 @@ def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, 
         TopPLogitsWarper,
     )
 
+    if noise not in ("generator", "counter"):
+        raise ValueError(f"unknown sampling noise '{noise}' (generator or counter)")
     warpers = []
     if temperature != 1.0:
         warpers.append(TemperatureLogitsWarper(temperature))
@@ -183,17 +195,78 @@ def seeded_sampling(seeds: list[int], temperature: float = 1.0, top_k: int = 0, 
 
     class PerRowGumbel(LogitsProcessor):
         def __init__(self) -> None:
-            self.generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
+            self.seeds = [int(s) % 2**64 for s in seeds]
+            self.step = 0  # decode steps seen: generate calls the processor once per new token
+            self.generators: list[Any] | None = None  # made on the first call, on the logits' device
 
         def __call__(self, input_ids, scores):  # noqa: ANN001, ANN204 - HF signature
             scores = scores.float()
             for warp in warpers:
                 scores = warp(input_ids, scores)
-            u = torch.stack([torch.rand(scores.shape[1], generator=g) for g in self.generators])
-            gumbel = -torch.log(-torch.log(u.clamp(min=1e-20)))
-            return scores + gumbel.to(scores.device)
+            if noise == "counter":
+                u = counter_uniform(self.seeds, self.step, scores.shape[1], scores.device)
+                self.step += 1
+                return scores + u.log_().neg_().log_().neg_()  # Gumbel(0, 1) = -log(-log u), in place
+            if self.generators is None:
+                self.generators = [
+                    torch.Generator(device=scores.device).manual_seed(s % 2**63) for s in self.seeds
+                ]
+            u = torch.empty_like(scores)
+            for row, gen in enumerate(self.generators):
+                u[row].uniform_(generator=gen)  # = torch.rand(vocab, generator=gen), in place
+            return scores - u.clamp_(min=1e-20).log_().neg_().log_()
 
     return LogitsProcessorList([PerRowGumbel()])
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: Any, m: int) -> Any:
+    """x * m mod 2**32 for 0 <= x < 2**32 held in int64, in place and without int64 overflow: a multiplier
+    above 2**31 is replaced by m - 2**32 (the same residue), so |product| < 2**63 on every device."""
+    return x.mul_(m if m < 2**31 else m - 2**32).bitwise_and_(_MASK32)
+
+
+def _mix32(x: Any) -> Any:
+    """lowbias32 (C. Wellons' hash prospector): a bijection of 32-bit integers whose output bits each flip
+    with probability ~1/2 when any input bit flips; in place on int64 values in [0, 2**32)."""
+    x ^= x >> 16
+    _mul32(x, 0x7FEB352D)
+    x ^= x >> 15
+    _mul32(x, 0x846CA68B)
+    x ^= x >> 16
+    return x
+
+
+def _splitmix64(z: int) -> int:
+    """SplitMix64's finaliser on Python ints: turns (seed, step) into a well-mixed 64-bit row key."""
+    z = (z + 0x9E3779B97F4A7C15) % 2**64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2**64
+    return z ^ (z >> 31)
+
+
+def counter_uniform(seeds: list[int], step: int, vocab: int, device: Any) -> Any:
+    """Uniform(0, 1) noise [len(seeds), vocab] in float32 on ``device``, a pure function of (seed, step,
+    vocabulary index): row r's values never depend on the other rows, the batch size or the device.
+
+    Each row's key is SplitMix64 of (seed, step) on the host (a few Python ints); the vocabulary index is then
+    hashed with the key's two 32-bit halves by two rounds of a 32-bit integer hash on the device (xor with
+    the key, mix): one vectorised pass, nothing vocabulary-sized crosses from the host. 23 bits per value:
+    u = (h + 0.5) / 2**23 with h < 2**23 is exact in float32 (24 bits would round h + 0.5 up to 2**24, u = 1,
+    an infinite Gumbel draw) and lies in [2**-24, 1 - 2**-24], never 0 or 1.
+    """
+    import torch
+
+    keys = [_splitmix64(int(s) ^ _splitmix64(step)) for s in seeds]
+    lo = torch.tensor([k & _MASK32 for k in keys], dtype=torch.int64, device=device)[:, None]
+    hi = torch.tensor([k >> 32 for k in keys], dtype=torch.int64, device=device)[:, None]
+    x = torch.arange(vocab, dtype=torch.int64, device=device)[None, :] ^ lo  # [rows, vocab]
+    _mix32(x)
+    x ^= hi
+    _mix32(x)
+    return (x >> 9).to(torch.float32).add_(0.5).mul_(2.0**-23)
 
 
 def decode_responses(tokenizer: Any, response_ids: Any, stop_ids: int | list[int]) -> list[str]:

@@ -102,6 +102,78 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits, -1) - (probs * logits).sum(-1)
 
 
+# Token positions per chunk of the selective log-softmax: a chunk's float32 temporaries are
+# chunk x vocab x 4 bytes (4096 x 152k = 2.5 GB would be a whole micro-batch of 8 x 512; 1024 is 0.6 GB).
+LOGPROB_CHUNK = 1024
+
+
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """log softmax(z / T)[token] per position, chunk by chunk over positions, with a hand-written backward.
+
+    Why not ``log_softmax`` + ``gather``: that holds the whole micro-batch's [positions, vocab] in float32
+    (the upcast, the log-softmax, and autograd keeps the output for backward), ~2.5 GB each at 8 x 512
+    tokens and a 152k vocabulary. Here forward keeps only a [positions] logsumexp, and backward rebuilds
+    softmax one chunk at a time: d logp / dz = (onehot(token) - softmax(z / T)) / T. The logits themselves
+    (the model's output, in its dtype) are the only full-size tensor, and the model's graph holds them anyway.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, tokens, temperature, chunk):  # noqa: ANN001, ANN205 - autograd signature
+        flat = logits.reshape(-1, logits.shape[-1])
+        idx = tokens.reshape(-1)
+        wide = torch.promote_types(logits.dtype, torch.float32)  # float32, or float64 for float64 logits
+        lse = torch.empty(flat.shape[0], dtype=wide, device=logits.device)
+        picked = torch.empty_like(lse)
+        for start in range(0, flat.shape[0], chunk):
+            part = flat[start : start + chunk].to(wide) / temperature
+            lse[start : start + chunk] = torch.logsumexp(part, -1)
+            picked[start : start + chunk] = part.gather(1, idx[start : start + chunk, None]).squeeze(1)
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return (picked - lse).reshape(tokens.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        logits, tokens, lse = ctx.saved_tensors
+        temperature, chunk = ctx.temperature, ctx.chunk
+        flat = logits.reshape(-1, logits.shape[-1])
+        idx = tokens.reshape(-1)
+        g = grad_out.reshape(-1).to(lse.dtype)
+        grad = torch.empty_like(flat)
+        for start in range(0, flat.shape[0], chunk):
+            end = min(start + chunk, flat.shape[0])
+            probs = torch.exp(flat[start:end].to(lse.dtype) / temperature - lse[start:end, None])
+            part = -probs * g[start:end, None]
+            part.scatter_add_(1, idx[start:end, None], g[start:end, None])
+            grad[start:end] = (part / temperature).to(grad.dtype)
+        return grad.reshape(logits.shape), None, None, None
+
+
+def selective_logprobs(
+    logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, chunk: int = LOGPROB_CHUNK
+) -> torch.Tensor:
+    """``logprobs_from_logits`` (float32 result, float64 for float64 logits) without a full-vocabulary float32 copy of ``logits``.
+
+    ``logits`` [..., vocab] in any float dtype (bf16 stays bf16), ``tokens`` [...]; ``chunk`` positions at a
+    time. Equal to the full computation up to float rounding (tests/unit/test_ppo_math.py), gradient too.
+    """
+    return _SelectiveLogSoftmax.apply(logits, tokens, max(float(temperature), 1e-7), int(chunk))
+
+
+def chunked_entropy(
+    logits: torch.Tensor, temperature: float = 1.0, chunk: int = LOGPROB_CHUNK
+) -> torch.Tensor:
+    """``entropy_from_logits(logits / temperature)`` in float32, ``chunk`` positions at a time (no grad:
+    entropy is logged, not optimised)."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+    with torch.no_grad():
+        for start in range(0, flat.shape[0], chunk):
+            part = flat[start : start + chunk].float() / max(float(temperature), 1e-7)
+            out[start : start + chunk] = entropy_from_logits(part)
+    return out.reshape(logits.shape[:-1])
+
+
 def kl_per_token(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token sampled estimate of KL(pi || pi_ref) on tokens drawn from pi (Schulman, "Approximating KL").
 

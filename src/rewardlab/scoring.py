@@ -251,9 +251,9 @@ class RewardScorer:
         """Load a saved RM (a run folder or its model/ folder) onto ``device`` in ``dtype``.
 
         ``device="auto"`` follows the one device rule (rewardlab/devices.py: this process's GPU, else MPS,
-        else CPU); scores come back as float32 whatever the weights' dtype. Safetensors only and no code from
-        the folder unless the caller's config allows it; ``where`` names that config section (or CLI flag)
-        in the refusal message.
+        else CPU); scores come back as float32 whatever the weights' dtype (PPO loads its RM in bfloat16 in a
+        bf16 run: half the bytes, scored under autocast). Safetensors only and no code from the folder unless
+        the caller's config allows it; ``where`` names that config section (or CLI flag) in the refusal message.
         """
         from transformers import AutoModelForSequenceClassification
 

@@ -21,13 +21,17 @@ trl 1.13+ has no PPO trainer, so this is ours. It follows "The N+ Implementation
 
 The value model is a sequence-classification model read token by token. It starts from the RM when the
 RM shares the policy's tokenizer (the usual recipe); otherwise from the policy's own backbone with a new
-head. Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
+head; ``ppo.value_backbone=adapter`` makes it a second LoRA adapter plus a value head on the policy's own
+frozen base instead. With LoRA the reference is the policy with its adapter disabled (no second copy), the RM
+is bf16 in a bf16 run, and log-probs come from a chunked selective log-softmax (docs/scaling.md, "PPO memory
+at 0.5B/7B/8B"). Works under ``accelerate launch`` (DDP): ``ppo.rollout_batch_size`` is per process, and N processes
 x B prompts train like 1 x N*B: each prompt is sampled from its own seed (its place in the prompt stream),
 advantages are whitened and losses averaged over the tokens of all processes (docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -125,6 +129,106 @@ def build_value_model(
     return _token_value_model_class()(model), source
 
 
+VALUE_ADAPTER = "value"
+
+
+@contextlib.contextmanager
+def active_adapter(policy: Any, name: str) -> Any:
+    """Run the peft model with adapter ``name`` active, then switch back to the policy's own adapter."""
+    previous = policy.active_adapter
+    policy.set_adapter(name)
+    try:
+        yield
+    finally:
+        policy.set_adapter(previous)
+        keep_adapters_trainable(policy)
+
+
+def keep_adapters_trainable(policy: Any) -> None:
+    """Every adapter trains (the policy's and the value's): peft's ``set_adapter`` and the exit of
+    ``disable_adapter`` freeze the adapters that are not active, which would silently stop the value
+    adapter from learning after the first reference pass."""
+    names = tuple(getattr(policy, "peft_config", {}) or ())
+    if len(names) < 2:
+        return
+    for param_name, param in policy.named_parameters():
+        if any(f".{a}." in param_name for a in names):
+            param.requires_grad_(True)
+
+
+def _adapter_value_model_class() -> type:
+    import torch
+
+    class ValueHead(torch.nn.Module):
+        """The value head alone: what a checkpoint's ``value/`` folder holds in adapter mode."""
+
+        def __init__(self, hidden_size: int):
+            super().__init__()
+            self.head = torch.nn.Linear(hidden_size, 1)
+            with torch.no_grad():  # zero: the first values are 0, as for a fresh head on the policy backbone
+                self.head.weight.zero_()
+                self.head.bias.zero_()
+
+        def save_pretrained(self, folder: Path, safe_serialization: bool = True) -> None:
+            from safetensors.torch import save_file
+
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            save_file(
+                {k: v.contiguous() for k, v in self.state_dict().items()},
+                str(Path(folder) / "model.safetensors"),
+            )
+
+    class AdapterValueModel(torch.nn.Module):
+        """V_t from the policy's own frozen base with a second LoRA adapter active, plus a float32 head.
+
+        The policy is held outside the module tree (its parameters, the value adapter's included, belong to
+        the policy's optimizer entry and DDP wrapper); this module's own parameters are the head's."""
+
+        def __init__(self, policy: Any):
+            super().__init__()
+            object.__setattr__(self, "policy", policy)
+            self.inner = ValueHead(policy.config.hidden_size)
+
+        def forward(self, input_ids, attention_mask, position_ids):  # noqa: ANN001, ANN201
+            base = self.policy.get_base_model()
+            backbone = getattr(base, base.base_model_prefix)
+            with active_adapter(self.policy, VALUE_ADAPTER):
+                hidden = backbone(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    use_cache=False,
+                ).last_hidden_state
+            return self.inner.head(hidden.to(self.inner.head.weight.dtype)).squeeze(-1)
+
+    return AdapterValueModel
+
+
+def build_adapter_value_model(policy: Any, lora: dict) -> Any:
+    """``ppo.value_backbone=adapter``: a second LoRA adapter (the policy's LoRA settings) on the policy's
+    frozen base, read by a new value head. No second backbone: at 7B this saves a 14-28 GB model plus its
+    gradients and AdamW state (docs/scaling.md)."""
+    from peft import LoraConfig
+
+    kw = models._lora_kwargs(lora)
+    policy.add_adapter(
+        VALUE_ADAPTER,
+        LoraConfig(
+            r=kw.get("r", 16), lora_alpha=kw.get("alpha", 32), lora_dropout=kw.get("dropout", 0.05),
+            target_modules=kw.get("target_modules", "all-linear"), task_type="CAUSAL_LM",
+        ),
+    )  # fmt: skip
+    for name, param in policy.named_parameters():  # peft leaves an added, inactive adapter frozen
+        if f".{VALUE_ADAPTER}." in name:
+            param.requires_grad_(True)
+    return _adapter_value_model_class()(policy)
+
+
+def value_adapter_params(policy: Any) -> list[Any]:
+    """The value adapter's parameters inside the policy (empty without one)."""
+    return [p for n, p in policy.named_parameters() if f".{VALUE_ADAPTER}." in n]
+
+
 def disable_dropout(model: Any) -> None:
     """No dropout anywhere: log-probs at rollout and at update must come from the same function (N+ details)."""
     import torch
@@ -144,8 +248,14 @@ def policy_logprobs(
     context: int,
     temperature: float,
     with_entropy: bool = False,
+    chunk: int | None = pm.LOGPROB_CHUNK,
 ) -> tuple[Any, Any]:
-    """log pi(response token t) for every response position, and optionally the entropy there."""
+    """log pi(response token t) for every response position, and optionally the entropy there.
+
+    ``chunk``: response positions per slice of the selective log-softmax (``ppo.logprob_chunk``), so no
+    full-vocabulary float32 tensor of the micro-batch is made beside the model's own logits; None: the
+    whole micro-batch at once (float32 upcast + log_softmax, as before 2026-12; kept for comparison).
+    """
     n_response = query_response.shape[1] - context
     out = model(
         input_ids=query_response,
@@ -154,9 +264,16 @@ def policy_logprobs(
         logits_to_keep=n_response + 1,
         use_cache=False,
     )
-    logits = out.logits[:, :-1].float() / max(temperature, 1e-7)
-    logp = pm.logprobs_from_logits(logits, query_response[:, context:])
+    tokens = query_response[:, context:]
     entropy = None
+    if chunk is not None:
+        logits = out.logits[:, :-1]
+        logp = pm.selective_logprobs(logits, tokens, temperature, chunk)
+        if with_entropy:
+            entropy = pm.chunked_entropy(logits, temperature, chunk)
+        return logp, entropy
+    logits = out.logits[:, :-1].float() / max(temperature, 1e-7)
+    logp = pm.logprobs_from_logits(logits, tokens)
     if with_entropy:
         import torch
 
@@ -223,6 +340,20 @@ def global_whiten(accelerator: Any, x: Any, mask: Any, shift_mean: bool = True, 
     return out * mask
 
 
+def reference_logprobs(ctx: Any, policy: Any, query_response: Any, attention_mask: Any, context: int) -> Any:
+    """log pi_ref of the response tokens: the frozen copy, or (LoRA) the policy with its adapters disabled,
+    which is the same function of the same base weights without a second model in memory."""
+    o = ctx.cfg.ppo
+    if ctx.reference is not None:
+        return policy_logprobs(ctx.reference, query_response, attention_mask, context, o.temperature, False,
+                               o.logprob_chunk)[0]  # fmt: skip
+    with policy.disable_adapter():
+        out = policy_logprobs(policy, query_response, attention_mask, context, o.temperature, False,
+                              o.logprob_chunk)[0]  # fmt: skip
+    keep_adapters_trainable(policy)
+    return out
+
+
 def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) -> Rollout:
     """Generate, score and shape rewards for one batch of prompts (see the module doc, steps 1-4).
     ``positions``: each prompt's place in the run's prompt stream, which seeds its sampling."""
@@ -254,12 +385,16 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     with torch.no_grad(), ctx.accelerator.autocast():
         for part in chunks(len(prompts), ctx.forward_batch_size):
             qr, am = query_response[part], attention_mask[part]
-            logprobs.append(policy_logprobs(policy, qr, am, context, o.temperature)[0])
-            ref_logprobs.append(policy_logprobs(ctx.reference, qr, am, context, o.temperature)[0])
+            logprobs.append(
+                policy_logprobs(policy, qr, am, context, o.temperature, False, o.logprob_chunk)[0]
+            )
+            ref_logprobs.append(reference_logprobs(ctx, policy, qr, am, context))
             values.append(token_values(ctx.value, qr, am, context))
     logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
     texts = pc.decode_responses(ctx.tokenizer, response, ctx.stop_ids)
-    scores_raw = ctx.scorer.score_tensor(prompts, texts, batch_size=ctx.forward_batch_size)[:, 0].to(device)
+    with ctx.accelerator.autocast() if ctx.rm_autocast else contextlib.nullcontext():
+        scores = ctx.scorer.score_tensor(prompts, texts, batch_size=ctx.forward_batch_size)
+    scores_raw = scores[:, 0].float().to(device)
     scores = scores_raw
     if o.whiten_rewards:
         scores = pm.normalize_scores(scores, ctx.scorer.reward_mean, ctx.scorer.reward_std)
@@ -314,7 +449,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
                 qr, am, mask = batch.query_response[idx], batch.attention_mask[idx], batch.mask[idx]
                 with accelerator.autocast():
                     logp, entropy = policy_logprobs(
-                        ctx.policy, qr, am, batch.context, o.temperature, with_entropy=True
+                        ctx.policy, qr, am, batch.context, o.temperature, True, o.logprob_chunk
                     )
                     vpred = token_values(ctx.value, qr, am, batch.context)
                 pg_loss, pg_stats = pm.policy_loss(
@@ -428,6 +563,9 @@ def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(policy, load_file(str(folder / "policy" / "adapter_model.safetensors")))
+        if value_adapter_params(policy):  # ppo.value_backbone=adapter: peft saved it in a subfolder
+            weights = load_file(str(folder / "policy" / VALUE_ADAPTER / "adapter_model.safetensors"))
+            set_peft_model_state_dict(policy, weights, adapter_name=VALUE_ADAPTER)
     else:
         _load_into(policy, _load_folder_weights(folder / "policy", load_file), folder / "policy")
     value = ctx.accelerator.unwrap_model(ctx.value).inner
@@ -481,6 +619,7 @@ class Context:
     total_steps: int
     value_source: str
     step: int = 0
+    rm_autocast: bool = False  # the RM is bfloat16 and scores under the run's autocast
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
@@ -507,37 +646,45 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     set_seed(cfg.train.seed + accelerator.process_index)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     policy = pc.build_policy(cfg)
-    reference = models.build_reference(
-        cfg.model.name_or_path,
-        dtype=cfg.model.dtype,
-        trust_remote_code=cfg.model.trust_remote_code,
-        allow_pickle=cfg.model.allow_pickle,
-    )
+    reference = build_reference(cfg, log)
+    rm_dtype = reward_model_dtype(cfg)
     scorer = RewardScorer.from_path(
         o.reward_model,
         device=str(accelerator.device),
         allow_pickle=cfg.model.allow_pickle,
         trust_remote_code=cfg.model.trust_remote_code,
+        dtype=rm_dtype,
     )
-    value, value_source = build_value_model(
-        cfg.model.name_or_path,
-        o.reward_model,
-        o.value_model,
-        tokenizer,
-        log,
-        allow_pickle=cfg.model.allow_pickle,
-        trust_remote_code=cfg.model.trust_remote_code,
-    )
+    if o.value_backbone == "adapter":
+        refuse_value_adapter_distributed(accelerator)
+        value, value_source = build_adapter_value_model(policy, pc.lora_dict(cfg)), "policy adapter 'value'"
+        log.append("value model: a second LoRA adapter and a new value head on the policy's frozen base")
+    else:
+        value, value_source = build_value_model(
+            cfg.model.name_or_path,
+            o.reward_model,
+            o.value_model,
+            tokenizer,
+            log,
+            allow_pickle=cfg.model.allow_pickle,
+            trust_remote_code=cfg.model.trust_remote_code,
+        )
     for model in (policy, reference, value):
-        disable_dropout(model)
-    reference.to(accelerator.device)
+        if model is not None:
+            disable_dropout(model)
+    if reference is not None:
+        reference.to(accelerator.device)
     episodes = o.episodes if o.episodes is not None else int(cfg.train.epochs * n_prompts)
     per_step = o.rollout_batch_size * accelerator.num_processes
     total_steps = cfg.train.max_steps or max(1, math.ceil(episodes / per_step))
     updates = total_steps * o.ppo_epochs * (o.rollout_batch_size // o.mini_batch_size)
+    value_in_policy = {id(p) for p in value_adapter_params(policy)}
     groups = [
-        {"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.train.lr},
-        {"params": list(value.parameters()), "lr": o.value_lr or cfg.train.lr},
+        {
+            "params": [p for p in policy.parameters() if p.requires_grad and id(p) not in value_in_policy],
+            "lr": cfg.train.lr,
+        },
+        {"params": list(value.parameters()) + value_adapter_params(policy), "lr": o.value_lr or cfg.train.lr},
     ]
     optimizer = torch.optim.AdamW(
         groups, eps=1e-5, weight_decay=cfg.train.weight_decay
@@ -574,7 +721,40 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         o.forward_batch_size or o.mini_batch_size,
         total_steps,
         value_source,
+        rm_autocast=rm_dtype == "bfloat16",
     )
+
+
+def build_reference(cfg: Any, log: list[str]) -> Any:
+    """The frozen KL reference: None under LoRA (the policy with its adapter disabled is the reference,
+    ``reference_logprobs``), else a copy of the starting policy (``ppo.reference_copy`` forces one)."""
+    if cfg.model.lora is not None and not cfg.ppo.reference_copy:
+        log.append("reference: the policy with its LoRA adapter disabled (no second copy)")
+        return None
+    return models.build_reference(
+        cfg.model.name_or_path,
+        dtype=cfg.model.dtype,
+        trust_remote_code=cfg.model.trust_remote_code,
+        allow_pickle=cfg.model.allow_pickle,
+    )
+
+
+def reward_model_dtype(cfg: Any) -> str:
+    """``ppo.reward_model_dtype``; auto: bfloat16 in a bf16 run (train.bf16 or bfloat16 weights)."""
+    wanted = cfg.ppo.reward_model_dtype
+    if wanted != "auto":
+        return wanted
+    return "bfloat16" if cfg.train.bf16 or cfg.model.dtype == "bfloat16" else "float32"
+
+
+def refuse_value_adapter_distributed(accelerator: Any) -> None:
+    """The value adapter lives inside the policy module but trains through the value loss, which a DDP or
+    sharded policy wrapper would not see in its own forward: one process only, for now."""
+    if accelerator.num_processes > 1:
+        raise UserError(
+            f"ppo.value_backbone=adapter runs on one process (got {accelerator.num_processes}): the value "
+            "adapter sits inside the policy's DDP/sharded wrapper; use ppo.value_backbone=separate"
+        )
 
 
 def prompt_positions(step: int, size: int, rank: int, world: int) -> list[int]:
