@@ -363,10 +363,13 @@ def save_checkpoint(
     state: dict[str, Any],
     config_fingerprint: str,
     keep: int = 2,
+    write_shards: Any = None,
 ) -> Path:
     """Write one checkpoint by the protocol above: into ``step-N.tmp`` on every process, then marked COMPLETE
     and renamed by the main process once all have finished. ``write_weights(folder)`` runs on the main
-    process only and writes the stage's weights; ``state`` holds the stage's JSON counters."""
+    process only and writes the stage's weights; ``state`` holds the stage's JSON counters.
+    ``write_shards(folder)`` runs on EVERY process (sharded engines: each writes its shard of weights and
+    optimizer, rewardlab.engines.save_state); ``optimizer=None`` then leaves optimizer.pt out."""
     import torch
 
     tmp = checkpoint_dir(run_dir, step).with_suffix(".tmp")
@@ -375,9 +378,12 @@ def save_checkpoint(
         begin_checkpoint(run_dir, step)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if write_shards is not None:
+        write_shards(tmp)
     if accelerator.is_main_process:
         write_weights(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         info = {
             "step": step,
@@ -417,7 +423,8 @@ def load_checkpoint(
         )
     # Our own files, read with torch's safe unpickler (weights_only=True: tensors and plain containers only,
     # never arbitrary objects), so they need no model.allow_pickle; weights are safetensors.
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    if optimizer is not None:  # None: a sharded engine's optimizer, restored with its weights
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
     if not rng_file.is_file():

@@ -289,7 +289,10 @@ def full_model(accelerator: Any, model: Any, rebuild: Any) -> Any:
     state = accelerator.get_state_dict(model)
     if not accelerator.is_main_process:
         return None
-    plain = rebuild()
+    from rewardlab import engines
+
+    with engines.plain_init():  # not partitioned again by transformers under ZeRO-3
+        plain = rebuild()
     missing, unexpected = plain.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise RuntimeError(f"gathered state dict does not fit the model: {unexpected[:3]} {missing[:3]}")
@@ -307,8 +310,9 @@ def refuse_unsupported_sharding(accelerator: Any, cfg: Any, loop: str, fsdp_keys
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise UserError(
-            f"DeepSpeed: the {loop} loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
-            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
+            f"DeepSpeed: the {loop} loop prepares two models (DeepSpeed makes one engine each and owns their "
+            "steps) and is not ported to rewardlab.engines yet; use configs/accelerate/ddp.yaml or fsdp.yaml "
+            "(rm, sft, dpo, grpo, rloo run under DeepSpeed)"
         )
     if accelerator.distributed_type != DistributedType.FSDP:
         return

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewardlab import models, runs
+from rewardlab import engines, models, runs
 from rewardlab import ppo_math as pm
 from rewardlab.errors import UserError
 from rewardlab.generation import position_ids
@@ -484,23 +484,24 @@ class Context:
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
-    """DeepSpeed refused; under FSDP no checkpoints or resume (pc.refuse_unsupported_sharding)."""
+    """DeepSpeed refused; under FSDP no checkpoints or resume (pc.refuse_unsupported_sharding); pure-bf16
+    full fine-tuning refused (engines.refuse_pure_bf16)."""
     pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
+    engines.refuse_pure_bf16(cfg, "PPO")
 
 
 def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     from rewardlab.scoring import RewardScorer
 
     o = cfg.ppo
-    accelerator = Accelerator(
+    accelerator = engines.make_accelerator(  # DeepSpeed's plugin from the run's config (refused below)
+        cfg,
+        pc.mixed_precision(cfg),  # train.bf16, else accelerate's own (launch flags)
         gradient_accumulation_steps=cfg.train.grad_accum,
-        cpu=pc.device_name() == "cpu",
-        mixed_precision=pc.mixed_precision(cfg),  # train.bf16, else accelerate's own (launch flags)
     )
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
