@@ -237,7 +237,7 @@ def clip_and_step(
     where an overflow is the GradScaler's to skip: the step is then skipped and reported, not stopped."""
     import math
 
-    fp16 = str(accelerator.mixed_precision) == "fp16" or _ds_fp16(accelerator)
+    fp16 = getattr(accelerator, "scaler", None) is not None or _ds_fp16(accelerator)  # a loss scaler at work
     if kind(accelerator) == "deepspeed":
         model.set_gradient_accumulation_boundary(True)
         model.step()  # clipping (gradient_clipping), the update, zero_grad
@@ -251,7 +251,7 @@ def clip_and_step(
     norm = None
     if max_norm:
         norm = float(accelerator.clip_grad_norm_(params, max_norm))  # unscales first under fp16
-    overflow = fp16 and accelerator.scaler is not None and norm is not None and not math.isfinite(norm)
+    overflow = fp16 and norm is not None and not math.isfinite(norm)
     if check_grad_norm is not None and norm is not None and not overflow:
         check_grad_norm(norm)
     optimizer.step()  # under fp16 the GradScaler skips a step with inf/nan gradients
