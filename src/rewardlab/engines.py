@@ -376,3 +376,14 @@ def plain_init() -> Any:
     finally:
         if active is not None:
             hf_ds.set_hf_deepspeed_config(active)
+
+
+class Part:
+    """One part of a prepared Bundle as a callable model: ``Part(engine, "policy")(**kw)`` runs the part
+    through the prepared module's own forward (DeepSpeed's engine, the FSDP2 root), output only."""
+
+    def __init__(self, model: Any, part: str):
+        self.model, self.part = model, part
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(self.part, *args, **kwargs)[0]

@@ -359,9 +359,9 @@ def test_launcher_refuses_a_missing_or_foreign_config(cli, tmp_path):
     assert res.exit_code == 2 and "not an accelerate config" in res.stderr
 
 
-def test_ppo_refuses_what_it_cannot_do_sharded():
-    """PPO's policy and value are two prepared models: DeepSpeed refused, FSDP without checkpoints (the RM
-    loop runs every engine: tests/recipes/test_sharded.py)."""
+def test_own_loops_refuse_only_what_they_cannot_do_sharded():
+    """PPO under FSDP refuses checkpoints (two prepared models there); every other engine runs rm and ppo
+    with checkpoints (tests/recipes/test_sharded.py)."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -370,14 +370,15 @@ def test_ppo_refuses_what_it_cannot_do_sharded():
     from rewardlab.errors import UserError
     from rewardlab.recipes import ppo, rm
 
-    path = ROOT / "configs/ppo/tiny.yaml"
-    plain, saving = cfglib.load(path, []), cfglib.load(path, ["train.save_every=2"])
-    with pytest.raises(UserError, match="DeepSpeed"):
-        ppo.check_distributed(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), plain)
+    saving = cfglib.load(ROOT / "configs/ppo/tiny.yaml", ["train.save_every=2"])
     with pytest.raises(UserError, match="train.save_every: not supported under FSDP"):
         ppo.check_distributed(SimpleNamespace(distributed_type=DistributedType.FSDP), saving)
-    ppo.check_distributed(SimpleNamespace(distributed_type=DistributedType.FSDP), plain)
-    ppo.check_distributed(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), saving)
+    ppo.check_distributed(
+        SimpleNamespace(distributed_type=DistributedType.FSDP),
+        cfglib.load(ROOT / "configs/ppo/tiny.yaml", []),
+    )
     rm_saving = cfglib.load(ROOT / "configs/rm/tiny.yaml", ["train.save_every=2", "train.eval_every=2"])
+    for kind in (DistributedType.DEEPSPEED, DistributedType.MULTI_GPU):
+        ppo.check_distributed(SimpleNamespace(distributed_type=kind), saving)
     for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MULTI_GPU):
-        rm.check_distributed(SimpleNamespace(distributed_type=kind), rm_saving)  # every engine, all of it
+        rm.check_distributed(SimpleNamespace(distributed_type=kind), rm_saving)

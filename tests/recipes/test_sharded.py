@@ -137,3 +137,26 @@ def test_kill_9_under_zero3_then_resume_ends_as_the_uninterrupted_run(zero3_runs
     assert wa.keys() == wb.keys()
     for key in wa:
         assert (wa[key] == wb[key]).all(), f"{why}: {key} differs"
+
+
+def test_ppo_under_zero3_on_two_processes_matches_one_process(tmp_path, cli):
+    """Policy and value as one DeepSpeed engine (engines.Bundle): 2 x 4 rollouts under ZeRO-3 (generation
+    with synced processes, DeepSpeed's accumulation: 2 micro-batches of 2) end as 1 x 8 on one process."""
+    from _policy_setup import untrained_rm
+    from test_distributed import PPO_KEYS
+
+    rm = untrained_rm("rm-tiny", "offline:tiny-rm")
+    common = ["train", "ppo", str(ROOT / "configs/ppo/tiny.yaml"), f"data.train={DATA}", "model.name_or_path=offline:tiny-llama",
+              f"ppo.reward_model={rm}", "ppo.ppo_epochs=1", "ppo.max_new_tokens=8", "train.log_every=1",
+              "train.max_steps=2"]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert (
+        cli(*common, f"output_dir={one}", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=8").exit_code == 0
+    )
+    proc = zero3([*common, f"output_dir={two}", "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4",
+                  "train.grad_accum=2"], DS_ENV, tmp_path / "ppo.log")  # fmt: skip
+    assert proc.wait(timeout=600) == 0, (tmp_path / "ppo.log").read_text()[-4000:]
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
+    assert_metrics_match(ma, mb, PPO_KEYS)
+    diff, scale = max_output_difference(one / "model", two / "model", "policy")
+    assert diff <= 1e-5 < 0.01 * scale
