@@ -23,7 +23,6 @@ import pytest
 from _policy_setup import DATA, RM_TIMING_KEYS, ROOT, read_jsonl
 from test_distributed import ENV, RM_KEYS, assert_metrics_match, max_output_difference
 
-
 ZERO3_CPU = ROOT / "configs" / "accelerate" / "zero3-cpu.yaml"
 # no ACCELERATE_USE_CPU: accelerate would drop DeepSpeed; `--launcher` sets DS_ACCELERATOR=cpu itself
 DS_ENV = {k: v for k, v in ENV.items() if k != "ACCELERATE_USE_CPU"}
