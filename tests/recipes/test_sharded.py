@@ -89,16 +89,19 @@ def zero3_runs(tmp_path_factory) -> dict:
             "straight_log": (tmp / "straight.log").read_text(), "resume_log": (tmp / "resume.log").read_text()}  # fmt: skip
 
 
-def test_rm_under_zero3_on_two_processes_matches_one_process(zero3_runs, tmp_path, cli):
-    """1 x 8 groups in-process vs ZeRO-3 with 2 processes x 2 groups x 2 accumulation steps (DeepSpeed's
-    gradient_accumulation_steps and clipping taken from the run's config: "auto" in the yaml), with the
-    learned tie parameters inside the prepared module, mid-run eval shared over the processes and sharded
-    checkpoints."""
-    one, two = tmp_path / "one", zero3_runs["straight"]
-    assert cli(*rm_args(one, "train.batch_size=8")).exit_code == 0
-    assert "batch 2 groups x 2 accum x 2 proc" in zero3_runs["straight_log"]
+@pytest.fixture(scope="module")
+def rm_one_process(tmp_path_factory) -> Path:
+    """The reference: 1 process x 8 groups (in-process CLI), the same 4 steps."""
+    from conftest import run_cli
+
+    one = tmp_path_factory.mktemp("rm") / "one"
+    assert run_cli(*rm_args(one, "train.batch_size=8")).exit_code == 0
+    return one
+
+
+def assert_rm_runs_match(one: Path, two: Path, engine: str) -> None:
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
-    assert (ma["engine"], mb["engine"]) == ("single", "zero3")
+    assert (ma["engine"], mb["engine"]) == ("single", engine)
     assert mb["tie_param_learned"] and mb["tie_param_by_head"]["overall"] != pytest.approx(1.0, abs=1e-3)
     assert_metrics_match(ma, mb, RM_KEYS)
     for head, value in ma["tie_param_by_head"].items():  # trained inside the engine, identically
@@ -116,7 +119,64 @@ def test_rm_under_zero3_on_two_processes_matches_one_process(zero3_runs, tmp_pat
     assert diff <= 1e-5 < 0.01 * scale
     ckpt = two / "checkpoints" / "step-00000004"
     assert (ckpt / "engine").is_dir() and not (ckpt / "optimizer.pt").exists()  # the engine's own shards
-    assert json.loads((ckpt / "trainer_state.json").read_text())["engine"] == "zero3"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["engine"] == engine
+
+
+def test_rm_under_zero3_on_two_processes_matches_one_process(zero3_runs, rm_one_process):
+    """1 x 8 groups in-process vs ZeRO-3 with 2 processes x 2 groups x 2 accumulation steps (DeepSpeed's
+    gradient_accumulation_steps and clipping taken from the run's config: "auto" in the yaml), with the
+    learned tie parameters inside the prepared module, mid-run eval shared over the processes and sharded
+    checkpoints."""
+    assert "batch 2 groups x 2 accum x 2 proc" in zero3_runs["straight_log"]
+    assert_rm_runs_match(rm_one_process, zero3_runs["straight"], "zero3")
+
+
+# accelerate 1.16 turns FSDP on only for GPU-like devices (AcceleratorState leaves a CPU run MULTI_CPU);
+# torch's fully_shard itself trains on CPU over gloo. This hook lifts accelerate's device gate alone, in the
+# launched processes of the test below, so accelerate's own FSDP2 preparation and save/load_state run.
+FSDP_ON_CPU = """
+from accelerate import state as _state
+from accelerate.utils import DistributedType
+
+_init = _state.AcceleratorState.__init__
+
+
+def _init_fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
+    _init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+    if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+        self.distributed_type = DistributedType.FSDP
+        self.fsdp_plugin = fsdp_plugin
+        _state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+_state.AcceleratorState.__init__ = _init_fsdp_on_cpu
+"""
+
+
+def test_rm_under_fsdp2_on_two_processes_matches_one_process(rm_one_process, tmp_path):
+    """configs/accelerate/fsdp.yaml (FSDP2 full shard, transformer-layer wrapping, FULL_STATE_DICT) with 2
+    CPU processes over gloo and accelerate's device gate lifted (FSDP_ON_CPU): the same run as 1 process,
+    with the tie parameters sharded in the root module and sharded checkpoints."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(FSDP_ON_CPU)
+    config = tmp_path / "fsdp-cpu.yaml"
+    text = (ROOT / "configs" / "accelerate" / "fsdp.yaml").read_text()
+    config.write_text(
+        text.replace("num_processes: 8", "num_processes: 2").replace(
+            "mixed_precision: bf16", "mixed_precision: 'no'"
+        )
+    )
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])}
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "rewardlab.cli",
+           *rm_args(two, *ZERO3_ARGS)]  # fmt: skip
+    done = subprocess.run(
+        [str(c) for c in cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert_rm_runs_match(rm_one_process, two, "fsdp2")
+    assert (two / "checkpoints" / "step-00000004" / "engine" / "pytorch_model_fsdp.bin").is_file()
 
 
 def test_kill_9_under_zero3_then_resume_ends_as_the_uninterrupted_run(zero3_runs):
