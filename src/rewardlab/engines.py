@@ -118,7 +118,7 @@ def kind(accelerator: Any) -> str:
         return "deepspeed"
     if t == DistributedType.FSDP:
         return "fsdp"
-    return "ddp" if accelerator.num_processes > 1 else "single"
+    return "ddp" if getattr(accelerator, "num_processes", 1) > 1 else "single"
 
 
 SHARDED_STATE = ("zero2", "zero3", "fsdp1", "fsdp2")  # engines whose optimizer state is split over processes

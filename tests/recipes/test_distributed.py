@@ -360,8 +360,8 @@ def test_launcher_refuses_a_missing_or_foreign_config(cli, tmp_path):
 
 
 def test_own_loops_refuse_only_what_they_cannot_do_sharded():
-    """PPO under FSDP refuses checkpoints (two prepared models there); every other engine runs rm and ppo
-    with checkpoints (tests/recipes/test_sharded.py)."""
+    """PPO refuses FSDP2 (accelerate prepares one model there) and checkpoints under FSDP1; every other
+    engine runs rm and ppo with checkpoints (tests/recipes/test_sharded.py)."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -371,12 +371,21 @@ def test_own_loops_refuse_only_what_they_cannot_do_sharded():
     from rewardlab.recipes import ppo, rm
 
     saving = cfglib.load(ROOT / "configs/ppo/tiny.yaml", ["train.save_every=2"])
-    with pytest.raises(UserError, match="train.save_every: not supported under FSDP"):
-        ppo.check_distributed(SimpleNamespace(distributed_type=DistributedType.FSDP), saving)
-    ppo.check_distributed(
-        SimpleNamespace(distributed_type=DistributedType.FSDP),
-        cfglib.load(ROOT / "configs/ppo/tiny.yaml", []),
+    fsdp1 = SimpleNamespace(
+        distributed_type=DistributedType.FSDP,
+        state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)),
     )
+    fsdp2 = SimpleNamespace(
+        distributed_type=DistributedType.FSDP,
+        state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=2)),
+    )
+    with pytest.raises(UserError, match="train.save_every: not supported under FSDP"):
+        ppo.check_distributed(fsdp1, saving)
+    with pytest.raises(UserError, match="train ppo under FSDP2: accelerate prepares one model"):
+        ppo.check_distributed(
+            fsdp2, cfglib.load(ROOT / "configs/ppo/tiny.yaml", [])
+        )  # before any model loads
+    ppo.check_distributed(fsdp1, cfglib.load(ROOT / "configs/ppo/tiny.yaml", []))
     rm_saving = cfglib.load(ROOT / "configs/rm/tiny.yaml", ["train.save_every=2", "train.eval_every=2"])
     for kind in (DistributedType.DEEPSPEED, DistributedType.MULTI_GPU):
         ppo.check_distributed(SimpleNamespace(distributed_type=kind), saving)

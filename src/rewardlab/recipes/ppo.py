@@ -529,8 +529,14 @@ class Context:
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
-    """Under FSDP no checkpoints or resume (pc.refuse_unsupported_sharding); pure-bf16 full fine-tuning
-    refused (engines.refuse_pure_bf16). DeepSpeed runs policy and value as one engine."""
+    """FSDP2 refused (accelerate prepares one model there); under FSDP1 no checkpoints or resume
+    (pc.refuse_unsupported_sharding); pure-bf16 full fine-tuning refused (engines.refuse_pure_bf16).
+    DeepSpeed runs policy and value as one engine."""
+    if engines.kind(accelerator) == "fsdp" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
+        raise UserError(
+            "train ppo under FSDP2: accelerate prepares one model there and PPO's policy and value are not "
+            "one FSDP module yet; use configs/accelerate/zero3.yaml (sharded, one engine) or ddp.yaml"
+        )
     pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
     engines.refuse_pure_bf16(cfg, "PPO")
 
