@@ -270,12 +270,24 @@ def _ds_fp16(accelerator: Any) -> bool:
 
 
 def local_tensor(p: Any) -> Any:
-    """The part of a parameter this process holds: the ZeRO-3 partition, the FSDP2 local shard, else all."""
+    """The part of a parameter this process holds: the ZeRO-3 partition, the FSDP2 local shard, else all.
+    (ZeRO-3 also keeps small "persistent" parameters whole in ``p.data``, all-gathered from their
+    partitions after each step: after writing partitions, call ``after_shard_writes``.)"""
     if hasattr(p, "ds_tensor"):
         return p.ds_tensor
     if hasattr(p, "to_local"):
         return p.to_local()
     return p
+
+
+def after_shard_writes(accelerator: Any, model: Any) -> None:
+    """After writing parameters through ``local_tensor`` (e.g. the weight average): under ZeRO-3 re-gather
+    the persistent parameters from their partitions, as DeepSpeed does around a checkpoint, so the next
+    forward and the gathered state dict agree. A collective: call on every process."""
+    if kind(accelerator) == "deepspeed" and is_sharded(accelerator):
+        opt = model.optimizer
+        opt.checkpoint_event_prologue()
+        opt.checkpoint_event_epilogue()
 
 
 def nonfinite_weight(accelerator: Any, named_parameters: Any) -> str | None:

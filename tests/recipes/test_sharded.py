@@ -30,9 +30,10 @@ DS_ENV = {k: v for k, v in ENV.items() if k != "ACCELERATE_USE_CPU"}
 
 def rm_args(out: Path, *extra: str) -> list[str]:
     """2 groups x 2 accumulation steps per process under ZeRO-3 (8 per step over 2 processes), eval every 2
-    steps (shared over the processes), a sharded checkpoint every step."""
+    steps (shared over the processes), SWA from step 1 (each process averages its shard; checkpointed per
+    process), a sharded checkpoint every step."""
     return ["train", "rm", str(ROOT / "configs/rm/tiny.yaml"), f"data.train={DATA}", f"output_dir={out}",
-            "train.max_steps=4", "train.eval_every=2", *extra]  # fmt: skip
+            "train.max_steps=4", "train.eval_every=2", "averaging.kind=swa", "averaging.start=0.3", *extra]  # fmt: skip
 
 
 ZERO3_ARGS = ("train.batch_size=2", "train.grad_accum=2", "train.save_every=1")

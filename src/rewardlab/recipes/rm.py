@@ -40,7 +40,7 @@ from rewardlab.data.dataset import (
 )
 from rewardlab.data.schema import normalize_strength
 from rewardlab.errors import UserError
-from rewardlab.eval.rm import evaluate_rewards, head_pairs, score_records
+from rewardlab.eval.rm import evaluate_rewards, head_pairs
 from rewardlab.param_groups import layerwise_param_groups
 from rewardlab.recipes import policy_common as pc
 from rewardlab.scoring import RewardScorer, encode_conversations, pad_batch
@@ -673,17 +673,6 @@ def stats_sample(records: list[dict], cfg: RMConfig) -> list[dict]:
     return chosen
 
 
-def score_after_training(
-    scorer: RewardScorer, train_recs: list[dict], eval_recs: list[dict], cfg: RMConfig
-) -> tuple[list[dict], list[np.ndarray], list[np.ndarray]]:
-    """The statistics sample and the eval records scored in ONE pass (each distinct response once, batched
-    by length over both sets): (stats records, their rewards, eval rewards). Scored separately, with up
-    to 4096 statistics responses, they took ~90 s of a 389 s MiniLM run on HH-RLHF (issue 12)."""
-    chosen = stats_sample(train_recs, cfg)
-    rewards = score_records(scorer, chosen + eval_recs, batch_size=cfg.eval_batch_size)
-    return chosen, rewards[: len(chosen)], rewards[len(chosen) :]
-
-
 def statistics_from_rewards(
     chosen: list[dict], rewards: list[np.ndarray], cfg: RMConfig, ties: list[str | None]
 ) -> dict:
@@ -1182,12 +1171,12 @@ def finish(ctx: Context) -> dict[str, Any]:
     processes, the whole model gathered and saved as a plain HF folder with its card (main process only)."""
     cfg, accelerator, counters = ctx.cfg, ctx.accelerator, ctx.counters
     post_start = time.perf_counter()
-    ctx.averager.copy_to(
-        engines.inner(accelerator, ctx.model, "model")
-    )  # each process's shard; no-op without
+    if ctx.averager.count:  # the average in: each process writes its shard of it
+        ctx.averager.copy_to(engines.inner(accelerator, ctx.model, "model"))
+        engines.after_shard_writes(accelerator, ctx.model)
     ctx.model.eval()
     chosen = stats_sample(ctx.train_recs, cfg)
-    rewards = score_shared(ctx, chosen + ctx.eval_recs)  # one pass (score_after_training), every process
+    rewards = score_shared(ctx, chosen + ctx.eval_recs)  # statistics and eval in one pass, every process
     stat_rewards, eval_rewards = rewards[: len(chosen)], rewards[len(chosen) :]
     metrics: dict[str, Any] = {}
     final = gather_model(ctx)  # a collective under FSDP / ZeRO-3
