@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "losses", "ppo_math", "param_groups", "models", "tracking", "cards"),
     ("data",),
     ("raters",),
-    ("runs", "scoring", "generation"),
+    ("runs", "scoring", "generation", "engines"),
     ("eval", "report"),
     ("recipes",),
     ("commands",),

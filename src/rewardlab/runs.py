@@ -381,10 +381,13 @@ def save_checkpoint(
     state: dict[str, Any],
     config_fingerprint: str,
     keep: int = 2,
+    write_shards: Any = None,
 ) -> Path:
     """Write one checkpoint by the protocol above: into ``step-N.tmp`` on every process, then marked COMPLETE
     and renamed by the main process once all have finished. ``write_weights(folder)`` runs on the main
-    process only and writes the stage's weights; ``state`` holds the stage's JSON counters."""
+    process only and writes the stage's weights; ``state`` holds the stage's JSON counters.
+    ``write_shards(folder)`` runs on EVERY process (sharded engines: each writes its shard of weights and
+    optimizer, rewardlab.engines.save_state); ``optimizer=None`` then leaves optimizer.pt out."""
     import torch
 
     tmp = checkpoint_dir(run_dir, step).with_suffix(".tmp")
@@ -393,9 +396,12 @@ def save_checkpoint(
         begin_checkpoint(run_dir, step)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    if write_shards is not None:
+        write_shards(tmp)
     if accelerator.is_main_process:
         write_weights(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         info = {
             "step": step,
@@ -439,7 +445,8 @@ def load_checkpoint(
     # would otherwise put its optimizer state on the first GPU); RNG states must be CPU tensors.
     here = torch.device(getattr(accelerator, "device", "cpu"))
     here = "cpu" if here.type == "cpu" else here  # torch.load cannot restore onto "cpu:0" (MULTI_CPU's name)
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=here))
+    if optimizer is not None:  # None: a sharded engine's optimizer, restored with its weights
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=here))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True, map_location="cpu"))
     rng_file = ckpt / f"rng_state_{accelerator.process_index}.pt"
     if not rng_file.is_file():

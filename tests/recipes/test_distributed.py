@@ -76,6 +76,7 @@ EXPECTED = {  # file -> (distributed_type, num_processes, num_machines)
     "fsdp.yaml": ("FSDP", 8, 1),
     "zero2.yaml": ("DEEPSPEED", 8, 1),
     "zero3.yaml": ("DEEPSPEED", 8, 1),
+    "zero3-cpu.yaml": ("DEEPSPEED", 2, 1),
     "multinode.yaml": ("MULTI_GPU", 16, 2),
 }
 
@@ -104,7 +105,10 @@ def test_accelerate_config_parses_with_accelerates_own_loader(name):
         assert cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     if name.startswith("zero"):
         assert cfg.deepspeed_config["zero_stage"] == int(name[4])
-    if name == "zero3.yaml":  # accelerator.get_state_dict needs it to gather the saved model
+        # DeepSpeed owns accumulation and clipping: "auto" takes train.grad_accum and train.max_grad_norm
+        assert cfg.deepspeed_config["gradient_accumulation_steps"] == "auto"
+        assert cfg.deepspeed_config["gradient_clipping"] == "auto"
+    if name.startswith("zero3"):  # accelerator.get_state_dict needs it to gather the saved model
         assert cfg.deepspeed_config["zero3_save_16bit_model"] is True
     if name == "multinode.yaml":
         assert cfg.main_process_ip and cfg.main_process_port and cfg.machine_rank == 0
@@ -355,8 +359,9 @@ def test_launcher_refuses_a_missing_or_foreign_config(cli, tmp_path):
     assert res.exit_code == 2 and "not an accelerate config" in res.stderr
 
 
-@pytest.mark.parametrize("stage", ["rm", "ppo"])
-def test_own_loops_refuse_what_they_cannot_do_sharded(stage):
+def test_own_loops_refuse_only_what_they_cannot_do_sharded():
+    """PPO refuses FSDP2 (accelerate prepares one model there) and checkpoints under FSDP1; every other
+    engine runs rm and ppo with checkpoints (tests/recipes/test_sharded.py)."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -365,12 +370,24 @@ def test_own_loops_refuse_what_they_cannot_do_sharded(stage):
     from rewardlab.errors import UserError
     from rewardlab.recipes import ppo, rm
 
-    check = {"rm": rm.check_distributed, "ppo": ppo.check_distributed}[stage]
-    path = ROOT / f"configs/{stage}/tiny.yaml"
-    plain, saving = cfglib.load(path, []), cfglib.load(path, ["train.save_every=2"])
-    with pytest.raises(UserError, match="DeepSpeed"):
-        check(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), plain)
+    saving = cfglib.load(ROOT / "configs/ppo/tiny.yaml", ["train.save_every=2"])
+    fsdp1 = SimpleNamespace(
+        distributed_type=DistributedType.FSDP,
+        state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1)),
+    )
+    fsdp2 = SimpleNamespace(
+        distributed_type=DistributedType.FSDP,
+        state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=2)),
+    )
     with pytest.raises(UserError, match="train.save_every: not supported under FSDP"):
-        check(SimpleNamespace(distributed_type=DistributedType.FSDP), saving)
-    check(SimpleNamespace(distributed_type=DistributedType.FSDP), plain)  # training and the final save: fine
-    check(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), saving)
+        ppo.check_distributed(fsdp1, saving)
+    with pytest.raises(UserError, match="train ppo under FSDP2: accelerate prepares one model"):
+        ppo.check_distributed(
+            fsdp2, cfglib.load(ROOT / "configs/ppo/tiny.yaml", [])
+        )  # before any model loads
+    ppo.check_distributed(fsdp1, cfglib.load(ROOT / "configs/ppo/tiny.yaml", []))
+    rm_saving = cfglib.load(ROOT / "configs/rm/tiny.yaml", ["train.save_every=2", "train.eval_every=2"])
+    for kind in (DistributedType.DEEPSPEED, DistributedType.MULTI_GPU):
+        ppo.check_distributed(SimpleNamespace(distributed_type=kind), saving)
+    for kind in (DistributedType.DEEPSPEED, DistributedType.FSDP, DistributedType.MULTI_GPU):
+        rm.check_distributed(SimpleNamespace(distributed_type=kind), rm_saving)

@@ -1,7 +1,8 @@
 """`rewardlab train STAGE CONFIG --launcher ACCELERATE.yaml`: the same command, re-run under accelerate.
 
 Saves typing the `accelerate launch --config_file ... -m rewardlab.cli` prefix and, on a machine without a
-GPU, sets ACCELERATE_USE_CPU=true (without it the launched processes would not join one gloo group).
+GPU, sets ACCELERATE_USE_CPU=true (without it the launched processes would not join one gloo group), or for
+a DeepSpeed config DS_ACCELERATOR=cpu (accelerate would drop DeepSpeed under ACCELERATE_USE_CPU).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def launch_command(launcher: str, stage: str, config: str, overrides: list[str],
     ]  # fmt: skip
 
 
+def _is_deepspeed(launcher: str) -> bool:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    return str(ClusterConfig.from_yaml_file(Path(launcher)).distributed_type).endswith("DEEPSPEED")
+
+
 def relaunch(launcher: str, stage: str, config: str, overrides: list[str] | None, as_json: bool) -> None:
     """Run the command under `accelerate launch` and exit with its exit code (never returns)."""
     import torch
@@ -46,6 +53,9 @@ def relaunch(launcher: str, stage: str, config: str, overrides: list[str] | None
     cmd = launch_command(launcher, stage, config, overrides or [], as_json)
     env = dict(os.environ)
     if not torch.cuda.is_available():
-        env.setdefault("ACCELERATE_USE_CPU", "true")
+        if _is_deepspeed(launcher):  # accelerate drops DeepSpeed under ACCELERATE_USE_CPU (engines.py)
+            env.setdefault("DS_ACCELERATOR", "cpu")
+        else:
+            env.setdefault("ACCELERATE_USE_CPU", "true")
     print(f"launching: {' '.join(cmd[1:])}", file=sys.stderr)
     raise typer.Exit(subprocess.call(cmd, env=env))

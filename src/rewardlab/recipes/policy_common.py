@@ -278,19 +278,26 @@ def is_sharded(accelerator: Any) -> bool:
     return False
 
 
-def full_model(accelerator: Any, model: Any, rebuild: Any) -> Any:
+def full_model(accelerator: Any, model: Any, rebuild: Any, part: str | None = None) -> Any:
     """The whole trained model as a plain module on the main process (None elsewhere). Call on EVERY process.
 
     DDP and one process: the unwrapped model itself. FSDP / ZeRO-3: ``accelerator.get_state_dict`` gathers
     the full weights (a collective), and the main process loads them into a fresh copy from ``rebuild()``
     (the same builder call as at the start), so saving, LoRA merging and evaluation see ordinary tensors.
+    ``part``: ``model`` is a prepared rewardlab.engines.Bundle and this part of it is wanted.
     """
+    from rewardlab import engines
+
     if not is_sharded(accelerator):
-        return accelerator.unwrap_model(model) if accelerator.is_main_process else None
-    state = accelerator.get_state_dict(model)
+        if not accelerator.is_main_process:
+            return None
+        plain = accelerator.unwrap_model(model)
+        return getattr(plain, part) if part else plain
+    state = engines.full_state_dict(accelerator, model, part)
     if not accelerator.is_main_process:
         return None
-    plain = rebuild()
+    with engines.plain_init():  # not partitioned again by transformers under ZeRO-3
+        plain = rebuild()
     missing, unexpected = plain.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:
         raise RuntimeError(f"gathered state dict does not fit the model: {unexpected[:3]} {missing[:3]}")
@@ -300,17 +307,11 @@ def full_model(accelerator: Any, model: Any, rebuild: Any) -> Any:
 
 
 def refuse_unsupported_sharding(accelerator: Any, cfg: Any, loop: str, fsdp_keys: tuple[str, ...]) -> None:
-    """For our own training loops (rm, ppo): refuse what they cannot do correctly. DeepSpeed would take over
-    the accumulation and optimizer step the loop does itself; under FSDP their checkpoints would hold the
-    main process's optimizer shard only (and rm's mid-run eval runs the model on the main process alone),
-    so the ``train.<key>`` options in ``fsdp_keys`` are refused there."""
+    """For our own training loops: refuse what they cannot do correctly. Under FSDP ppo's checkpoints would
+    hold the main process's optimizer shard only, so the ``train.<key>`` options in ``fsdp_keys`` are
+    refused there (DeepSpeed runs through rewardlab.engines)."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise UserError(
-            f"DeepSpeed: the {loop} loop is written for DDP and FSDP (DeepSpeed would own its accumulation and "
-            "optimizer step); use configs/accelerate/ddp.yaml or fsdp.yaml (sft, dpo, grpo, rloo run under it)"
-        )
     if accelerator.distributed_type != DistributedType.FSDP:
         return
     for key in fsdp_keys:

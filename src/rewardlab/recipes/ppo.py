@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rewardlab import models, runs
+from rewardlab import engines, models, runs
 from rewardlab import ppo_math as pm
 from rewardlab.errors import UserError
 from rewardlab.generation import position_ids
@@ -432,6 +432,10 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     first: dict[str, float] = {}
     generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
     window_loss = torch.zeros(1, device=batch.mask.device)  # loss summed since the last optimizer step
+    # DeepSpeed: policy and value are one engine (engines.Bundle) that owns accumulation, clipping and step
+    ds = ctx.engine is not None
+    policy_fn = engines.Part(ctx.engine, "policy") if ds else ctx.policy
+    value_fn = engines.Part(ctx.engine, "value") if ds else ctx.value
     for _ in range(o.ppo_epochs):
         order = torch.randperm(n, generator=generator)
         for start in range(0, n, micro):
@@ -445,13 +449,19 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
             # minibatch's token mean, so DDP's average over processes and the accumulation's average over
             # micro-batches give the same gradient on 1 process or N
             share = float(batch.mask[idx].sum()) * accelerator.num_processes * accum / max(mb_tokens, 1.0)
-            with accelerator.accumulate(ctx.policy, ctx.value):
+            last = (start + micro) % o.mini_batch_size == 0 or start + micro >= n
+            sync = (
+                engines.micro_step(accelerator, ctx.engine, last)
+                if ds
+                else accelerator.accumulate(ctx.policy, ctx.value)
+            )
+            with sync:
                 qr, am, mask = batch.query_response[idx], batch.attention_mask[idx], batch.mask[idx]
                 with accelerator.autocast():
                     logp, entropy = policy_logprobs(
-                        ctx.policy, qr, am, batch.context, o.temperature, True, o.logprob_chunk
+                        policy_fn, qr, am, batch.context, o.temperature, True, o.logprob_chunk
                     )
-                    vpred = token_values(ctx.value, qr, am, batch.context)
+                    vpred = token_values(value_fn, qr, am, batch.context)
                 pg_loss, pg_stats = pm.policy_loss(
                     logp, batch.logprobs[idx], batch.advantages[idx], mask, o.cliprange
                 )
@@ -459,19 +469,32 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
                     vpred, batch.values[idx], batch.returns[idx], mask, o.cliprange_value
                 )
                 loss = (pg_loss + o.vf_coef * vf_loss) * share
-                accelerator.backward(loss)
                 window_loss += loss.detach().float()
-                grad_norm = None
-                if accelerator.sync_gradients and ctx.cfg.train.max_grad_norm:
-                    params = [p for m in (ctx.policy, ctx.value) for p in m.parameters() if p.requires_grad]
-                    grad_norm = accelerator.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm)
-                if accelerator.sync_gradients:
-                    check_finite_update(ctx, window_loss, grad_norm)
-                    window_loss.zero_()
-                ctx.optimizer.step()
-                if accelerator.sync_gradients:
-                    ctx.scheduler.step()
-                ctx.optimizer.zero_grad()
+                if ds:
+                    engines.backward(accelerator, ctx.engine, loss / accum)
+                    if last:  # the loss before the step; DeepSpeed measures the norm inside it
+                        check_finite_update(ctx, window_loss, None)
+                        window_loss.zero_()
+                        engines.clip_and_step(
+                            accelerator, ctx.engine, ctx.optimizer, ctx.cfg.train.max_grad_norm,
+                            functools.partial(stop_on_grad_norm, ctx),
+                        )  # fmt: skip
+                        ctx.scheduler.step()
+                else:
+                    accelerator.backward(loss)
+                    grad_norm = None
+                    if accelerator.sync_gradients and ctx.cfg.train.max_grad_norm:
+                        params = [
+                            p for m in (ctx.policy, ctx.value) for p in m.parameters() if p.requires_grad
+                        ]
+                        grad_norm = accelerator.clip_grad_norm_(params, ctx.cfg.train.max_grad_norm)
+                    if accelerator.sync_gradients:
+                        check_finite_update(ctx, window_loss, grad_norm)
+                        window_loss.zero_()
+                    ctx.optimizer.step()
+                    if accelerator.sync_gradients:
+                        ctx.scheduler.step()
+                    ctx.optimizer.zero_grad()
             row = {
                 "policy/loss": pg_loss.item(),
                 "value/loss": vf_loss.item(),
@@ -499,6 +522,11 @@ def check_finite_update(ctx: Any, window_loss: Any, grad_norm: Any) -> None:
         runs.stop_on_nonfinite("ppo", "gradient norm", float(grad_norm), step, last)
 
 
+def stop_on_grad_norm(ctx: Any, norm: float) -> None:
+    last = functools.partial(runs.latest_checkpoint, ctx.run_dir)
+    runs.stop_on_nonfinite("ppo", "gradient norm", float(norm), ctx.step + 1, last)
+
+
 def check_finite_rewards(ctx: Any, batch: Rollout) -> None:
     """Stop before any update when a reward-model score is nan/inf (summed over processes, so all stop)."""
     total = ctx.accelerator.reduce(batch.scores_raw.detach().float().sum().reshape(1), reduction="sum")
@@ -513,8 +541,8 @@ def check_finite_rewards(ctx: Any, batch: Rollout) -> None:
 
 def check_weights(ctx: Any) -> None:
     """Refuse to save diverged weights (they are identical on every process, so all stop together)."""
-    for model in (ctx.policy, ctx.value):
-        bad = runs.first_nonfinite_weight(model.named_parameters())
+    for model in (ctx.policy, ctx.value):  # under ZeRO-3 each process checks its shard, all decide together
+        bad = engines.nonfinite_weight(ctx.accelerator, model.named_parameters())
         if bad is not None:
             runs.stop_on_nonfinite(
                 "ppo", f"weight {bad}", math.nan, ctx.step, runs.latest_checkpoint(ctx.run_dir)
@@ -529,8 +557,11 @@ def save_checkpoint(ctx: Any, history: list[dict[str, float]]) -> None:
     (runs.save_checkpoint): the KL controller and the per-step stats the final summary averages."""
     accelerator = ctx.accelerator
     check_weights(ctx)
+    ds = ctx.engine is not None  # DeepSpeed: the engine's own checkpoint (engine/, every process its shard)
 
     def write_weights(folder: Path) -> None:
+        if ds:
+            return
         accelerator.unwrap_model(ctx.policy).save_pretrained(folder / "policy", safe_serialization=True)
         accelerator.unwrap_model(ctx.value).inner.save_pretrained(folder / "value", safe_serialization=True)
 
@@ -538,10 +569,15 @@ def save_checkpoint(ctx: Any, history: list[dict[str, float]]) -> None:
         ctx.run_dir,
         ctx.step,
         accelerator,
-        optimizer=ctx.optimizer,
+        optimizer=None if ds else ctx.optimizer,
         scheduler=ctx.scheduler,
         write_weights=write_weights,
-        state={"kl_ctl": ctx.kl_ctl.state_dict(), "history": history},
+        write_shards=(lambda folder: engines.save_state(accelerator, folder)) if ds else None,
+        state={
+            "kl_ctl": ctx.kl_ctl.state_dict(),
+            "history": history,
+            "engine": engines.describe(accelerator),
+        },
         config_fingerprint=runs.resume_fingerprint(ctx.cfg),
         keep=ctx.cfg.keep_checkpoints,
     )
@@ -551,13 +587,23 @@ def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
     """Restore what ``save_checkpoint`` wrote; returns the per-step stats history up to the checkpoint."""
     from safetensors.torch import load_file
 
+    ds = ctx.engine is not None
+    if ds:
+        engines.load_state(ctx.accelerator, folder)  # policy, value and optimizer shards
     info = runs.load_checkpoint(
         folder,
         ctx.accelerator,
-        optimizer=ctx.optimizer,
+        optimizer=None if ds else ctx.optimizer,
         scheduler=ctx.scheduler,
         config_fingerprint=runs.resume_fingerprint(ctx.cfg),
     )
+    saved = info.get("engine", "ddp" if info.get("world_size", 1) > 1 else "single")
+    if (saved in engines.SHARDED_STATE) != ds:
+        raise UserError(f"{folder}: written under {saved}, resumed under {engines.describe(ctx.accelerator)}")
+    ctx.step = int(info["step"])
+    ctx.kl_ctl.load_state_dict(info["kl_ctl"])
+    if ds:
+        return list(info.get("history") or [])
     policy = ctx.accelerator.unwrap_model(ctx.policy)
     if ctx.cfg.model.lora is not None:
         from peft import set_peft_model_state_dict
@@ -570,8 +616,6 @@ def load_checkpoint(ctx: Any, folder: Path) -> list[dict[str, float]]:
         _load_into(policy, _load_folder_weights(folder / "policy", load_file), folder / "policy")
     value = ctx.accelerator.unwrap_model(ctx.value).inner
     _load_into(value, _load_folder_weights(folder / "value", load_file), folder / "value")
-    ctx.step = int(info["step"])
-    ctx.kl_ctl.load_state_dict(info["kl_ctl"])
     return list(info.get("history") or [])
 
 
@@ -620,41 +664,50 @@ class Context:
     value_source: str
     step: int = 0
     rm_autocast: bool = False  # the RM is bfloat16 and scores under the run's autocast
+    engine: Any = None  # DeepSpeed: policy and value as one engine (engines.Bundle); else None
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
-    """DeepSpeed refused; under FSDP no checkpoints or resume (pc.refuse_unsupported_sharding)."""
+    """FSDP2 refused (accelerate prepares one model there); under FSDP1 no checkpoints or resume
+    (pc.refuse_unsupported_sharding); pure-bf16 full fine-tuning refused (engines.refuse_pure_bf16).
+    DeepSpeed runs policy and value as one engine."""
+    if engines.kind(accelerator) == "fsdp" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
+        raise UserError(
+            "train ppo under FSDP2: accelerate prepares one model there and PPO's policy and value are not "
+            "one FSDP module yet; use configs/accelerate/zero3.yaml (sharded, one engine) or ddp.yaml"
+        )
     pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
+    engines.refuse_pure_bf16(cfg, "PPO")
 
 
 def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     from rewardlab.scoring import RewardScorer
 
     o = cfg.ppo
-    accelerator = Accelerator(
+    accelerator = engines.make_accelerator(  # DeepSpeed's plugin from the run's config (refused below)
+        cfg,
+        pc.mixed_precision(cfg),  # train.bf16, else accelerate's own (launch flags)
         gradient_accumulation_steps=cfg.train.grad_accum,
-        cpu=pc.device_name() == "cpu",
-        mixed_precision=pc.mixed_precision(cfg),  # train.bf16, else accelerate's own (launch flags)
     )
     pc.check_launch(accelerator)
     check_distributed(accelerator, cfg)
     set_seed(cfg.train.seed + accelerator.process_index)
     tokenizer = models.load_tokenizer(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
     policy = pc.build_policy(cfg)
-    reference = build_reference(cfg, log)
-    rm_dtype = reward_model_dtype(cfg)
-    scorer = RewardScorer.from_path(
-        o.reward_model,
-        device=str(accelerator.device),
-        allow_pickle=cfg.model.allow_pickle,
-        trust_remote_code=cfg.model.trust_remote_code,
-        dtype=rm_dtype,
-    )
+    with engines.plain_init():  # frozen, outside the engine: plain modules even under ZeRO-3
+        reference = build_reference(cfg, log)
+        rm_dtype = reward_model_dtype(cfg)
+        scorer = RewardScorer.from_path(
+            o.reward_model,
+            device=str(accelerator.device),
+            allow_pickle=cfg.model.allow_pickle,
+            trust_remote_code=cfg.model.trust_remote_code,
+            dtype=rm_dtype,
+        )
     if o.value_backbone == "adapter":
         refuse_value_adapter_distributed(accelerator)
         value, value_source = build_adapter_value_model(policy, pc.lora_dict(cfg)), "policy adapter 'value'"
@@ -696,7 +749,18 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         num_training_steps=updates,
     )
     # The scheduler stays out of accelerator.prepare: prepared schedulers step once per process under DDP.
-    policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
+    engine = None
+    if engines.kind(accelerator) == "deepspeed":  # one engine for both (it owns accumulation and step)
+        micro = o.mini_batch_size // cfg.train.grad_accum
+        engine, optimizer = engines.prepare(
+            accelerator, engines.Bundle({"policy": policy, "value": value}), optimizer, micro
+        )
+        policy, value = (
+            engines.inner(accelerator, engine, "policy"),
+            engines.inner(accelerator, engine, "value"),
+        )
+    else:
+        policy, value, optimizer = accelerator.prepare(policy, value, optimizer)
     if o.adaptive_kl:
         kl_ctl = pm.AdaptiveKLController(o.kl_coef, o.kl_target, o.kl_horizon)
     else:
@@ -722,6 +786,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
         total_steps,
         value_source,
         rm_autocast=rm_dtype == "bfloat16",
+        engine=engine,
     )
 
 
@@ -891,9 +956,12 @@ def run(cfg: Any) -> dict[str, Any]:
     metrics = summary(history, ctx)
     ctx.accelerator.wait_for_everyone()
     check_weights(ctx)
-    final = pc.full_model(
-        ctx.accelerator, ctx.policy, lambda: pc.build_policy(cfg)
-    )  # collective (FSDP/ZeRO-3)
+    final = pc.full_model(  # collective (FSDP/ZeRO-3)
+        ctx.accelerator,
+        ctx.engine if ctx.engine is not None else ctx.policy,
+        lambda: pc.build_policy(cfg),
+        part="policy" if ctx.engine is not None else None,
+    )
     if main:
         with runs.writing(run_dir / "model"):
             pc.save_policy(

@@ -15,7 +15,6 @@ folder with a model card.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardlab import cards, runs
+from rewardlab import cards, engines, runs
 from rewardlab.config import RMConfig
 from rewardlab.data.dataset import (
     dataset_meta,
@@ -41,7 +40,7 @@ from rewardlab.data.dataset import (
 )
 from rewardlab.data.schema import normalize_strength
 from rewardlab.errors import UserError
-from rewardlab.eval.rm import evaluate_rewards, head_pairs, score_records
+from rewardlab.eval.rm import evaluate_rewards, head_pairs
 from rewardlab.param_groups import layerwise_param_groups
 from rewardlab.recipes import policy_common as pc
 from rewardlab.scoring import RewardScorer, encode_conversations, pad_batch
@@ -497,7 +496,8 @@ class WeightAverage:
     """EMA or SWA (a plain running mean) of the trainable weights from step ``start`` on; the averaged
     weights replace the live ones before the final evaluation and save. Why: on small, noisy human data
     the last SGD iterate is one draw from a noisy walk; averaging the tail of the walk gives a flatter
-    solution (Izmailov et al. 2018, SWA), at the cost of one fp32 copy of the trainable weights."""
+    solution (Izmailov et al. 2018, SWA), at the cost of one fp32 copy of the trainable weights. Under
+    ZeRO-3 and FSDP2 each process averages (and checkpoints) its own shard (``engines.local_tensor``)."""
 
     def __init__(self, kind: str, decay: float, start: int):
         self.kind, self.decay, self.start = kind, decay, start
@@ -513,6 +513,7 @@ class WeightAverage:
             for name, p in model.named_parameters():
                 if not p.requires_grad:
                     continue
+                p = engines.local_tensor(p)
                 if self.count == 0:
                     self.avg[name] = p.detach().float().clone()
                 elif self.kind == "ema":
@@ -529,6 +530,7 @@ class WeightAverage:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if name in self.avg:
+                    p = engines.local_tensor(p)
                     p.copy_(self.avg[name].to(p.dtype))
 
 
@@ -552,36 +554,54 @@ def save_checkpoint(
     tie_raw: Any = None,
 ) -> None:
     """The trainable weights plus the shared protocol's optimizer, scheduler, RNG and state
-    (runs.save_checkpoint); ``totals`` are the run's counters, ``tie_raw`` the learned tie parameters."""
+    (runs.save_checkpoint); ``totals`` are the run's counters, ``tie_raw`` the learned tie parameters (their
+    values now, whole). Under DeepSpeed and FSDP the weights, tie parameters and optimizer are the engine's
+    sharded checkpoint (``engine/``, every process writes its part) and each process saves its shard of
+    the weight average (``averaged_<rank>.safetensors``)."""
     from safetensors.torch import save_file
 
-    _check_weights(model, step, run_dir)
+    _check_weights(model, step, run_dir, accelerator)
+    sharded = engines.sharded_state(accelerator)
+    rank = accelerator.process_index
 
     def write_weights(folder: Path) -> None:
-        save_file(trainable_state(accelerator.unwrap_model(model)), str(folder / "trainable.safetensors"))
-        if averager is not None and averager.count:
+        if not sharded:
+            inner = engines.inner(accelerator, model, "model")
+            save_file(trainable_state(inner), str(folder / "trainable.safetensors"))
+        if not sharded and averager is not None and averager.count:
             save_file(averager.avg, str(folder / "averaged.safetensors"))
+
+    def write_shards(folder: Path) -> None:
+        engines.save_state(accelerator, folder)
+        if averager is not None and averager.count:
+            save_file(averager.avg, str(folder / f"averaged_{rank}.safetensors"))
 
     runs.save_checkpoint(
         run_dir,
         step,
         accelerator,
-        optimizer=optimizer,
+        optimizer=None if sharded else optimizer,
         scheduler=scheduler,
         write_weights=write_weights,
+        write_shards=write_shards if sharded else None,
         state={
             "totals": totals,
             "averaged_steps": averager.count if averager is not None else 0,
             "tie_raw": None if tie_raw is None else [float(x) for x in tie_raw.detach().cpu()],
+            "engine": engines.describe(accelerator),
         },
         config_fingerprint=runs.resume_fingerprint(cfg),
         keep=cfg.keep_checkpoints,
     )
 
 
-def _check_weights(model: Any, step: int, run_dir: Path) -> None:
-    """Refuse to save diverged weights (identical on every process, so all stop together)."""
-    bad = runs.first_nonfinite_weight(model.named_parameters())
+def _check_weights(model: Any, step: int, run_dir: Path, accelerator: Any = None) -> None:
+    """Refuse to save diverged weights. ``accelerator`` given: the prepared model, each process checking its
+    shard and all deciding together (engines.nonfinite_weight); else a plain model on one process."""
+    if accelerator is None:
+        bad = runs.first_nonfinite_weight(model.named_parameters())
+    else:
+        bad = engines.nonfinite_weight(accelerator, accelerator.unwrap_model(model).named_parameters())
     if bad is not None:
         runs.stop_on_nonfinite("rm", f"weight {bad}", math.nan, step, runs.latest_checkpoint(run_dir))
 
@@ -596,29 +616,43 @@ def load_checkpoint(
     averager: WeightAverage | None = None,
     tie_raw: Any = None,
 ) -> tuple[int, dict[str, float]]:
-    """Restore what ``save_checkpoint`` wrote; returns the step to continue from and the run's counters."""
+    """Restore what ``save_checkpoint`` wrote into the prepared model and optimizer; returns the step to
+    continue from and the run's counters. A checkpoint from another engine is refused (its files differ)."""
     from safetensors.torch import load_file
 
+    sharded = engines.sharded_state(accelerator)
+    if sharded:
+        engines.load_state(accelerator, ckpt)  # weights, tie parameters, optimizer; before our RNG below
     state = runs.load_checkpoint(
         ckpt,
         accelerator,
-        optimizer=optimizer,
+        optimizer=None if sharded else optimizer,
         scheduler=scheduler,
         config_fingerprint=runs.resume_fingerprint(cfg),
     )
-    weights = load_file(str(ckpt / "trainable.safetensors"))
-    missing, unexpected = accelerator.unwrap_model(model).load_state_dict(weights, strict=False)
-    bad = [k for k in weights if k in unexpected]
-    if bad:
-        raise UserError(f"{ckpt}: checkpoint weights do not fit the model (e.g. {bad[0]})")
-    if averager is not None and state.get("averaged_steps"):
-        averager.avg = load_file(str(ckpt / "averaged.safetensors"))
-        averager.count = int(state["averaged_steps"])
-    if tie_raw is not None and state.get("tie_raw") is not None:
-        import torch
+    saved_engine = state.get("engine", "ddp" if state.get("world_size", 1) > 1 else "single")
+    if sharded != (saved_engine in engines.SHARDED_STATE):
+        raise UserError(
+            f"{ckpt}: written under {saved_engine}, resumed under {engines.describe(accelerator)}; resume "
+            "under the engine that wrote it"
+        )
+    if not sharded:
+        weights = load_file(str(ckpt / "trainable.safetensors"))
+        inner = engines.inner(accelerator, model, "model")
+        missing, unexpected = inner.load_state_dict(weights, strict=False)
+        bad = [k for k in weights if k in unexpected]
+        if bad:
+            raise UserError(f"{ckpt}: checkpoint weights do not fit the model (e.g. {bad[0]})")
+        if tie_raw is not None and state.get("tie_raw") is not None:
+            import torch
 
-        with torch.no_grad():
-            tie_raw.copy_(torch.tensor(state["tie_raw"], dtype=tie_raw.dtype))
+            param = engines.inner_param(accelerator, model, "tie_raw")
+            with torch.no_grad():
+                param.copy_(torch.tensor(state["tie_raw"], dtype=param.dtype))
+    if averager is not None and state.get("averaged_steps"):
+        name = f"averaged_{accelerator.process_index}.safetensors" if sharded else "averaged.safetensors"
+        averager.avg = load_file(str(ckpt / name), device=str(accelerator.device))
+        averager.count = int(state["averaged_steps"])
     return int(state["step"]), dict(state.get("totals") or {})
 
 
@@ -637,17 +671,6 @@ def stats_sample(records: list[dict], cfg: RMConfig) -> list[dict]:
         chosen.append(records[i])
         n_resp += len(records[i]["responses"])
     return chosen
-
-
-def score_after_training(
-    scorer: RewardScorer, train_recs: list[dict], eval_recs: list[dict], cfg: RMConfig
-) -> tuple[list[dict], list[np.ndarray], list[np.ndarray]]:
-    """The statistics sample and the eval records scored in ONE pass (each distinct response once, batched
-    by length over both sets): (stats records, their rewards, eval rewards). Scored separately, with up
-    to 4096 statistics responses, they took ~90 s of a 389 s MiniLM run on HH-RLHF (issue 12)."""
-    chosen = stats_sample(train_recs, cfg)
-    rewards = score_records(scorer, chosen + eval_recs, batch_size=cfg.eval_batch_size)
-    return chosen, rewards[: len(chosen)], rewards[len(chosen) :]
 
 
 def statistics_from_rewards(
@@ -772,31 +795,20 @@ def save_model(
 
 
 def check_distributed(accelerator: Any, cfg: RMConfig) -> None:
-    """DeepSpeed refused; under FSDP no checkpoints, resume or mid-run eval (pc.refuse_unsupported_sharding)."""
-    pc.refuse_unsupported_sharding(accelerator, cfg, "RM", ("save_every", "eval_every", "resume"))
-    refuse_sharded_averaging(accelerator, cfg)
-
-
-def refuse_sharded_averaging(accelerator: Any, cfg: RMConfig) -> None:
-    """Under FSDP each process holds a shard: an average of the main process's parameters would be wrong."""
-    from accelerate.utils import DistributedType
-
-    if cfg.averaging.kind != "none" and accelerator.distributed_type == DistributedType.FSDP:
-        raise UserError("averaging.kind: not supported under FSDP yet; run it under DDP or set it to none")
+    """What no engine can train correctly, refused before any work (engines.refuse_pure_bf16). Every engine
+    runs the loop, its checkpoints, resume, mid-run eval and weight averaging (each process averages its
+    own shard)."""
+    engines.refuse_pure_bf16(cfg, "RM")
 
 
 def make_accelerator(cfg: RMConfig) -> Any:
     """gloo on CPU even without ACCELERATE_USE_CPU. ``train.bf16`` asks for bf16 autocast; otherwise
     accelerate's own setting (`accelerate launch --mixed_precision`, i.e. ACCELERATE_MIXED_PRECISION)
     decides. accelerate keeps its state per process, so an earlier run in this process (tests, a pipeline)
-    with another precision is reset first rather than silently reused."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
+    with another precision is reset first rather than silently reused. Under DeepSpeed the plugin takes
+    the run's accumulation and clipping (engines.make_accelerator)."""
     wanted = "bf16" if cfg.train.bf16 else os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != wanted:
-        AcceleratorState._reset_state()
-    return Accelerator(cpu=pc.device_name() == "cpu", mixed_precision=wanted)
+    return engines.make_accelerator(cfg, wanted)
 
 
 @dataclass
@@ -920,14 +932,17 @@ def setup(cfg: RMConfig) -> Context:
         cfg.optim.head_lr_scale,
         cfg.optim.layer_lr_decay,
     )
-    # learned tie parameters: one raw scalar per head, outside the HF model (its folder stays plain);
+    # learned tie parameters: one raw scalar per head, outside the HF model (its folder stays plain) but
+    # inside the one module every engine prepares (engines.Bundle: sharded, reduced and saved with it);
     # their own lr (a scalar at the model's 1e-5 would not move) and no weight decay
     tie_raw = None
+    extras = {}
     if any(x is not None for x in start_raw):
-        tie_raw = torch.nn.Parameter(
-            torch.tensor([x if x is not None else 0.0 for x in start_raw], device=accelerator.device)
-        )
-        param_groups.append({"params": [tie_raw], "lr": cfg.loss.tie_lr, "weight_decay": 0.0})
+        tie_raw = torch.tensor([x if x is not None else 0.0 for x in start_raw], device=accelerator.device)
+        extras["tie_raw"] = tie_raw.clone()
+    bundle = engines.Bundle({"model": model}, extras)
+    if tie_raw is not None:
+        param_groups.append({"params": [bundle.tie_raw], "lr": cfg.loss.tie_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     world, accum = accelerator.num_processes, cfg.train.grad_accum
     per_micro = groups_per_step(groups, cfg)
@@ -947,9 +962,10 @@ def setup(cfg: RMConfig) -> Context:
     )
     averager = WeightAverage(cfg.averaging.kind, cfg.averaging.decay, int(cfg.averaging.start * total_steps))
 
-    # 5. run folder, resume
+    # 5. prepare (engines.prepare: model and optimizer together), run folder, resume
+    model, optimizer = engines.prepare(accelerator, bundle, optimizer, per_micro)
     start_step = 0
-    counters = {"groups": 0, "sequences": 0, "tokens": 0, "padded": 0, "time": 0.0}
+    counters = {"groups": 0, "sequences": 0, "tokens": 0, "padded": 0, "time": 0.0, "skipped_steps": 0}
     ckpt = runs.latest_checkpoint(run_dir) if cfg.train.resume else None
     if ckpt is not None:
         start_step, saved = load_checkpoint(
@@ -959,9 +975,8 @@ def setup(cfg: RMConfig) -> Context:
         say(f"resumed from {ckpt} at step {start_step}")
     elif cfg.train.resume:
         say(f"resume: no complete checkpoint in {run_dir / 'checkpoints'}; starting from step 0")
-    # The optimizer goes through prepare with the model: FSDP re-creates the parameters it shards and
-    # must point the optimizer at the new ones. The scheduler stays out (a prepared one steps per process).
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if tie_raw is not None:  # the values now (the start, or the checkpoint's), whole on every process
+        tie_raw = engines.full_values(accelerator, [engines.inner_param(accelerator, model, "tie_raw")])[0]
     tracker = None
     if main:
         if not cfg.train.resume:
@@ -1012,7 +1027,9 @@ def accumulate_gradients(ctx: Context, step_groups: list[int]) -> dict[str, floa
     Two distributed invariants live here. Each process's loss is scaled to its share of the global batch's
     weighted mean per head (``head_scales``), so any split of the global batch gives the 1-process gradient.
     A process whose share is empty (the short last batch) still runs one forward at zero weight, so every
-    process joins the same DDP all-reduce."""
+    process joins the same all-reduce (DDP) or parameter gathering (ZeRO-3, FSDP2). The engine decides
+    where gradients are synced (engines.micro_step); the tie parameters come out of the prepared module's
+    forward, where every engine holds them whole."""
     cfg, accelerator, model = ctx.cfg, ctx.accelerator, ctx.model
     world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum
     step_totals = head_weight_totals([ctx.groups[i] for i in step_groups])
@@ -1020,21 +1037,22 @@ def accumulate_gradients(ctx: Context, step_groups: list[int]) -> dict[str, floa
     for a, idx in enumerate(step_batches(step_groups, world, rank, accum)):
         scales = head_scales([ctx.groups[i] for i in idx], step_totals, world * accum) if idx else None
         batch = collate([ctx.groups[i] for i in idx or step_groups[:1]], ctx.pad_id)
-        sync = accelerator.no_sync(model) if a < accum - 1 else contextlib.nullcontext()
-        with sync, accelerator.autocast():  # mixed precision when accelerate is configured for it
-            logits = model(
+        # mixed precision when accelerate is configured for it
+        with engines.micro_step(accelerator, model, a == accum - 1), accelerator.autocast():
+            out, extras = model(
+                "model",
                 input_ids=batch.input_ids.to(accelerator.device),
                 attention_mask=batch.attention_mask.to(accelerator.device),
-            ).logits.float()
+            )
             loss, parts = batch_loss(
-                logits,
+                out.logits.float(),
                 batch,
                 cfg,
                 ctx.ties,
                 scales or [0.0] * len(cfg.heads),
-                tie_params(ctx.ties, ctx.tie_raw, cfg),
+                tie_params(ctx.ties, extras.get("tie_raw"), cfg),
             )
-            accelerator.backward(loss / accum)
+            engines.backward(accelerator, model, loss / accum)
         parts["loss"] = float(loss.detach())
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v / accum
@@ -1054,28 +1072,35 @@ def train_step(ctx: Context, step: int) -> dict[str, float]:
     t0 = time.perf_counter()
     step_groups = step_groups_at(ctx, step)
     sums = accumulate_gradients(ctx, step_groups)
-    if ctx.tie_raw is not None and ctx.tie_raw.grad is not None and accelerator.num_processes > 1:
-        ctx.tie_raw.grad = accelerator.reduce(ctx.tie_raw.grad, "mean")  # outside the model, so outside DDP
-    grad_norm = accelerator.clip_grad_norm_(
-        [p for p in ctx.model.parameters() if p.requires_grad], cfg.train.max_grad_norm
-    )
     done = step + 1
     # The mean loss over processes is nan/inf if any process's is, and the gradient norm is global:
-    # every process takes the same decision here, so all of them stop (no hang), before the step.
+    # every process takes the same decision here, so all of them stop (no hang), before the step (under
+    # DeepSpeed the norm is known only after its step: engines.clip_and_step). Under fp16 a step whose
+    # gradients overflowed is skipped by the GradScaler and counted (``skipped_steps``), not stopped.
     reduced = accelerator.reduce(torch.tensor([sums.get("loss", 0.0)], device=accelerator.device), "mean")
     last_ckpt = functools.partial(runs.latest_checkpoint, ctx.run_dir)  # looked up only on failure
     runs.stop_on_nonfinite("rm", "loss", float(reduced.item()), done, last_ckpt)
-    runs.stop_on_nonfinite("rm", "gradient norm", float(grad_norm), done, last_ckpt)
-    ctx.optimizer.step()
-    ctx.scheduler.step()
-    ctx.optimizer.zero_grad(set_to_none=True)
-    ctx.averager.update(accelerator.unwrap_model(ctx.model), done)
+    result = engines.clip_and_step(
+        accelerator, ctx.model, ctx.optimizer, cfg.train.max_grad_norm,
+        lambda norm: runs.stop_on_nonfinite("rm", "gradient norm", norm, done, last_ckpt),
+    )  # fmt: skip
+    grad_norm = result.grad_norm if result.grad_norm is not None else math.nan
+    if result.skipped:
+        ctx.counters["skipped_steps"] = ctx.counters.get("skipped_steps", 0) + 1
+    else:  # a skipped update leaves weights, schedule and average where they were (as accelerate does)
+        ctx.scheduler.step()
+        ctx.averager.update(engines.inner(accelerator, ctx.model, "model"), done)
+    if ctx.tie_raw is not None:  # the values now, whole on every process (logged, evaluated, saved)
+        ctx.tie_raw = engines.full_values(
+            accelerator, [engines.inner_param(accelerator, ctx.model, "tie_raw")]
+        )[0]
     ctx.counters["time"] += time.perf_counter() - t0
     ctx.last = {
         **sums,
         "loss": float(reduced.item()),
         "lr": ctx.scheduler.get_last_lr()[0],
         "grad_norm": float(grad_norm),
+        "skipped_steps": int(ctx.counters.get("skipped_steps", 0)),
         "epoch": round(done / ctx.steps_per_epoch, 4),
         "rankings": ctx.counters["groups"],  # cumulative over the run: throughput from any two rows
         "tokens": ctx.counters["tokens"],
@@ -1088,48 +1113,81 @@ def train_step(ctx: Context, step: int) -> dict[str, float]:
     return ctx.last
 
 
+class _Prepared:
+    """The prepared RM as RewardScorer's model: calls go through the prepared module (DDP, a DeepSpeed
+    engine, the FSDP2 root), so every engine gathers what the forward needs."""
+
+    def __init__(self, accelerator: Any, model: Any):
+        self.model, self.config = model, engines.inner(accelerator, model, "model").config
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return self.model("model", **kwargs)[0]
+
+
+def score_shared(ctx: Context, records: list[dict]) -> list[np.ndarray]:
+    """``score_records`` with the work shared over the processes: each scores every world-th distinct
+    response, all run the same number of forwards (ZeRO-3 and FSDP2 gather parameters in each, so a process
+    with fewer would leave the others waiting), and the rewards are gathered to every process."""
+
+    from rewardlab.eval.rm import unique_responses
+
+    accelerator = ctx.accelerator
+    world, rank = accelerator.num_processes, accelerator.process_index
+    prompts, responses, index = unique_responses(records)
+    if not responses:
+        return [np.zeros((0, len(ctx.cfg.heads))) for _ in records]
+    mine = list(range(rank, len(responses), world))
+    share = math.ceil(len(responses) / world)
+    mine += [mine[0] if mine else 0] * (share - len(mine))  # filler, dropped below
+    scorer = RewardScorer(
+        _Prepared(accelerator, ctx.model), ctx.tokenizer, ctx.cfg.data.max_length,
+        str(accelerator.device), ctx.cfg.max_prompt_length,
+    )  # fmt: skip
+    local = scorer.score_tensor([prompts[i] for i in mine], [responses[i] for i in mine],
+                                batch_size=ctx.cfg.eval_batch_size)  # fmt: skip
+    every = accelerator.gather(local.contiguous()).cpu().numpy() if world > 1 else local.cpu().numpy()
+    flat = np.zeros((len(responses), every.shape[1]), dtype=np.float32)
+    for r in range(world):
+        owned = list(range(r, len(responses), world))
+        flat[owned] = every[r * share : r * share + len(owned)]
+    return [flat[row] for row in index]
+
+
 def evaluate_live(ctx: Context) -> dict:
-    """Held-out metrics of the model being trained (main process; the others wait)."""
+    """Held-out metrics of the model being trained, scored by every process (``score_shared``); every
+    process returns them."""
     ctx.model.eval()
-    result: dict = {}
-    if ctx.main:
-        scorer = RewardScorer(
-            ctx.accelerator.unwrap_model(ctx.model),
-            ctx.tokenizer,
-            ctx.cfg.data.max_length,
-            str(ctx.accelerator.device),
-            ctx.cfg.max_prompt_length,
-        )
-        param0 = head_tie_param(ctx.ties, ctx.tie_raw, ctx.cfg)
-        share0 = ctx.counts[0][0] / ctx.counts[0][1] if ctx.counts[0][1] else 0.0
-        recs = ctx.eval_recs
-        rewards = score_records(scorer, recs, batch_size=ctx.cfg.eval_batch_size) if recs else []
-        result = evaluate_from_rewards(recs, rewards, ctx.cfg, ctx.ties, None, param0, share0)
+    param0 = head_tie_param(ctx.ties, ctx.tie_raw, ctx.cfg)
+    share0 = ctx.counts[0][0] / ctx.counts[0][1] if ctx.counts[0][1] else 0.0
+    recs = ctx.eval_recs
+    rewards = score_shared(ctx, recs) if recs else []
+    result = evaluate_from_rewards(recs, rewards, ctx.cfg, ctx.ties, None, param0, share0)
     ctx.model.train()
-    ctx.accelerator.wait_for_everyone()
     return result
 
 
 def finish(ctx: Context) -> dict[str, Any]:
-    """Step 7: averaged weights in, reward statistics and final eval in one scoring pass, save a plain HF
-    folder with its card (main process only; the others wait)."""
+    """Step 7: averaged weights in, reward statistics and final eval in one scoring pass shared over the
+    processes, the whole model gathered and saved as a plain HF folder with its card (main process only)."""
     cfg, accelerator, counters = ctx.cfg, ctx.accelerator, ctx.counters
     post_start = time.perf_counter()
-    ctx.averager.copy_to(accelerator.unwrap_model(ctx.model))  # no-op without averaging
+    if ctx.averager.count:  # the average in: each process writes its shard of it
+        ctx.averager.copy_to(engines.inner(accelerator, ctx.model, "model"))
+        engines.after_shard_writes(accelerator, ctx.model)
+    ctx.model.eval()
+    chosen = stats_sample(ctx.train_recs, cfg)
+    rewards = score_shared(ctx, chosen + ctx.eval_recs)  # statistics and eval in one pass, every process
+    stat_rewards, eval_rewards = rewards[: len(chosen)], rewards[len(chosen) :]
     metrics: dict[str, Any] = {}
-    final = pc.full_model(accelerator, ctx.model, ctx.build_model)  # a collective under FSDP / ZeRO-3
+    final = gather_model(ctx)  # a collective under FSDP / ZeRO-3
     if ctx.main:
         if cfg.model.lora:
             final = final.merge_and_unload()  # a plain HF model: no peft needed to load it
         final.eval()
-        scorer = RewardScorer(
-            final, ctx.tokenizer, cfg.data.max_length, str(accelerator.device), cfg.max_prompt_length
-        )
         final_params = [
             None if p is None else float(p.detach() if hasattr(p, "detach") else p)
             for p in tie_params(ctx.ties, ctx.tie_raw, cfg)
         ]
-        chosen, stat_rewards, eval_rewards = score_after_training(scorer, ctx.train_recs, ctx.eval_recs, cfg)
         stats = statistics_from_rewards(chosen, stat_rewards, cfg, ctx.ties)
         metrics = evaluate_from_rewards(
             ctx.eval_recs, eval_rewards, cfg, ctx.ties, stats["tie_threshold"], final_params[0]
@@ -1150,6 +1208,10 @@ def finish(ctx: Context) -> dict[str, Any]:
                 "train_time_s": counters["time"],
                 "post_train_s": time.perf_counter() - post_start,  # statistics + final eval (this run only)
                 "mixed_precision": str(accelerator.mixed_precision),
+                "engine": engines.describe(accelerator),
+                "skipped_steps": int(
+                    counters.get("skipped_steps", 0)
+                ),  # fp16 overflow steps the scaler skipped
                 "tie_model": ctx.ties[0],
                 **tie_report(ctx.counts, ctx.ties, final_params, cfg),
                 "heads": list(cfg.heads),
@@ -1184,6 +1246,24 @@ def finish(ctx: Context) -> dict[str, Any]:
 
         AcceleratorState._reset_state()
     return metrics
+
+
+def gather_model(ctx: Context) -> Any:
+    """The trained RM as a plain HF module on the main process (None elsewhere); call on every process.
+    One process and DDP: the unwrapped model itself; ZeRO-3 / FSDP2: the gathered full weights loaded
+    into a fresh build (the same builder call as at the start)."""
+    accelerator = ctx.accelerator
+    if not engines.is_sharded(accelerator):
+        return engines.inner(accelerator, ctx.model, "model") if ctx.main else None
+    state = engines.full_state_dict(accelerator, ctx.model, "model")
+    if not ctx.main:
+        return None
+    with engines.plain_init():
+        plain = ctx.build_model()
+    missing, unexpected = plain.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise RuntimeError(f"gathered state dict does not fit the model: {unexpected[:3]} {missing[:3]}")
+    return plain.to(accelerator.device)
 
 
 def run(cfg: RMConfig) -> dict[str, Any]:
