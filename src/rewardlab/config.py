@@ -207,7 +207,7 @@ class DS3Options(Strict):
     tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...
     tie_votes_min: float = Field(0.5, ge=0, le=1)  # ... and at least this share of the pair's votes are ties
     use_gold: bool = True  # clamp gold units to their reference label in EM
-    max_iter: int = Field(100, ge=1)  # EM iterations (it stops earlier once posteriors move < 1e-5)
+    max_iter: int = Field(100, ge=1)  # EM iterations (stops once no confusion/prior entry moves > 1e-4)
     # exclude: flagged keeps a flagged rater whose ds3 confusion is worth at least this many bits per
     # judgment (adversarial raters, read inverted; too-fast but sound ones; the more useful position-biased
     # ones): ds3 weighs each rater by its confusion, and dropping them lost accuracy. Random clickers

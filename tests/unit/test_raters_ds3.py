@@ -277,3 +277,20 @@ def test_an_inverted_rater_is_read_inverted_and_kept_by_the_flagged_policy():
     assert set(aggregate.excluded_raters(j, report, old, "ds3")) == {"adv", "rnd"}
     listed = RatersConfig(exclude_list=["adv"])
     assert set(aggregate.excluded_raters(j, report, listed, "ds3")) == {"adv", "rnd"}
+
+
+def test_em_stops_when_no_confusion_or_prior_entry_moves_more_than_tol():
+    """The documented stopping rule (docs/raters.md, config.py): EM stops at the first iteration in which no
+    entry of any rater's confusion or of the class prior moves by more than tol (1e-4)."""
+    j = from_records(background())
+    full = ds3.fit(j)
+    assert full.converged and full.iterations > 2
+    before = ds3.fit(j, max_iter=full.iterations - 1)
+    assert not before.converged
+    moved = max(np.abs(full.confusion - before.confusion).max(), np.abs(full.prior - before.prior).max())
+    assert moved < 1e-4
+    earlier = ds3.fit(j, max_iter=full.iterations - 2)
+    moved_before = max(
+        np.abs(before.confusion - earlier.confusion).max(), np.abs(before.prior - earlier.prior).max()
+    )
+    assert moved_before >= 1e-4
