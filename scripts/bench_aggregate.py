@@ -15,6 +15,9 @@ path (rater report, exclusion of flagged raters, ds3); ``ours-all`` is ds3 on ev
 ``rl-noisy-bt`` is our Bradley-Terry with rater skill and position bias (the BT-family candidate);
 crowd-kit 1.4.2's DawidSkene, GLAD, MACE and MajorityVote with each implied pair as a task and
 {a above, tie, b above} as labels, and its NoisyBradleyTerry on the decided pairs (it drops ties).
+``ck-NoisyBT`` is crowd-kit's own ``fit``, whose rater gradient is wrong in 1.4.2 (rewardlab.raters.noisy_bt):
+it is kept as the peer a user of crowd-kit would get, not as the NoisyBT model at its best; that is
+``rl-noisy-bt`` (the same likelihood, a correct gradient, ties as half wins).
 
 Metrics per implied pair, against the true utilities (ties: |true gap| <= the simulator's tie epsilon):
 - ``order``: accuracy on pairs with a clear true order (gap > epsilon); a tie call scores 1/2;
@@ -169,7 +172,10 @@ def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[n
 
 
 def _ck_noisy_bt(j, keep) -> tuple[np.ndarray, np.ndarray]:
-    """crowd-kit NoisyBradleyTerry on the decided pair rows (it has no ties), items (group, index)."""
+    """crowd-kit NoisyBradleyTerry on the decided pair rows (it has no ties), items (group, index).
+
+    Its ``fit`` is crowd-kit 1.4.2's, with the wrong rater gradient noisy_bt.py describes: this row measures
+    crowd-kit as shipped, not the model (``rl-noisy-bt`` fits the same likelihood correctly)."""
     import pandas as pd
     from crowdkit.aggregation import NoisyBradleyTerry
     from scipy.special import expit
