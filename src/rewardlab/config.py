@@ -186,7 +186,10 @@ class RaterThresholds(Strict):
     )  # vs the reliability-weighted leave-one-out consensus; random clickers ~0.5
     max_position_bias: float = Field(0.8, ge=0, le=1)
     min_median_time_ratio: float = Field(0.25, ge=0)  # flagged when median time < ratio * pool median
-    min_items: int = Field(5, ge=1)
+    min_items: int = Field(5, ge=1)  # a rate rule flags only from this many pairs (gold: min_gold_items)
+    # flags need evidence: a rule flags only when the Wilson interval at this confidence lies wholly on the
+    # wrong side of its threshold; otherwise the report lists it under insufficient_evidence
+    confidence: float = Field(0.95, gt=0, lt=1)
     min_reliability: float | None = Field(
         None, ge=0, le=1
     )  # Dawid-Skene accuracy on pair outcomes; null: not a flagging rule
