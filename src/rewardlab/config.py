@@ -161,6 +161,29 @@ class RaterProfileMix(Strict):
         return self
 
 
+class SparseCampaign(Strict):
+    """``simulate``'s sparse mode, shaped like a real platform's data (docs/simulate.md): most comparisons
+    judged once, an overlap set judged several times, skewed workloads, careful raters who differ."""
+
+    overlap_share: float = Field(0.1, ge=0, le=1)  # share of comparisons judged overlap_min..overlap_max times
+    overlap_min: int = Field(3, ge=2)
+    overlap_max: int = Field(5, ge=2)
+    # rater workload weights are lognormal with this sigma: 1.3 gives a few raters with hundreds of
+    # judgments and many with 3-30 at ~30 judgments per rater on average
+    workload_sigma: float = Field(1.3, ge=0)
+    careful_spread: float = Field(0.6, ge=0)  # sd of log temperature across careful raters (accuracy differs)
+    careful_tie_prob: tuple[float, float] = (0.1, 0.8)  # careful raters' tie habit, uniform in this range
+
+    @model_validator(mode="after")
+    def _range(self) -> SparseCampaign:
+        if self.overlap_max < self.overlap_min:
+            raise ValueError(f"overlap_max {self.overlap_max} < overlap_min {self.overlap_min}")
+        lo, hi = self.careful_tie_prob
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"careful_tie_prob must be 0 <= low <= high <= 1, got {self.careful_tie_prob}")
+        return self
+
+
 class SimulateConfig(Strict):
     stage: Literal["simulate"] = "simulate"
     out: str = "data/sim"
@@ -176,6 +199,8 @@ class SimulateConfig(Strict):
     tie_epsilon: float = Field(0.03, ge=0)  # raters may tie responses whose true utilities are this close
     mix: RaterProfileMix = RaterProfileMix()
     sweep: dict[str, list[Any]] | None = None  # e.g. {overlap: [1, 3, 5]}: campaign planning
+    # sparse campaign mode (overlap is then ignored): most comparisons judged once, skewed workloads
+    sparse: SparseCampaign | None = None
 
 
 class RaterThresholds(Strict):
