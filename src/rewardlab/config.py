@@ -166,8 +166,8 @@ class SparseCampaign(Strict):
     judged once, an overlap set judged several times, skewed workloads, careful raters who differ."""
 
     overlap_share: float = Field(0.1, ge=0, le=1)  # share of comparisons judged overlap_min..overlap_max times
-    overlap_min: int = Field(3, ge=2)
-    overlap_max: int = Field(5, ge=2)
+    overlap_min: int = Field(3, ge=2)  # fewest judgments of a comparison in the overlap set
+    overlap_max: int = Field(5, ge=2)  # most judgments of a comparison in the overlap set
     # rater workload weights are lognormal with this sigma: 1.3 gives a few raters with hundreds of
     # judgments and many with 3-30 at ~30 judgments per rater on average
     workload_sigma: float = Field(1.3, ge=0)
