@@ -230,6 +230,9 @@ class DS3Options(Strict):
     """The ``ds3`` aggregation model (rewardlab.raters.ds3; docs/raters.md)."""
 
     prior_strength: float = Field(4.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
+    # empirical Bayes: fit the strength toward the pool from the data in every EM step (Dirichlet-multinomial
+    # marginal likelihood), so light raters sit near the pool; prior_strength is then unused
+    fit_prior_strength: bool = False
     position_strength: float = Field(20.0, ge=0)  # pseudo-judgments pulling each rater toward no side habit
     temperature: float = Field(0.7, gt=0, le=1)  # soft labels: posterior ** temperature, renormalised
     tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...

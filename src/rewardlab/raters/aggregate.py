@@ -163,6 +163,7 @@ def _ds3_consensus(j: Judgments, keep_judgment: np.ndarray, cfg: Any, rater_weig
         temperature=opts.temperature,
         use_gold=opts.use_gold,
         max_iter=opts.max_iter,
+        fit_strength=getattr(opts, "fit_prior_strength", False),
     )
     p = fit.posterior[:, 0] + 0.5 * fit.posterior[:, 1]
     post = fit.raw  # calls (tie, order) from the untempered posterior: tempering only softens p

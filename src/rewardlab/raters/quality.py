@@ -381,6 +381,7 @@ def rater_metrics(
         j,
         prior_strength=ds3_strength(cfg),
         position_strength=20.0 if opts is None else opts.position_strength,
+        fit_strength=bool(getattr(opts, "fit_prior_strength", False)),
     )
     judged_r = np.bincount(j.p_rater, minlength=n_r) > 0
     reliability = np.where(judged_r, fit3.accuracy(), np.nan)
