@@ -615,8 +615,9 @@ def run_sparse(datasets: list[str], seeds: list[int], methods: list[str], cfg, l
                     pred[m].setdefault(k, []).append(v)
             log(f"{ds} seed {seed}: {len(j.j_row)} judgments, {len(j.raters)} raters, "
                 f"{len(p[methods[0]]['ll_a'])} held-out votes ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-        res[ds] = {"flags": flags, "pred": pred}
-        print_sparse(ds, res[ds], methods, seeds)
+            res[ds] = {"flags": flags, "pred": pred}
+            print_sparse(ds, res[ds], methods, seeds[: seeds.index(seed) + 1])  # cumulative, seed by seed
+            sys.stdout.flush()
     return res
 
 
