@@ -400,7 +400,7 @@ def run_pandalm(path: Path, methods: list[str], cfg, log) -> None:
 # ---------------------------------------------------------------- sparse data: predictive measure, flags
 
 # ds3 = the shipped default (prior_strength 4); ds3-eb = ds3 with fit_prior_strength (empirical Bayes)
-PRED_METHODS = ["ds3", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-MajorityVote"]
+PRED_METHODS = ["ds3", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-GLAD", "ck-MajorityVote"]
 FLOOR = 1e-6  # probabilities are floored here (and renormalised) before the log loss: crowd-kit gives exact 0
 WORKLOAD_BUCKETS = [(1, 9), (10, 29), (30, 99), (100, 299), (300, 10**9)]
 
