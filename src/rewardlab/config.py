@@ -165,7 +165,7 @@ class SparseCampaign(Strict):
     """``simulate``'s sparse mode, shaped like a real platform's data (docs/simulate.md): most comparisons
     judged once, an overlap set judged several times, skewed workloads, careful raters who differ."""
 
-    overlap_share: float = Field(0.1, ge=0, le=1)  # share of comparisons judged overlap_min..overlap_max times
+    overlap_share: float = Field(0.1, ge=0, le=1)  # share of comparisons judged overlap_min..max times
     overlap_min: int = Field(3, ge=2)  # fewest judgments of a comparison in the overlap set
     overlap_max: int = Field(5, ge=2)  # most judgments of a comparison in the overlap set
     # rater workload weights are lognormal with this sigma: 1.3 gives a few raters with hundreds of
