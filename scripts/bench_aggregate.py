@@ -15,6 +15,9 @@ path (rater report, exclusion of flagged raters, ds3); ``ours-all`` is ds3 on ev
 ``rl-noisy-bt`` is our Bradley-Terry with rater skill and position bias (the BT-family candidate);
 crowd-kit 1.4.2's DawidSkene, GLAD, MACE and MajorityVote with each implied pair as a task and
 {a above, tie, b above} as labels, and its NoisyBradleyTerry on the decided pairs (it drops ties).
+``ck-NoisyBT`` is crowd-kit's own ``fit``, whose rater gradient is wrong in 1.4.2 (rewardlab.raters.noisy_bt):
+it is kept as the peer a user of crowd-kit would get, not as the NoisyBT model at its best; that is
+``rl-noisy-bt`` (the same likelihood, a correct gradient, ties as half wins).
 
 Metrics per implied pair, against the true utilities (ties: |true gap| <= the simulator's tie epsilon):
 - ``order``: accuracy on pairs with a clear true order (gap > epsilon); a tie call scores 1/2;
@@ -169,7 +172,10 @@ def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[n
 
 
 def _ck_noisy_bt(j, keep) -> tuple[np.ndarray, np.ndarray]:
-    """crowd-kit NoisyBradleyTerry on the decided pair rows (it has no ties), items (group, index)."""
+    """crowd-kit NoisyBradleyTerry on the decided pair rows (it has no ties), items (group, index).
+
+    Its ``fit`` is crowd-kit 1.4.2's, with the wrong rater gradient noisy_bt.py describes: this row measures
+    crowd-kit as shipped, not the model (``rl-noisy-bt`` fits the same likelihood correctly)."""
     import pandas as pd
     from crowdkit.aggregation import NoisyBradleyTerry
     from scipy.special import expit
@@ -391,6 +397,261 @@ def run_pandalm(path: Path, methods: list[str], cfg, log) -> None:
     print("(+- over the 3 held-out annotators; 'ours' runs ds3 on the two kept annotators, no exclusion)")
 
 
+# ---------------------------------------------------------------- sparse data: predictive measure, flags
+
+# ds3 = the shipped default (prior_strength 4); ds3-eb = ds3 with fit_prior_strength (empirical Bayes)
+PRED_METHODS = ["ds3", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-GLAD", "ck-MajorityVote"]
+FLOOR = 1e-6  # probabilities are floored here (and renormalised) before the log loss: crowd-kit gives exact 0
+WORKLOAD_BUCKETS = [(1, 9), (10, 29), (30, 99), (100, 299), (300, 10**9)]
+
+
+def _floor(q: np.ndarray) -> np.ndarray:
+    q = np.maximum(np.nan_to_num(q, nan=1 / 3), FLOOR)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def _fit_predict(name: str, j, keep_j: np.ndarray, held: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """(form a, form b) predictions [held rows, 3] (canonical a above / tie / b above) of the held pair rows.
+
+    Form a: the method's soft label of the unit, as the prediction of any rater's vote. Form b: the method
+    predicting through its own model of the held-out rater (ds3: tempered posterior times that rater's
+    display-side confusion; crowd-kit DawidSkene: posterior times its errors_ row); methods without a rater
+    model (majority, GLAD's probas, MajorityVote) predict the same in both forms."""
+    from rewardlab.raters import ds3 as ds3lib
+    from rewardlab.raters import quality
+
+    keep = keep_j[j.p_judgment]
+    unit = j.p_unit[held]
+    if name in ("ds3", "ds3-eb"):
+        opts = cfg.ds3
+        fit = ds3lib.fit(j, keep, prior_strength=opts.prior_strength, position_strength=opts.position_strength,
+                         temperature=opts.temperature, use_gold=opts.use_gold, max_iter=opts.max_iter,
+                         fit_strength=name == "ds3-eb")  # fmt: skip
+        post = fit.posterior[unit]
+        a = _floor(post)
+        a_first = j.p_a_first[held]
+        disp = np.where(a_first[:, None], post, post[:, ::-1])
+        conf = fit.confusion[j.p_rater[held]]  # [rows, true display, observed display]
+        q_disp = np.einsum("nc,nco->no", np.nan_to_num(disp, nan=1 / 3), conf)
+        b = np.where(a_first[:, None], q_disp, q_disp[:, ::-1])
+        return a, _floor(b)
+    if name == "majority+half":
+        counts = quality.unit_counts(j, keep).astype(float) + 0.5
+        q = counts[unit] / counts[unit].sum(axis=1, keepdims=True)
+        return _floor(q), _floor(q)
+    import crowdkit.aggregation as ck
+
+    df = _df(j, keep)
+    with quality.quiet_crowdkit(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = {"ck-DawidSkene": lambda: ck.DawidSkene(n_iter=100), "ck-GLAD": lambda: ck.GLAD(n_iter=100),
+                 "ck-MajorityVote": lambda: ck.MajorityVote()}[name]()  # fmt: skip
+        model.fit(df) if name != "ck-MajorityVote" else model.fit_predict_proba(df)
+    post = _from_probas(j, model.probas_)[unit]
+    a = _floor(post)
+    if name != "ck-DawidSkene":
+        return a, a
+    errors = model.errors_  # index (worker, observed label), columns true label: P(observed | true)
+    labels = (1, 0, -1)
+    b = a.copy()
+    rater = j.p_rater[held]
+    known = set(errors.index.get_level_values(0).tolist())
+    for n in range(len(unit)):
+        w = int(rater[n])
+        if w not in known:
+            continue
+        q = np.zeros(3)
+        for o, obs in enumerate(labels):
+            if (w, obs) not in errors.index:
+                continue
+            row = errors.loc[(w, obs)]
+            q[o] = sum(np.nan_to_num(post[n, t]) * float(row.get(lab, 0.0)) for t, lab in enumerate(labels))
+        if q.sum() > 0:
+            b[n] = q / q.sum()
+    return a, _floor(b)
+
+
+def predictive(j, methods: list[str], cfg, seed: int, folds: int = 5) -> dict[str, dict[str, np.ndarray]]:
+    """Leave-votes-out: the judgments of pair comparisons judged more than once go to ``folds`` folds; each
+    fold is held out in turn, the rest aggregated, and every held-out vote predicted. Returns per method and
+    form ('a', 'b') the per-vote log loss and, on decided votes, per-vote accuracy (a tie call scores 1/2)."""
+    k2 = j.group_k[j.j_group] == 2
+    per_group = np.bincount(j.j_group, minlength=j.n_groups)
+    cand = np.flatnonzero(k2 & (per_group[j.j_group] >= 2))
+    rng = np.random.default_rng([seed, 28])
+    fold = np.empty(len(j.j_row), dtype=np.int64)
+    fold[:] = -1
+    fold[cand] = rng.permutation(len(cand)) % folds
+    row_fold = fold[j.p_judgment]
+    y = (1 - j.p_outcome).astype(np.int64)
+    out: dict[str, dict[str, list]] = {m: {"ll_a": [], "ll_b": [], "acc_a": [], "acc_b": []} for m in methods}
+    for f in range(folds):
+        held = np.flatnonzero(row_fold == f)
+        keep_j = fold != f
+        for m in methods:
+            a, b = _fit_predict(m, j, keep_j, held, cfg)
+            for form, q in (("a", a), ("b", b)):
+                yy = y[held]
+                out[m][f"ll_{form}"].append(-np.log(q[np.arange(len(held)), yy]))
+                dec = yy != 1
+                pa, pb = q[dec, 0], q[dec, 2]
+                call = np.where(pa > pb, 0, np.where(pb > pa, 2, 1))
+                out[m][f"acc_{form}"].append(np.where(call == 1, 0.5, call == yy[dec]).astype(float))
+    return {m: {k: np.concatenate(v) for k, v in d.items()} for m, d in out.items()}
+
+
+def flag_rates(j, profiles: dict[str, str], cfg) -> list[dict[str, Any]]:
+    """One row per rater: profile, workload (judgments), flagged (with the evidence rule)."""
+    from rewardlab.raters import quality
+
+    rep = quality.build_report(j, cfg)
+    return [
+        {"profile": profiles.get(r["rater"], "none"), "items": r["items"], "flagged": r["flagged"]}
+        for r in rep["raters"]
+        if r["rater"] is not None
+    ]
+
+
+def sparse_sim(seed: int, prompts: int):
+    """(Judgments, rater -> profile) of a sparse simulated campaign (configs/simulate/sparse.yaml)."""
+    from rewardlab import config as cfglib
+    from rewardlab.data.simulate import simulate_campaign
+    from rewardlab.raters.table import from_records
+
+    cfg = cfglib.load(str(ROOT / "configs/simulate/sparse.yaml"), [f"seed={seed}", f"prompts={prompts}"],
+                      stage="simulate")  # fmt: skip
+    records, truth = simulate_campaign(cfg)
+    return from_records(records), {r: p["profile"] for r, p in truth["raters"].items()}
+
+
+def dense_sim(name: str, seed: int, prompts: int):
+    """Today's simulated campaign ``name`` of CAMPAIGNS (overlap 3-5): (Judgments, rater -> profile)."""
+    from rewardlab.config import SimulateConfig
+    from rewardlab.data.simulate import simulate_campaign
+    from rewardlab.raters.table import from_records
+
+    cfg = SimulateConfig(**{"seed": seed, "prompts": prompts, **CAMPAIGNS[name]})
+    records, truth = simulate_campaign(cfg)
+    return from_records(records), {r: p["profile"] for r, p in truth["raters"].items()}
+
+
+def pandalm_sparse(path: Path, seed: int, pseudo: int = 20, bad_share: float = 0.1, overlap: float = 0.1):
+    """PandaLM subsampled to sparse overlap: each comparison keeps all 3 annotators' verdicts with chance
+    ``overlap``, else one at random; each annotator's kept verdicts are dealt to ``pseudo`` pseudo-raters with
+    lognormal (sigma 1.3) workloads, so the pool looks like a platform's (a few heavy raters, many light).
+    A ``bad_share`` of the pseudo-raters is then corrupted, half into random clickers (a fair coin between
+    the two answers) and half into adversaries (every verdict inverted); the rest are the real experts
+    ('careful'). Returns (Judgments, pseudo-rater -> profile)."""
+    from rewardlab.data import importing
+    from rewardlab.data.dataset import iter_records, load_dataset
+    from rewardlab.data.schema import group_key
+    from rewardlab.raters.table import from_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "pandalm.json"
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            raw.write_text(fh.read(), encoding="utf-8")
+        importing.import_paths([raw], Path(tmp) / "ds", fmt="wide:pandalm")
+        records = list(iter_records(load_dataset(Path(tmp) / "ds")))
+    rng = np.random.default_rng([seed, 2828])
+    by_group: dict[str, list[dict]] = {}
+    for r in records:
+        if not r.get("gold"):
+            by_group.setdefault(group_key(r["prompt"], r["responses"]), []).append(r)
+    kept = []
+    for recs in by_group.values():
+        kept += recs if rng.random() < overlap else [recs[int(rng.integers(len(recs)))]]
+    annotators = sorted({str(r["rater"]) for r in kept})
+    weights = {a: np.exp(rng.normal(0, 1.3, size=pseudo)) for a in annotators}
+    names = [f"{a}-p{i:02d}" for a in annotators for i in range(pseudo)]
+    bad = rng.permutation(len(names))[: int(round(bad_share * len(names)))]
+    profiles = {n: "careful" for n in names}
+    for i, b in enumerate(bad):
+        profiles[names[b]] = "random" if i % 2 == 0 else "adversarial"
+    out = []
+    for r in kept:
+        a = str(r["rater"])
+        w = weights[a] / weights[a].sum()
+        name = f"{a}-p{int(rng.choice(pseudo, p=w)):02d}"
+        r = {**r, "rater": name}
+        if profiles[name] == "random":
+            r["ranks"] = [1, 2] if rng.random() < 0.5 else [2, 1]
+        elif profiles[name] == "adversarial" and r["ranks"][0] != r["ranks"][1]:
+            r["ranks"] = list(reversed(r["ranks"]))
+        out.append(r)
+    return from_records(out), profiles
+
+
+def bucket_table(rows: list[dict[str, Any]], profiles: tuple[str, ...]) -> dict[str, Any]:
+    """Per workload bucket: raters, flagged share, per profile group."""
+    out = {}
+    for lo, hi in WORKLOAD_BUCKETS:
+        cell = {}
+        for prof in profiles:
+            sel = [r for r in rows if r["profile"] in prof.split("+") and lo <= r["items"] <= hi]
+            cell[prof] = (sum(r["flagged"] for r in sel), len(sel))
+        out[f"{lo}-{hi if hi < 10**9 else ''}"] = cell
+    return out
+
+
+def run_sparse(datasets: list[str], seeds: list[int], methods: list[str], cfg, log, pandalm: Path) -> dict:
+    """The sparse-data report: flags by workload and the predictive measure, per dataset over seeds."""
+    res: dict[str, Any] = {}
+    for ds in datasets:
+        flags: list[dict] = []
+        pred: dict[str, dict[str, list]] = {m: {} for m in methods}
+        for seed in seeds:
+            start = time.perf_counter()
+            if ds == "sparse":
+                j, prof = sparse_sim(seed, 1500)
+            elif ds == "pandalm-sparse":
+                j, prof = pandalm_sparse(pandalm, seed)
+            else:
+                j, prof = dense_sim(ds, seed, 300)
+            flags += flag_rates(j, prof, cfg)
+            p = predictive(j, methods, cfg, seed)
+            for m in methods:
+                for k, v in p[m].items():
+                    pred[m].setdefault(k, []).append(v)
+            log(f"{ds} seed {seed}: {len(j.j_row)} judgments, {len(j.raters)} raters, "
+                f"{len(p[methods[0]]['ll_a'])} held-out votes ({time.perf_counter() - start:.0f} s)")  # fmt: skip
+            res[ds] = {"flags": flags, "pred": pred}
+            print_sparse(ds, res[ds], methods, seeds[: seeds.index(seed) + 1])  # cumulative, seed by seed
+            sys.stdout.flush()
+    return res
+
+
+def print_sparse(ds: str, r: dict[str, Any], methods: list[str], seeds: list[int]) -> None:
+    table = bucket_table(r["flags"], ("careful", "random", "adversarial"))
+    print(f"\n### {ds}: flags by workload (judgments per rater), seeds {seeds[0]}-{seeds[-1]} pooled")
+    print("| workload | careful flagged | random flagged | adversarial flagged |")
+    print("|---|---|---|---|")
+    for bucket, cell in table.items():
+        txt = []
+        for prof in ("careful", "random", "adversarial"):
+            f, n = cell[prof]
+            txt.append(f"{f}/{n} = {f / n:.3f}" if n else "-")
+        print(f"| {bucket} | " + " | ".join(txt) + " |")
+    base = "ds3"
+    print(f"\n### {ds}: leave-votes-out prediction of held-out votes (5 folds; mean over seeds +- SE; "
+          f"difference to {base} paired per held-out vote, pooled over seeds, +- SE)")  # fmt: skip
+    print(
+        "| method | log loss (a) | log loss (b) | accuracy (a) | accuracy (b) | LL(a) - ds3 | LL(b) - ds3 | acc(b) - ds3 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for m in methods:
+        cells = []
+        for k in ("ll_a", "ll_b", "acc_a", "acc_b"):
+            vals = [float(v.mean()) for v in r["pred"][m][k]]
+            mu, se = mean_se(vals)
+            cells.append(f"{mu:.3f} +- {se:.3f}")
+        for k in ("ll_a", "ll_b", "acc_b"):
+            # paired per held-out vote, pooled over seeds (the votes are the same for every method)
+            d = np.concatenate([v - w for v, w in zip(r["pred"][m][k], r["pred"][base][k])])
+            cells.append(f"{d.mean():+.3f} +- {d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0:.3f}")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaigns", default=",".join(CAMPAIGNS))
@@ -400,6 +661,12 @@ def main() -> None:
     ap.add_argument("--pandalm", default=str(PANDALM), help="path to pandalm-testset-v1.json.gz ('' to skip)")
     ap.add_argument("--tune", action="store_true", help="grid-search ds3 on the tuning seeds, then stop")
     ap.add_argument("--json", default=None, help="also write the per-seed results here")
+    ap.add_argument(
+        "--sparse",
+        default=None,
+        help="comma list of sparse, pandalm-sparse and CAMPAIGNS names: the sparse-data report (flags by "
+        "workload, leave-votes-out log loss and accuracy) instead of the campaign tables",
+    )
     args = ap.parse_args()
     from rewardlab.config import RatersConfig
 
@@ -411,8 +678,11 @@ def main() -> None:
         tune(names, args.prompts, log)
         return
     cfg = RatersConfig()
-    methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.sparse:
+        run_sparse(args.sparse.split(","), seeds, PRED_METHODS, cfg, log, Path(args.pandalm))
+        return
+    methods = [m for m in args.methods.split(",") if m]
     if set(seeds) & set(TUNE_SEEDS):
         raise SystemExit(f"seeds {sorted(set(seeds) & set(TUNE_SEEDS))} are tuning seeds: report on others")
     res = run_campaigns(names, seeds, methods, args.prompts, cfg, log)

@@ -161,6 +161,29 @@ class RaterProfileMix(Strict):
         return self
 
 
+class SparseCampaign(Strict):
+    """``simulate``'s sparse mode, shaped like a real platform's data (docs/simulate.md): most comparisons
+    judged once, an overlap set judged several times, skewed workloads, careful raters who differ."""
+
+    overlap_share: float = Field(0.1, ge=0, le=1)  # share of comparisons judged overlap_min..max times
+    overlap_min: int = Field(3, ge=2)  # fewest judgments of a comparison in the overlap set
+    overlap_max: int = Field(5, ge=2)  # most judgments of a comparison in the overlap set
+    # rater workload weights are lognormal with this sigma: 1.3 gives a few raters with hundreds of
+    # judgments and many with 3-30 at ~30 judgments per rater on average
+    workload_sigma: float = Field(1.3, ge=0)
+    careful_spread: float = Field(0.6, ge=0)  # sd of log temperature across careful raters (accuracy differs)
+    careful_tie_prob: tuple[float, float] = (0.1, 0.8)  # careful raters' tie habit, uniform in this range
+
+    @model_validator(mode="after")
+    def _range(self) -> SparseCampaign:
+        if self.overlap_max < self.overlap_min:
+            raise ValueError(f"overlap_max {self.overlap_max} < overlap_min {self.overlap_min}")
+        lo, hi = self.careful_tie_prob
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"careful_tie_prob must be 0 <= low <= high <= 1, got {self.careful_tie_prob}")
+        return self
+
+
 class SimulateConfig(Strict):
     stage: Literal["simulate"] = "simulate"
     out: str = "data/sim"
@@ -176,6 +199,8 @@ class SimulateConfig(Strict):
     tie_epsilon: float = Field(0.03, ge=0)  # raters may tie responses whose true utilities are this close
     mix: RaterProfileMix = RaterProfileMix()
     sweep: dict[str, list[Any]] | None = None  # e.g. {overlap: [1, 3, 5]}: campaign planning
+    # sparse campaign mode (overlap is then ignored): most comparisons judged once, skewed workloads
+    sparse: SparseCampaign | None = None
 
 
 class RaterThresholds(Strict):
@@ -186,7 +211,10 @@ class RaterThresholds(Strict):
     )  # vs the reliability-weighted leave-one-out consensus; random clickers ~0.5
     max_position_bias: float = Field(0.8, ge=0, le=1)
     min_median_time_ratio: float = Field(0.25, ge=0)  # flagged when median time < ratio * pool median
-    min_items: int = Field(5, ge=1)
+    min_items: int = Field(5, ge=1)  # a rate rule flags only from this many pairs (gold: min_gold_items)
+    # flags need evidence: a rule flags only when the Wilson interval at this confidence lies wholly on the
+    # wrong side of its threshold; otherwise the report lists it under insufficient_evidence
+    confidence: float = Field(0.95, gt=0, lt=1)
     min_reliability: float | None = Field(
         None, ge=0, le=1
     )  # Dawid-Skene accuracy on pair outcomes; null: not a flagging rule
@@ -202,12 +230,15 @@ class DS3Options(Strict):
     """The ``ds3`` aggregation model (rewardlab.raters.ds3; docs/raters.md)."""
 
     prior_strength: float = Field(4.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
+    # empirical Bayes: fit the strength toward the pool from the data in every EM step (Dirichlet-multinomial
+    # marginal likelihood), so light raters sit near the pool; prior_strength is then unused
+    fit_prior_strength: bool = False
     position_strength: float = Field(20.0, ge=0)  # pseudo-judgments pulling each rater toward no side habit
     temperature: float = Field(0.7, gt=0, le=1)  # soft labels: posterior ** temperature, renormalised
     tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...
     tie_votes_min: float = Field(0.5, ge=0, le=1)  # ... and at least this share of the pair's votes are ties
     use_gold: bool = True  # clamp gold units to their reference label in EM
-    max_iter: int = Field(100, ge=1)  # EM iterations (it stops earlier once posteriors move < 1e-5)
+    max_iter: int = Field(100, ge=1)  # EM iterations (stops once no confusion/prior entry moves > 1e-4)
     # exclude: flagged keeps a flagged rater whose ds3 confusion is worth at least this many bits per
     # judgment (adversarial raters, read inverted; too-fast but sound ones; the more useful position-biased
     # ones): ds3 weighs each rater by its confusion, and dropping them lost accuracy. Random clickers

@@ -45,6 +45,53 @@ def test_report_json_and_html(cli, campaign, tmp_path):
     text = cli("raters", "report", data, "thresholds.min_agreement=0.9")
     assert text.exit_code == 0 and "Raters" in text.stdout
     assert len(text.stdout.splitlines()) > len(rep["raters"])
+    # every flag carries its numbers, in the JSON, the HTML and the terminal table
+    flagged = [r for r in rep["raters"] if r["flagged"]]
+    assert flagged
+    for r in flagged:
+        for e in r["evidence"]:
+            assert e["decision"] == "flag" and {"n", "estimate", "interval", "rule", "confidence"} <= set(e)
+            lo, hi = e["interval"]
+            assert (hi < e["threshold"]) if e["direction"] == "below" else (lo > e["threshold"])
+    assert "Wilson 95% interval" in page and "insufficient evidence" in page
+    assert "[" in text.stdout and "n=" in text.stdout
+
+
+def test_report_evidence_dir_holds_the_judgments_behind_each_flag(cli, campaign, tmp_path):
+    data, records, _ = campaign
+    ev = tmp_path / "evidence"
+    res = cli("raters", "report", data, "--json", "--evidence", ev)
+    assert res.exit_code == 0, res
+    rep = res.json()
+    index = json.loads((ev / "index.json").read_text())
+    flagged = {r["rater"]: r for r in rep["raters"] if r["flagged"]}
+    assert {x["rater"] for x in index["raters"]} == set(flagged)
+    by_rater = {}
+    for rec in records:
+        if not rec["gold"]:
+            by_rater[rec["rater"]] = by_rater.get(rec["rater"], 0) + 1
+    for entry in index["raters"]:
+        lines = [json.loads(x) for x in (ev / entry["file"]).read_text().splitlines()]
+        assert lines and all(x["rater"] == entry["rater"] for x in lines)
+        assert {"comparison", "verdict", "consensus", "gold", "response_a", "response_b"} <= set(lines[0])
+        r = flagged[entry["rater"]]
+        if "low_agreement" in {e["code"] for e in r["evidence"]}:
+            counted = [x for x in lines if "low_agreement" in x["counts_toward"]]
+            e = next(e for e in r["evidence"] if e["code"] == "low_agreement")
+            # the file holds exactly the pairs the agreement was measured on, and reproduces it
+            assert len(counted) == e["n"]
+            assert sum(x["agrees"] for x in counted) / len(counted) == pytest.approx(e["estimate"], abs=1e-4)
+
+
+def test_report_evidence_uses_pseudonyms(cli, campaign, tmp_path, monkeypatch):
+    data, _, truth = campaign
+    monkeypatch.setenv("REWARDLAB_PSEUDONYM_SALT", "evidence-test-salt-0123456789")
+    ev = tmp_path / "evidence"
+    res = cli("raters", "report", data, "--json", "--evidence", ev, "pseudonymize=true")
+    assert res.exit_code == 0, res
+    text = "".join(p.read_text() for p in ev.iterdir())
+    assert '"rater"' in text
+    assert not any(f'"{name}"' in text for name in truth["raters"])
 
 
 def test_aggregate_json_and_output_feeds_training(cli, campaign, tmp_path):
@@ -92,7 +139,11 @@ def test_bad_input_exits_2_with_one_line(cli, campaign, tmp_path):
 def test_measured_bounds_on_a_small_campaign(campaign):
     _, records, truth = campaign
     res = planning.evaluate_setting(records, truth)
-    assert res["flag_recall"] >= 0.75 and res["flag_precision"] >= 0.75
+    # Flags need evidence (a Wilson 95% interval wholly under the threshold): with 60 judgments each, a
+    # random clicker's agreement (~0.5 against a 0.6 threshold) decides only for some of them (measured:
+    # 1 of 4 here); the rest are listed as insufficient_evidence. No careful rater is flagged.
+    assert res["flag_recall"] >= 0.25 and res["flag_precision"] >= 0.75
+    assert res["flagged_by_profile"]["careful"]["flagged"] == 0
     assert res["label_accuracy"] >= res["majority_accuracy"]
     assert res["label_accuracy"] >= 0.9
     assert res["label_accuracy_all"] >= res["majority_accuracy"] - 0.02

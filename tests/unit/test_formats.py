@@ -607,7 +607,77 @@ def test_arena_winners_judge_and_multi_turn(tmp_path):
     assert recs[0]["rater"] == "arena_user_7" and recs[0]["response_ids"] == ["gpt-x", "llama-y"]
     assert recs[3]["meta"]["tie"] == "bothbad"
     assert recs[0]["prompt"] == [{"role": "user", "content": "Tell a joke"}]
-    assert [r["reason"] for r in rejects] == ["multi_turn_divergent"]
+    # q5's turn 1 would compare answers to two different first questions: not a comparison.
+    assert [r["reason"] for r in rejects] == ["prompt_mismatch"]
+
+
+def mt_bench_row(turn, judge="expert_3", winner="model_a", tstamp=None, same_history=False):
+    """An MT-Bench human-judgment row as LMSYS exports it: both two-turn conversations in every row, ``turn``
+    saying which answer was judged, no tstamp."""
+    a1 = "Paris." if not same_history else "Paris is the capital."
+    b1 = "It is Paris, on the Seine." if not same_history else a1
+
+    def conv(first, second):
+        return [
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": first},
+            {"role": "user", "content": "And its population?"},
+            {"role": "assistant", "content": second},
+        ]
+
+    row = {
+        "question_id": 81,
+        "model_a": "alpaca-13b",
+        "model_b": "gpt-4",
+        "winner": winner,
+        "judge": judge,
+        "turn": turn,
+        "conversation_a": conv(a1, "About 2 million."),
+        "conversation_b": conv(b1, "Roughly 2.1 million in the city proper."),
+    }
+    if tstamp is not None:
+        row["tstamp"] = tstamp
+    return row
+
+
+def test_arena_mt_bench_turns(tmp_path):
+    rows = [
+        mt_bench_row(1),
+        mt_bench_row(1, judge="expert_4", winner="model_b"),
+        mt_bench_row(2),  # each model answers turn 2 in its own conversation: two contexts
+        mt_bench_row(2, judge="expert_4", winner="tie", same_history=True),  # one shared context
+        mt_bench_row(3),  # no third answer
+        mt_bench_row(1, tstamp=1687000000.5),
+    ]
+    report, recs, rejects = run(tmp_path, write_jsonl(tmp_path / "mt.jsonl", rows), expect_format="arena")
+    # turn 1: the first answers to the first user message, later messages cut
+    first = recs[0]
+    assert first["prompt"] == [{"role": "user", "content": "Capital of France?"}]
+    assert first["responses"] == ["Paris.", "It is Paris, on the Seine."]
+    assert first["ranks"] == [1, 2] and recs[1]["ranks"] == [2, 1]
+    assert first["meta"]["turn"] == 1
+    # turn 2 with a shared history: imported, the prompt holds the shared first exchange
+    second = next(r for r in recs if r["meta"]["turn"] == 2)
+    assert [m["content"] for m in second["prompt"]] == [
+        "Capital of France?",
+        "Paris is the capital.",
+        "And its population?",
+    ]
+    assert second["responses"] == [
+        "About 2 million.",
+        "Roughly 2.1 million in the city proper.",
+    ]
+    assert second["ranks"] == [1, 1]
+    assert len(recs) == 4
+    reasons = {r["line"]: r["reason"] for r in rejects}
+    assert reasons == {3: "multi_turn_divergent", 5: "bad_turn"}
+    divergent = next(r for r in rejects if r["line"] == 3)
+    assert "turn 2" in divergent["detail"] and "message 2" in divergent["detail"]
+    # ids unique per judgment: question, model pair, turn, judge, and the tstamp where given
+    ids = [r["id"] for r in recs]
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == "arena-81-alpaca-13b-gpt-4-t1-expert_3"
+    assert ids[-1] == "arena-81-alpaca-13b-gpt-4-t1-expert_3-1687000000.5"
 
 
 # ------------------------------------------------------------------------------------------- exporters

@@ -277,3 +277,49 @@ def test_an_inverted_rater_is_read_inverted_and_kept_by_the_flagged_policy():
     assert set(aggregate.excluded_raters(j, report, old, "ds3")) == {"adv", "rnd"}
     listed = RatersConfig(exclude_list=["adv"])
     assert set(aggregate.excluded_raters(j, report, listed, "ds3")) == {"adv", "rnd"}
+
+
+def test_em_stops_when_no_confusion_or_prior_entry_moves_more_than_tol():
+    """The documented stopping rule (docs/raters.md, config.py): EM stops at the first iteration in which no
+    entry of any rater's confusion or of the class prior moves by more than tol (1e-4)."""
+    j = from_records(background())
+    full = ds3.fit(j)
+    assert full.converged and full.iterations > 2
+    before = ds3.fit(j, max_iter=full.iterations - 1)
+    assert not before.converged
+    moved = max(np.abs(full.confusion - before.confusion).max(), np.abs(full.prior - before.prior).max())
+    assert moved < 1e-4
+    earlier = ds3.fit(j, max_iter=full.iterations - 2)
+    moved_before = max(
+        np.abs(before.confusion - earlier.confusion).max(), np.abs(before.prior - earlier.prior).max()
+    )
+    assert moved_before >= 1e-4
+
+
+def test_fitted_strength_follows_how_much_raters_differ():
+    """Empirical Bayes: raters drawn from one confusion give a strong pull to the pool; raters whose
+    confusions differ (careful and inverted ones) a weak one."""
+    rng = np.random.default_rng(0)
+    pool = np.array([[0.8, 0.1, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]])
+
+    def counts(confusions, n=60):
+        return np.stack([np.stack([rng.multinomial(n, row) for row in c]) for c in confusions]).astype(float)
+
+    alike = ds3.fitted_strength(counts([pool] * 30))
+    inverted = pool[:, ::-1]
+    differ = ds3.fitted_strength(counts([pool] * 15 + [inverted] * 15))
+    assert alike > 50 and differ < 5
+
+
+def test_fit_strength_pulls_light_raters_to_the_pool():
+    records = background()
+    # a light rater with three judgments, all agreeing with the background's winners would need more data
+    # to earn its own confusion: with the fitted prior its confusion sits near the pool's
+    records += [vote(f"bg{i}", "A", "light") for i in range(3)]
+    j = from_records(records)
+    fixed = ds3.fit(j)
+    eb = ds3.fit(j, fit_strength=True)
+    li = j.raters.index("light")
+    pooled = np.delete(eb.confusion, li, axis=0).mean(axis=0)
+    assert eb.strength > fixed.strength  # three alike careful raters: a strong pull
+    assert np.abs(eb.confusion[li] - pooled).max() < np.abs(fixed.confusion[li] - pooled).max()

@@ -140,7 +140,14 @@ def test_flags_catch_random_clickers_on_a_synthetic_campaign():
     flagged = set(report["flagged"])
     randoms = {r for r, p in profiles.items() if p == "random"}
     careful = {r for r, p in profiles.items() if p == "careful"}
-    assert randoms and randoms <= flagged
+    # 60 judgments each: a random clicker is flagged only where the evidence decides (Wilson 95% interval
+    # of its agreement wholly under 0.6); the others are listed as insufficient_evidence, with how many more
+    # pairs would decide. No careful rater is flagged.
+    assert randoms & flagged
+    r = by_rater(report)
+    for x in randoms - flagged:
+        pending = {e["code"]: e for e in r[x]["insufficient_evidence"]}
+        assert pending["low_agreement"]["more_needed"] > 0
     assert not flagged & careful
     r = by_rater(report)
     assert min(r[x]["reliability"] for x in careful) > max(r[x]["reliability"] for x in randoms)
@@ -213,3 +220,35 @@ def test_chat_prompts_group_by_content_and_gold_conflicts_are_counted():
     assert j.p_outcome.tolist() == [1, -1, 1]
     assert j.unit_gold.tolist() == [1, NO_GOLD]  # the first reference wins
     assert j.gold_conflicts == 1 and j.gold_rows == [2, 3]
+
+
+def test_flags_need_an_interval_wholly_past_the_threshold():
+    """One agreement in two pairs is 0.50 < 0.6 but no evidence: listed as insufficient_evidence with the
+    number of further pairs that, at the same rate, would decide; the same rate on many pairs is a flag."""
+    t = RatersConfig().thresholds
+    few = quality.check(
+        "low_agreement", 0.5, 2, 0.6, True, 0.95, t.min_items, "overlapping pairs", "agreement"
+    )
+    assert few["decision"] == "insufficient_evidence"
+    lo, hi = few["interval"]
+    assert lo < 0.5 < 0.6 < hi
+    more = few["more_needed"]
+    assert more > 0
+    at = quality.check("low_agreement", 0.5, 2 + more, 0.6, True, 0.95, t.min_items, "pairs", "agreement")
+    before = quality.check("low_agreement", 0.5, 1 + more, 0.6, True, 0.95, t.min_items, "pairs", "a")
+    assert at["decision"] == "flag" and before["decision"] == "insufficient_evidence"
+    assert quality.check("low_agreement", 0.7, 50, 0.6, True, 0.95, 5, "pairs", "a") is None
+    # an estimate on the threshold: no sample size decides
+    assert quality.check("position_bias", 0.8, 10, 0.8, False, 0.95, 5, "pairs", "a") is None
+    rater = {
+        "rater": "r1", "items": 2, "pairs": 2, "agreement": 0.5, "agreement_pairs": 2, "gold_accuracy": None,
+        "gold_items": 0, "position_bias": None, "position_pairs": 0, "median_time_s": None,
+        "reliability": 0.5, "too_fast": False,
+    }  # fmt: skip
+    quality.flag([rater], t, None, None)
+    assert not rater["flagged"] and rater["reasons"] == []
+    assert [e["code"] for e in rater["insufficient_evidence"]] == ["low_agreement"]
+    rater.update(agreement=0.3, agreement_pairs=60, items=60, pairs=60)
+    quality.flag([rater], t, None, None)
+    assert rater["flagged"] and rater["evidence"][0]["interval"][1] < 0.6
+    assert "95% interval" in rater["reasons"][0] and "60 overlapping pairs" in rater["reasons"][0]

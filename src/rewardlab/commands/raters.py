@@ -24,8 +24,11 @@ def _say(message: str) -> None:
     print(f"raters: {message}", file=sys.stderr, flush=True)
 
 
-def build_report(dataset: str, cfg: Any, outputs: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a dataset folder and return the report dict (the `--json` object)."""
+def build_report(
+    dataset: str, cfg: Any, outputs: tuple[str, ...] = (), evidence: str | None = None
+) -> dict[str, Any]:
+    """Read a dataset folder and return the report dict (the `--json` object); with ``evidence``, also
+    write the judgments behind each flag there (raters.evidence), from the same (pseudonymized) table."""
     from rewardlab.raters import pseudonym, quality
     from rewardlab.raters.table import from_dataset
 
@@ -37,6 +40,12 @@ def build_report(dataset: str, cfg: Any, outputs: tuple[str, ...] = ()) -> dict[
             f"read {j.n_records} records, {len(j.j_row)} judgments of {j.n_groups} comparisons ({time.perf_counter() - start:.1f} s)"
         )
         report = quality.build_report(j, cfg)
+        if evidence:
+            from rewardlab.raters.evidence import write_evidence
+
+            index = write_evidence(j, report, evidence)
+            report["evidence_dir"] = str(evidence)
+            _say(f"wrote the evidence of {len(index['raters'])} flagged rater(s) to {evidence}")
     report["dataset"] = str(dataset)
     _say(f"measured {len(report['raters'])} raters ({time.perf_counter() - start:.1f} s)")
     return report
@@ -50,10 +59,21 @@ def report(
     html: str = typer.Option(None, "--html", help="Also write a self-contained HTML report (charts, table)."),
     config: str = typer.Option(None, "--config", help=CONFIG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (docs/design.md fields)."),
+    evidence: str = typer.Option(
+        None,
+        "--evidence",
+        help="Write the judgments behind each flag to this folder (one JSONL per flagged rater: the pairs, "
+        "the rater's verdict, the consensus, gold where present; pseudonyms applied).",
+    ),
 ) -> None:
-    """Per-rater agreement, gold accuracy, position bias, speed and reliability, with flags and reasons."""
+    """Per-rater agreement, gold accuracy, position bias, speed and reliability, with flags and reasons.
+
+    A rater is flagged on a rule only when its Wilson interval (thresholds.confidence) lies wholly on the
+    wrong side of the threshold and the rule's minimum n is reached; otherwise the rule is listed as
+    insufficient_evidence with how many more judgments would decide."""
     cfg = _config(config, overrides)
-    rep = build_report(dataset, cfg, (html,) if html else ())
+    outputs = tuple(x for x in (html, evidence) if x)
+    rep = build_report(dataset, cfg, outputs, evidence)
     if html:
         from rewardlab.raters.report_html import render_report_html
 
@@ -78,13 +98,16 @@ def print_report(rep: dict[str, Any]) -> None:
             ("median_time_s", "median s"), ("reliability", "reliab.")]  # fmt: skip
     for _, label in cols:
         table.add_column(label, justify="left" if label == "rater" else "right")
-    table.add_column("flags")
+    table.add_column("flags (estimate [interval] n)")
+    table.add_column("insufficient evidence (+ more to decide)")
     for r in rep["raters"]:
         cells = []
         for key, _ in cols:
             v = r.get(key)
             cells.append("-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)))
-        cells.append(", ".join(reason.split(":")[0] for reason in r["reasons"]))
+        cells.append("; ".join(evidence_text(e) for e in r.get("evidence", [])))
+        pending = [e for e in r.get("insufficient_evidence", [])]
+        cells.append("; ".join(evidence_text(e) for e in pending))
         table.add_row(*cells, style="red" if r["flagged"] else None)
     console = Console(width=max(Console().width, 110))
     console.print(table)
@@ -93,8 +116,22 @@ def print_report(rep: dict[str, Any]) -> None:
         f"agreement {rep['agreement']} (published campaigns: {pub['low']}-{pub['high']}), "
         f"alpha {rep['alpha']} ({rep['alpha_method']}), flagged {len(rep['flagged'])}: {', '.join(rep['flagged']) or 'none'}"
     )
+    t = rep.get("thresholds") or {}
+    console.print(
+        f"a flag needs its Wilson {t.get('confidence', 0.95):.0%} interval wholly past the threshold and "
+        f"n >= {t.get('min_items')} (gold: {t.get('min_gold_items')} items); the rules are in --json"
+    )
     for note in rep["notes"]:
         console.print(f"note: {note}")
+
+
+def evidence_text(e: dict[str, Any]) -> str:
+    """``low_agreement 0.42 [0.31, 0.53] n=80`` (+N: more judgments that would decide, at the same rate)."""
+    lo, hi = e["interval"]
+    text = f"{e['code']} {e['estimate']:.2f} [{lo:.2f}, {hi:.2f}] n={e['n']}"
+    if e["decision"] == "insufficient_evidence":
+        text += f" +{e['more_needed']}" if e.get("more_needed") is not None else " (undecidable)"
+    return text
 
 
 @raters_app.command("aggregate")

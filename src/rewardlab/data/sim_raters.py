@@ -60,9 +60,12 @@ def allocate(mix: dict[str, float], n: int) -> list[str]:
     return [k for k in counts for _ in range(counts[k])]
 
 
-def build_pool(mix: dict[str, float], n: int, seed: int) -> dict[str, dict[str, Any]]:
+def build_pool(mix: dict[str, float], n: int, seed: int, sparse: Any = None) -> dict[str, dict[str, Any]]:
     """Rater id -> profile parameters. Deterministic by seed, so the same ids mean the same raters in
-    every round (``simulate`` and ``simulate rate`` with the same config share the pool)."""
+    every round (``simulate`` and ``simulate rate`` with the same config share the pool).
+
+    ``sparse`` (a ``SparseCampaign``): careful raters then differ (log temperature sd ``careful_spread``,
+    tie habit uniform in ``careful_tie_prob``) and each rater gets a lognormal ``workload`` weight."""
     unknown = set(mix) - set(PROFILES)
     if unknown:
         raise ValueError(f"unknown rater profile(s) {sorted(unknown)} (one of {', '.join(PROFILES)})")
@@ -79,7 +82,34 @@ def build_pool(mix: dict[str, float], n: int, seed: int) -> dict[str, dict[str, 
         params["time_median_s"] = round(params["time_median_s"] * float(np.exp(rng.normal(0, 0.15))), 2)
         params = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in params.items()}
         pool[f"r-{i:0{width}d}"] = {"profile": name, **params}
+    if sparse is not None:
+        # a separate stream, so the dense pool above is unchanged by the sparse settings
+        srng = np.random.default_rng([seed, 102])
+        lo, hi = sparse.careful_tie_prob
+        for params in pool.values():
+            spread, tie = float(np.exp(srng.normal(0, sparse.careful_spread))), float(srng.uniform(lo, hi))
+            if params["profile"] == "careful":
+                params["temperature"] = round(params["temperature"] * spread, 4)
+                params["tie_prob"] = round(tie, 3)
+            params["workload"] = round(float(np.exp(srng.normal(0, sparse.workload_sigma))), 4)
     return pool
+
+
+def assign_sparse(
+    n_items: int, pool: dict[str, dict[str, Any]], sparse: Any, rng: np.random.Generator
+) -> list[list[str]]:
+    """Who judges what in a sparse campaign: an ``overlap_share`` of items gets overlap_min..overlap_max
+    distinct raters, the rest one; raters are drawn in proportion to their ``workload`` weight."""
+    ids = list(pool)
+    w = np.array([pool[r]["workload"] for r in ids], dtype=float)
+    w /= w.sum()
+    if sparse.overlap_max > len(ids):
+        raise ValueError(
+            f"overlap_max {sparse.overlap_max} needs at least that many raters, the pool has {len(ids)}"
+        )
+    multi = rng.random(n_items) < sparse.overlap_share
+    sizes = np.where(multi, rng.integers(sparse.overlap_min, sparse.overlap_max + 1, size=n_items), 1)
+    return [[ids[int(i)] for i in rng.choice(len(ids), size=int(m), replace=False, p=w)] for m in sizes]
 
 
 def assign(n_items: int, rater_ids: list[str], overlap: int, rng: np.random.Generator) -> list[list[str]]:

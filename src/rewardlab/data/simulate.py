@@ -130,7 +130,7 @@ def make_items(cfg: Any) -> list[dict[str, Any]]:
 
 def _pool(cfg: Any) -> dict[str, dict[str, Any]]:
     try:
-        return raters_lib.build_pool(cfg.mix.model_dump(), cfg.raters, cfg.seed)
+        return raters_lib.build_pool(cfg.mix.model_dump(), cfg.raters, cfg.seed, getattr(cfg, "sparse", None))
     except ValueError as exc:
         raise UserError(f"simulate config: mix: {exc}") from None
 
@@ -170,7 +170,10 @@ def _rate(items: list[dict[str, Any]], cfg: Any, seed: int) -> tuple[list[dict],
         [raters_lib.min_gap(u) for *_, u, _r in prepared], cfg.gold_rate, cfg.gold_min_gap, rng_gold
     )
     try:
-        assignment = raters_lib.assign(len(items), list(pool), cfg.overlap, rng_assign)
+        if getattr(cfg, "sparse", None) is not None:
+            assignment = raters_lib.assign_sparse(len(items), pool, cfg.sparse, rng_assign)
+        else:
+            assignment = raters_lib.assign(len(items), list(pool), cfg.overlap, rng_assign)
     except ValueError as exc:
         raise UserError(f"simulate config: overlap: {exc}") from None
     records: list[dict[str, Any]] = []

@@ -1,16 +1,19 @@
 """Merge repeated judgments of one comparison into one training record with soft pairwise labels.
 
 Methods (``--method``):
+- ``ds3`` (default): our three-outcome Dawid-Skene (``rewardlab.raters.ds3``): per-rater 3x3 confusion over
+  the displayed sides (first better, tie, second better), gold clamped, each rater pulled toward the pool;
+  p = P(a above) + P(tie) / 2 from its tempered posterior.
 - ``majority``: per implied pair, p = (votes for the order + half the ties) / votes.
-- ``noisy-bt`` (default): crowd-kit's NoisyBradleyTerry model over every kept pair row (``noisy_bt``):
-  careful raters count, random clickers and position-biased raters are explained by their skill and bias
-  and hardly move the scores; p = sigmoid(s_a - s_b). K-wise groups share item scores, so their soft
-  labels are transitive.
+- ``noisy-bt``: the NoisyBradleyTerry likelihood of crowd-kit, fitted by our own code (``noisy_bt``;
+  crowd-kit 1.4.2's ``fit`` has a wrong rater gradient, see that module): careful raters count, random
+  clickers and position-biased raters are explained by their skill and bias and hardly move the scores;
+  p = sigmoid(s_a - s_b). K-wise groups share item scores, so their soft labels are transitive.
 - ``dawid-skene``: crowd-kit's DawidSkene with each implied pair as a task and {a above, tie, b above} as
   the classes; p = P(a above) + P(tie) / 2.
 - ``none``: every kept judgment is written as it is; only the exclusion applies.
 
-Ties: crowd-kit's pairwise models drop them, so a tie counts as half a win for each side (in NoisyBT two
+Ties: ds3 models a tie as its own class. crowd-kit's pairwise models drop them, so for the others a tie counts as half a win for each side (in NoisyBT two
 rows of weight 0.5, in majority half a vote each way). The consensus ranks put two responses level when
 |p - 0.5| <= ``tie_margin``; K-wise groups are ordered by NoisyBT score (or by expected wins, the sum of
 p, for the other methods) and adjacent responses within the margin share a rank.
@@ -160,6 +163,7 @@ def _ds3_consensus(j: Judgments, keep_judgment: np.ndarray, cfg: Any, rater_weig
         temperature=opts.temperature,
         use_gold=opts.use_gold,
         max_iter=opts.max_iter,
+        fit_strength=getattr(opts, "fit_prior_strength", False),
     )
     p = fit.posterior[:, 0] + 0.5 * fit.posterior[:, 1]
     post = fit.raw  # calls (tie, order) from the untempered posterior: tempering only softens p

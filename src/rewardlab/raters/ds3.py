@@ -48,6 +48,7 @@ class DS3Fit:
     shuffled: bool  # units were shown in both orders, so the prior is symmetric
     iterations: int
     converged: bool
+    strength: float = 4.0  # the prior strength toward the pool used in the last M-step
 
     def accuracy(self) -> np.ndarray:
         """Per rater: sum_c prior_c * P(says c | true c), the probability a judgment is right."""
@@ -98,10 +99,17 @@ def fit(
     max_iter: int = 100,
     tol: float = 1e-4,
     position_strength: float = 20.0,
+    fit_strength: bool = False,
 ) -> DS3Fit:
     """Fit by EM on the kept pair rows (``keep``: bool per pair row). ``rater_weight`` scales each rater's
     log-likelihood (1 = a full vote, 0 = ignored: how flagged raters are down-weighted). EM stops when no
-    confusion or prior entry moves by more than ``tol``."""
+    confusion or prior entry moves by more than ``tol``.
+
+    ``fit_strength``: empirical Bayes: in every M-step the prior strength toward the pool is the one that
+    maximises the Dirichlet-multinomial marginal likelihood of all raters' expected confusion counts
+    (``fitted_strength``), instead of ``prior_strength``. Raters who all behave like the pool give a strong
+    prior (a rater with 5 judgments then sits at the pool's confusion); a pool of very different raters a
+    weak one (a rater with 500 judgments is their own either way). The fitted value is ``DS3Fit.strength``."""
     keep = np.ones(len(j.p_unit), dtype=bool) if keep is None else keep
     n_u, n_r = j.n_units, len(j.raters)
     unit, rater, obs, a_first = _rows(j, keep)
@@ -138,10 +146,13 @@ def fit(
     prior = np.array([0.45, 0.1, 0.45]) if ties else np.array([0.5, 0.0, 0.5])
     converged = False
     it = 0
+    strength = prior_strength
     while it < max_iter and m:
         it += 1
+        if fit_strength:
+            strength = fitted_strength(_cavity_counts(confusion, prior, u, cells, w, ref, m, clamp, n_r))
         new_conf, new_prior = _m_step(
-            post, u, cells, w, ref, n_r, prior_strength, shuffled, ties, position_strength
+            post, u, cells, w, ref, n_r, strength, shuffled, ties, position_strength
         )
         delta = max(float(np.abs(new_conf - confusion).max()), float(np.abs(new_prior - prior).max()))
         confusion, prior = new_conf, new_prior
@@ -156,7 +167,62 @@ def fit(
     for full, part in ((raw, _normalise(logpost)), (out, _normalise(temperature * logpost))):
         part[clamp] = clamp_post
         full[judged_units] = part
-    return DS3Fit(out, raw, confusion, prior, shuffled, it, converged)
+    return DS3Fit(out, raw, confusion, prior, shuffled, it, converged, float(strength))
+
+
+# Prior strengths searched by fitted_strength: 0.3 to 1000 pseudo-judgments per true class.
+STRENGTH_GRID = np.geomspace(0.3, 1000.0, 48)
+
+
+def _expected_counts(post, u, cells, w, n_r) -> np.ndarray:
+    """[raters, 3, 3] expected (soft) counts of (true display class, observed) per rater."""
+    counts = np.zeros(n_r * 9)
+    for c in range(3):
+        weight = post[u, c] if w is None else post[u, c] * w
+        counts += np.bincount(cells[c], weights=weight, minlength=n_r * 9)
+    return counts.reshape(n_r, 3, 3)
+
+
+def _cavity_counts(confusion, prior, u, cells, w, ref, m, clamp, n_r) -> np.ndarray:
+    """[raters, 3, 3] expected counts of (true display class, observed) where each row's true class comes
+    from its unit's posterior *without that row* (the cavity), over rows whose unit has another kept row or
+    gold. Why: with the row's own vote in, a once-judged comparison's posterior just repeats the vote, every
+    rater looks like the pool's average agreement with itself, and the fitted strength runs to the top of the
+    grid (measured on the sparse campaign: 1000, which erases adversaries)."""
+    logc = np.log(np.maximum(confusion, 1e-12)).reshape(-1)
+    own = np.stack([logc[cells[c]] if w is None else logc[cells[c]] * w for c in range(3)], axis=1)
+    full = _logpost(confusion, prior, u, cells, w, ref, m)
+    cav = _normalise(full[u] - own)
+    rows_per_unit = np.bincount(u, minlength=m)
+    informed = (rows_per_unit[u] >= 2) | clamp[u]
+    counts = np.zeros(n_r * 9)
+    for c in range(3):
+        weight = cav[:, c] * informed if w is None else cav[:, c] * informed * w
+        counts += np.bincount(cells[c], weights=weight, minlength=n_r * 9)
+    return counts.reshape(n_r, 3, 3)
+
+
+def fitted_strength(counts: np.ndarray) -> float:
+    """Empirical-Bayes prior strength: each rater's confusion row (true class c) is Dirichlet(s * pool_c),
+    pool_c the pooled row; s maximises the Dirichlet-multinomial marginal likelihood of the expected counts,
+    summed over raters and rows (a 1-D grid search, ``STRENGTH_GRID``). Why this and not a fixed number: how
+    much a light rater should be pulled to the pool depends on how much raters differ, which the data show."""
+    from scipy.special import gammaln
+
+    pooled = counts.sum(axis=0) + 1.0
+    pooled /= pooled.sum(axis=1, keepdims=True)
+    n_row = counts.sum(axis=2)  # [raters, 3]
+    used = n_row > 1e-6
+    if not used.any():
+        return float(STRENGTH_GRID[len(STRENGTH_GRID) // 2])
+    best, best_ll = STRENGTH_GRID[0], -np.inf
+    for s in STRENGTH_GRID:
+        alpha = s * pooled[None]  # [1, 3, 3]
+        ll = gammaln(s) - gammaln(s + n_row) + (gammaln(alpha + counts) - gammaln(alpha)).sum(axis=2)
+        total = float(ll[used].sum())
+        if total > best_ll:
+            best, best_ll = s, total
+    return float(best)
 
 
 def _logpost(confusion, prior, u, cells, w, ref, m) -> np.ndarray:

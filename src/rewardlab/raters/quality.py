@@ -163,6 +163,13 @@ def rater_agreement(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np
     With ``reweight``, a second pass weighs the other votes by their raters' first-pass agreement, so a
     random clicker's votes barely move the consensus that everyone else is measured against.
     """
+    agree, n, _ = agreement_consensus(j, reweight)
+    return agree, n
+
+
+def agreement_consensus(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rater_agreement`` plus the per pair row consensus it was measured against (``loo_consensus``
+    codes): what ``raters report --evidence`` shows next to each verdict."""
     n_r = len(j.raters)
     cons = loo_consensus(j)
     agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
@@ -170,7 +177,7 @@ def rater_agreement(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np
     if reweight and (cons != 2).any() and weights.max() > 0:
         cons = loo_consensus(j, weights)
         agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
-    return agree, n
+    return agree, n, cons
 
 
 def _per_rater_mean(values: np.ndarray, rater: np.ndarray, mask: np.ndarray, n_raters: int):
@@ -353,6 +360,15 @@ def rater_metrics(
     items = np.bincount(j.j_rater, minlength=n_r)
     gold_items, gold_hits = _gold_accuracy(j)
     medians = _median_times(j)
+    timed = ~np.isnan(j.j_time)
+    pool_median = float(np.median(j.j_time[timed])) if timed.any() else None
+    ratio = getattr(getattr(cfg, "thresholds", None), "min_median_time_ratio", 0.25)
+    timed_n = np.bincount(j.j_rater[timed], minlength=n_r)
+    fast_n = (
+        np.bincount(j.j_rater[timed], weights=j.j_time[timed] < ratio * pool_median, minlength=n_r)
+        if pool_median
+        else np.zeros(n_r)
+    )
     nbt = (
         nbt
         if nbt is not None
@@ -365,6 +381,7 @@ def rater_metrics(
         j,
         prior_strength=ds3_strength(cfg),
         position_strength=20.0 if opts is None else opts.position_strength,
+        fit_strength=bool(getattr(opts, "fit_prior_strength", False)),
     )
     judged_r = np.bincount(j.p_rater, minlength=n_r) > 0
     reliability = np.where(judged_r, fit3.accuracy(), np.nan)
@@ -390,6 +407,8 @@ def rater_metrics(
                 "position_pairs": int(decided_n[r]),
                 "tie_rate": _r(tie_rate[r]),
                 "median_time_s": _r(medians[r], 2),
+                "timed_items": int(timed_n[r]),
+                "fast_share": _r(fast_n[r] / timed_n[r]) if timed_n[r] else None,
                 "too_fast": False,
                 "reliability": _r(reliability[r]),
                 "ds3_position_bias": _r(ds3_bias[r]),
@@ -405,17 +424,110 @@ def rater_metrics(
     return out
 
 
+def z_of(confidence: float) -> float:
+    """Two-sided normal quantile of a central interval at ``confidence`` (0.95 -> 1.96)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def _decided(phat: float, n: float, threshold: float, below: bool, z: float) -> bool:
+    lo, hi = wilson(phat * n, n, z)
+    return hi < threshold if below else lo > threshold
+
+
+def more_needed(phat: float, n: float, threshold: float, below: bool, z: float, min_n: int) -> int | None:
+    """How many more observations, at the same observed rate, would put the Wilson interval wholly on the
+    wrong side of ``threshold`` (and reach ``min_n``): what a project lead needs before deciding. None when
+    the rate sits on the threshold (no sample size would decide) or more than 100,000 would be needed."""
+    if (below and phat >= threshold) or (not below and phat <= threshold):
+        return None
+    n0 = max(int(math.ceil(n)), 0)
+    if _decided(phat, max(n0, 1), threshold, below, z):
+        return max(min_n - n0, 0)
+    lo, hi = max(n0, 1), max(2 * n0, 2)
+    while not _decided(phat, hi, threshold, below, z):
+        lo, hi = hi, hi * 2
+        if hi > 100_000:
+            return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _decided(phat, mid, threshold, below, z) else (mid, hi)
+    return max(hi, min_n) - n0
+
+
+def check(
+    code: str,
+    estimate: float,
+    n: float,
+    threshold: float,
+    below: bool,
+    confidence: float,
+    min_n: int,
+    unit: str,
+    what: str,
+) -> dict[str, Any] | None:
+    """One evidence rule on a proportion: flag only when the Wilson interval at ``confidence`` lies wholly on
+    the wrong side of ``threshold`` (below it when ``below``) and ``n >= min_n``. Returns the evidence dict
+    (``decision`` ``flag`` or ``insufficient_evidence``) when the point estimate is on the wrong side, None
+    when it is not (nothing to report)."""
+    wrong = estimate < threshold if below else estimate > threshold
+    if not wrong or n <= 0:
+        return None
+    z = z_of(confidence)
+    lo, hi = wilson(estimate * n, n, z)
+    decided = (hi < threshold if below else lo > threshold) and n >= min_n
+    side = "upper" if below else "lower"
+    rule = (
+        f"{what} {'<' if below else '>'} {threshold}: flagged when the {side} end of its Wilson "
+        f"{confidence:.0%} interval is {'below' if below else 'above'} {threshold} and n >= {min_n} {unit}"
+    )
+    return {
+        "code": code,
+        "decision": "flag" if decided else "insufficient_evidence",
+        "estimate": _r(estimate),
+        "n": int(round(n)) if float(n).is_integer() else _r(n, 2),
+        "unit": unit,
+        "interval": [_r(lo), _r(hi)],
+        "confidence": confidence,
+        "threshold": threshold,
+        "direction": "below" if below else "above",
+        "rule": rule,
+        "more_needed": 0 if decided else more_needed(estimate, n, threshold, below, z, min_n),
+    }
+
+
+def _reason(e: dict[str, Any]) -> str:
+    op = "<" if e["direction"] == "below" else ">"
+    lo, hi = e["interval"]
+    return (
+        f"{e['code']}: {e['estimate']:.2f} {op} {e['threshold']} on {e['n']} {e['unit']} "
+        f"({e['confidence']:.0%} interval {lo:.2f}-{hi:.2f})"
+    )
+
+
 def flag(
     raters: list[dict[str, Any]], thresholds: Any, pool_median: float | None, pool_first: float | None
 ) -> list[str]:
-    """Fill ``flagged``/``reasons``/``too_fast`` from the thresholds; return notes about skipped checks.
+    """Fill ``flagged``/``reasons``/``evidence``/``insufficient_evidence``/``too_fast``; return notes.
 
-    Rates (agreement, position bias, reliability) need ``min_items`` judgments; gold accuracy needs
-    ``min_gold_items`` gold judgments. Position bias is only judged when the pool as a whole picks the
-    first-listed response at most ``max_position_bias`` of the time (otherwise the order was not shuffled
-    and the first answer really is better more often). Judgments without a rater id are never flagged.
+    Every rule is a proportion with a Wilson interval at ``thresholds.confidence``; a rater is flagged on a
+    rule only when the interval lies wholly on the wrong side of the threshold and the rule's n reaches its
+    minimum (``min_items`` pairs or judgments; ``min_gold_items`` gold items). A point estimate on the wrong
+    side without that evidence is listed under ``insufficient_evidence`` with how many more observations, at
+    the same rate, would decide. Why: one agreement out of two overlapping pairs is 0.50, under a 0.6
+    threshold, and is no evidence at all; a flag takes a person off a project.
+    - agreement with the leave-one-out consensus, on the rater's pairs that have one;
+    - gold accuracy on gold items; ds3 reliability (``min_reliability``) on the rater's pairs;
+    - position bias on the decided pairs that involve the first-listed response, only when the pool as a
+      whole picks the first-listed response at most ``max_position_bias`` of the time (otherwise the order
+      was not shuffled and the first answer really is better more often);
+    - too fast: the share of the rater's timed judgments faster than ``min_median_time_ratio`` x the pool's
+      median, against 1/2 (a median below the line, with evidence; a sign test).
+    Judgments without a rater id are never flagged.
     """
     t = thresholds
+    conf = float(getattr(t, "confidence", 0.95))
     notes = []
     check_position = pool_first is None or pool_first <= t.max_position_bias
     if not check_position:
@@ -425,47 +537,85 @@ def flag(
         )
     min_rel = getattr(t, "min_reliability", None)
     for r in raters:
-        reasons = []
-        enough = r["items"] >= t.min_items
-        if (
-            r["gold_accuracy"] is not None
-            and r["gold_items"] >= t.min_gold_items
-            and r["gold_accuracy"] < t.min_gold_accuracy
-        ):
-            reasons.append(
-                f"low_gold_accuracy: {r['gold_accuracy']:.2f} < {t.min_gold_accuracy} on {r['gold_items']} gold items"
+        found = []
+        if r["gold_accuracy"] is not None:
+            found.append(
+                check(
+                    "low_gold_accuracy",
+                    r["gold_accuracy"],
+                    r["gold_items"],
+                    t.min_gold_accuracy,
+                    True,
+                    conf,
+                    t.min_gold_items,
+                    "gold items",
+                    "gold accuracy",
+                )  # fmt: skip
             )
-        if enough and r["agreement"] is not None and r["agreement"] < t.min_agreement:
-            reasons.append(f"low_agreement: {r['agreement']:.2f} < {t.min_agreement}")
-        if (
-            enough
-            and check_position
-            and r["position_bias"] is not None
-            and r["position_bias"] > t.max_position_bias
-        ):
-            reasons.append(
-                f"position_bias: picks the first-listed response {r['position_bias']:.2f} > {t.max_position_bias}"
+        if r["agreement"] is not None:
+            found.append(
+                check(
+                    "low_agreement",
+                    r["agreement"],
+                    r["agreement_pairs"],
+                    t.min_agreement,
+                    True,
+                    conf,
+                    t.min_items,
+                    "overlapping pairs",
+                    "agreement with the leave-one-out consensus",
+                )  # fmt: skip
             )
-        if enough and min_rel is not None and r["reliability"] is not None and r["reliability"] < min_rel:
-            reasons.append(f"low_reliability: Dawid-Skene accuracy {r['reliability']:.2f} < {min_rel}")
-        if (
-            pool_median
-            and r["median_time_s"] is not None
-            and r["median_time_s"] < t.min_median_time_ratio * pool_median
-        ):
-            r["too_fast"] = True
-            if enough:
-                reasons.append(
-                    f"too_fast: median {r['median_time_s']:.1f} s < {t.min_median_time_ratio} x pool median {pool_median:.1f} s"
-                )
+        if check_position and r["position_bias"] is not None:
+            found.append(
+                check(
+                    "position_bias",
+                    r["position_bias"],
+                    r["position_pairs"],
+                    t.max_position_bias,
+                    False,
+                    conf,
+                    t.min_items,
+                    "decided pairs with the first-listed response",
+                    "share won by the first-listed response",
+                )  # fmt: skip
+            )
+        if min_rel is not None and r["reliability"] is not None:
+            found.append(
+                check(
+                    "low_reliability",
+                    r["reliability"],
+                    r["pairs"],
+                    min_rel,
+                    True,
+                    conf,
+                    t.min_items,
+                    "pairs",
+                    "ds3 accuracy",
+                )  # fmt: skip
+            )
+        if pool_median and r["median_time_s"] is not None:
+            r["too_fast"] = bool(r["median_time_s"] < t.min_median_time_ratio * pool_median)
+            fast = check("too_fast", r.get("fast_share") or 0.0, r.get("timed_items") or 0, 0.5, False, conf,
+                         t.min_items, "timed judgments",
+                         f"share of judgments under {t.min_median_time_ratio} x the pool median "
+                         f"{pool_median:.1f} s")  # fmt: skip
+            if fast is not None:
+                fast["median_time_s"] = r["median_time_s"]
+            found.append(fast)
+        found = [e for e in found if e is not None]
+        flags = [e for e in found if e["decision"] == "flag"]
+        reasons = [_reason(e) for e in flags]
         if r["rater"] is None:
             if reasons:
                 notes.append(
                     "judgments without a rater id look poor (" + "; ".join(reasons) + ") but are kept"
                 )
-            reasons = []
+            reasons, flags = [], []
         r["reasons"] = reasons
         r["flagged"] = bool(reasons)
+        r["evidence"] = flags
+        r["insufficient_evidence"] = [e for e in found if e["decision"] == "insufficient_evidence"]
     return notes
 
 

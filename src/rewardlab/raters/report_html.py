@@ -223,8 +223,21 @@ COLUMNS = [
     ("reliability", "reliability (DS)"),
     ("nbt_skill", "NoisyBT skill"),
     ("rubric_reliability", "rubric (DS)"),
-    ("reasons", "flags"),
+    ("evidence", "flags (estimate, interval, n)"),
+    ("insufficient_evidence", "insufficient evidence (+ more to decide)"),
 ]
+
+
+def _evidence(items: list[dict[str, Any]]) -> str:
+    """Each flag or undecided rule with its numbers, the rule itself as a tooltip."""
+    out = []
+    for e in items:
+        lo, hi = e["interval"]
+        text = f"{e['code']} {e['estimate']:.2f} [{lo:.2f}, {hi:.2f}] n={e['n']}"
+        if e["decision"] == "insufficient_evidence":
+            text += f" +{e['more_needed']}" if e.get("more_needed") is not None else " (undecidable)"
+        out.append(f'<span title="{escape(e["rule"])}">{escape(text)}</span>')
+    return "<br>".join(out) or "&ndash;"
 
 
 def render_report_html(report: dict[str, Any], title: str = "Rater quality report") -> str:
@@ -248,7 +261,11 @@ def render_report_html(report: dict[str, Any], title: str = "Rater quality repor
     rows = []
     for r in report.get("raters", []):
         cls = ' class="flagged"' if r.get("flagged") else ""
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{_cell(r.get(key))}</td>" for key, _ in COLUMNS) + "</tr>")
+        cells = [
+            _evidence(r.get(key) or []) if key in ("evidence", "insufficient_evidence") else _cell(r.get(key))
+            for key, _ in COLUMNS
+        ]
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     notes = "".join(f"<li>{escape(n)}</li>" for n in report.get("notes", []))
     thresholds = ", ".join(f"{k} {v}" for k, v in (report.get("thresholds") or {}).items())
     return f"""<!DOCTYPE html>
@@ -262,7 +279,9 @@ td:first-child,td:last-child{{text-align:left}} tr.flagged{{background:#fbe9e7}}
 <p>{"<br>".join(summary)}</p>
 {render_rater_charts(report)}
 <h2>Raters</h2>
-<p>Thresholds: {escape(thresholds)}.</p>
+<p>Thresholds: {escape(thresholds)}. A rater is flagged on a rule only when the rule's Wilson interval at
+the stated confidence lies wholly on the wrong side of its threshold and its minimum n is reached; hover a flag
+for its rule.</p>
 <table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 </body></html>
