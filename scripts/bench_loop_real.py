@@ -153,6 +153,71 @@ def single_turn(rec: dict, max_chars: int) -> bool:
     return len(msgs) == 1 and msgs[0]["role"] == "user" and len(msgs[0]["content"]) <= max_chars
 
 
+# Seeds >= 100 tune (choose defaults), lower seeds report (docs/benchmarks.md). Their held-out prompts come
+# from disjoint pools: the tuning pool is carved out of the single-turn prompts first, with a seed of its
+# own, so it is the same for every run whatever its seed, and no report seed draws from it (issue 27: with
+# one shared pool, tuning seed 100's 200 prompts shared 51-68 with each report seed's).
+TUNING_SEEDS_FROM = 100
+TUNING_POOL_SEED = 27
+TUNING_POOL_SIZE = 200
+
+
+def opening_turns(by_prompt: dict[str, list[dict]]) -> set[str]:
+    """The first user turn of every multi-turn conversation: a single-turn prompt with this text would be
+    held out while its conversation trains the proxy RM or DPO (7-18 of each report seed's 200 prompts
+    before issue 27)."""
+    return {
+        recs[0]["prompt"][0]["content"]
+        for recs in by_prompt.values()
+        if len(recs[0]["prompt"]) > 1 and recs[0]["prompt"][0]["role"] == "user"
+    }
+
+
+def tuning_pool(by_prompt: dict[str, list[dict]], max_chars: int, size: int = TUNING_POOL_SIZE) -> set[str]:
+    """The held-out prompts of every tuning seed: single-turn, not an opening turn, a fixed draw."""
+    openings = opening_turns(by_prompt)
+    candidates = [
+        k
+        for k in sorted(by_prompt)
+        if single_turn(by_prompt[k][0], max_chars) and by_prompt[k][0]["prompt"][0]["content"] not in openings
+    ]
+    random.Random(TUNING_POOL_SEED).shuffle(candidates)
+    return set(candidates[:size])
+
+
+def heldout_draw(
+    by_prompt: dict[str, list[dict]],
+    seed: int,
+    n: int,
+    max_chars: int,
+    legacy: bool = False,
+    pool_size: int = TUNING_POOL_SIZE,
+) -> tuple[list[str], set[str]]:
+    """(every prompt key in the seed's shuffled order, the keys of the held-out part E).
+
+    E is n single-turn prompts: a tuning seed's from the tuning pool, a report seed's from outside it, and
+    neither the opening turn of a conversation. ``legacy``: the draw before issue 27 (the first n
+    single-turn prompts of the seed's order, one pool for all seeds), which the tables of 2026-11-30 to
+    2026-12-02 used.
+    """
+    keys = sorted(by_prompt)
+    random.Random(seed).shuffle(keys)
+    short = [k for k in keys if single_turn(by_prompt[k][0], max_chars)]
+    if not legacy:
+        if seed >= TUNING_SEEDS_FROM and n > pool_size:
+            raise SystemExit(
+                f"--eval-prompts {n}: a tuning seed's held-out prompts are its pool of {pool_size}"
+            )
+        pool, openings = tuning_pool(by_prompt, max_chars, pool_size), opening_turns(by_prompt)
+        tuning = seed >= TUNING_SEEDS_FROM
+        short = [
+            k
+            for k in short
+            if (k in pool) == tuning and by_prompt[k][0]["prompt"][0]["content"] not in openings
+        ]
+    return keys, set(short[:n])
+
+
 def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     """Disjoint parts A (proxy RM, DPO, PPO/RS prompts), B (judge) and E (held-out prompts), by prompt."""
     from rewardlab.data.dataset import write_dataset
@@ -168,11 +233,9 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Path]:
     by_prompt: dict[str, list[dict]] = {}
     for rec in records:
         by_prompt.setdefault(json.dumps(rec["prompt"]), []).append(rec)
-    keys = sorted(by_prompt)
-    random.Random(args.seed).shuffle(keys)
-    # held-out prompts: single-turn ones, drawn first so E has enough of them
-    short = [k for k in keys if single_turn(by_prompt[k][0], args.max_prompt_chars)]
-    eval_keys = set(short[: args.eval_prompts])
+    keys, eval_keys = heldout_draw(
+        by_prompt, args.seed, args.eval_prompts, args.max_prompt_chars, legacy=args.legacy_heldout
+    )
     rest = [k for k in keys if k not in eval_keys]
     half = len(rest) // 2
     a_keys, b_keys = rest[:half], rest[half:]
@@ -299,6 +362,12 @@ def main() -> None:
         default=64,
     )
     parser.add_argument("--max-prompt-chars", type=int, default=300)
+    parser.add_argument(
+        "--legacy-heldout",
+        action="store_true",
+        help="held-out prompts drawn as before issue 27 (repeats the tables of 2026-11-30 to 12-02; the "
+        "tuning seed's prompts then overlap the report seeds')",
+    )
     parser.add_argument("--max-dpo-response-chars", type=int, default=400)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--rm-epochs", type=float, default=1)

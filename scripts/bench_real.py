@@ -22,9 +22,12 @@ the same backbone (all-MiniLM-L6-v2), max_length 256 and epochs, and the same tr
   accuracy scores each test transcript as it trained (text + eos), cut from the LEFT to max_length: TRL
   would drop over-long pairs, but every test pair must be scored, and left truncation keeps the responses.
 
-Each run is its own process (so peak RSS is clean; read with os.wait4) and its wall time is the whole run:
-process start, imports, data, training, evaluation, saving. pairs/s is training pairs over training-loop
-time (TRL: train_runtime). Prints a table with the per-seed paired difference and its standard error, and
+rewardlab runs twice per seed, as shipped (prompts cut to their last 64 tokens) and uncapped
+(`max_prompt_length=null`), beside TRL in the same invocation. Each run is its own process (so peak RSS is
+clean; read with os.wait4) and its wall time is the whole run: process start, imports, data, training,
+evaluation, saving. pairs/s is training pairs over training-loop time (TRL: train_runtime); real tokens/s
+is the non-pad tokens of both responses of every trained pair (prompt + response each) over the same time:
+the cap shortens what rewardlab trains on, so pairs/s alone flatters it. Prints a table with the per-seed paired difference and its standard error, and
 writes the results as JSON (`--json`).
 """
 
@@ -159,6 +162,13 @@ def trl_worker(args: argparse.Namespace) -> None:
         model=model, args=config, train_dataset=Dataset.from_list(train), processing_class=tokenizer
     )
     kept = len(trainer.train_dataset)
+    # real (non-pad) tokens of the kept pairs: TRL pads each batch to its longest sequence
+    tokens = sum(
+        len(c) + len(r)
+        for c, r in zip(
+            trainer.train_dataset["chosen_ids"], trainer.train_dataset["rejected_ids"], strict=True
+        )
+    )
     out = trainer.train()
     t_post = time.perf_counter()
     model = trainer.model.eval()
@@ -193,6 +203,8 @@ def trl_worker(args: argparse.Namespace) -> None:
         "pairs_dropped": len(train) - kept,
         "pairs_truncated": 0,
         "pairs_per_s": kept * args.epochs / out.metrics["train_runtime"],
+        "tokens_per_s": tokens * args.epochs / out.metrics["train_runtime"],
+        "tokens_per_response": tokens / (2 * kept),
         "train_time_s": out.metrics["train_runtime"],
         "post_train_s": post,
         "lr": args.trl_lr,
@@ -216,15 +228,22 @@ def run_process(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, args) -> dict:
-    out = work / f"rewardlab-s{seed}"
+# rewardlab runs twice per seed: as shipped (configs/rm/minilm.yaml cuts prompts to their last 64 tokens)
+# and uncapped, so its speed per real token is compared with TRL's on the same text (issue 27: capped,
+# rewardlab's responses average fewer tokens than TRL's kept pairs, which inflates its pairs/s).
+VARIANTS = {"rewardlab": [], "rewardlab-uncapped": ["max_prompt_length=null"]}
+TOOLS = [*VARIANTS, "trl"]
+
+
+def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, args, tool: str) -> dict:
+    out = work / f"{tool}-s{seed}"
     cmd = [
         sys.executable, "-m", "rewardlab.cli", "train", "rm", str(args.config),
         f"output_dir={out}", f"data.train={train}", f"data.eval={held}", f"train.seed={seed}",
         f"train.epochs={args.epochs}", f"data.max_length={MAX_LENGTH}", "tracking.backend=jsonl",
-        *args.overrides,
+        *args.overrides, *VARIANTS[tool],
     ]  # fmt: skip
-    wall, rss = run_process(cmd, env, work / f"rewardlab-s{seed}.log")
+    wall, rss = run_process(cmd, env, work / f"{tool}-s{seed}.log")
     m = json.loads((out / "metrics.json").read_text())
     return {
         "accuracy": m["accuracy"],
@@ -235,6 +254,8 @@ def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, arg
         "pairs_truncated": m["truncated_prompt_records"],  # prompt cut from the left (kept)
         "pairs_response_cut": m["truncated_response_records"],  # also the response cut on its right
         "pairs_per_s": m["rankings_per_s"],
+        "tokens_per_s": m["tokens_per_s"],  # non-pad tokens of both responses (prompt + response each)
+        "tokens_per_response": m["tokens_per_s"] / m["sequences_per_s"],
         "train_time_s": m["train_time_s"],
         "post_train_s": m.get("post_train_s"),
         "wall_s": wall,
@@ -242,7 +263,7 @@ def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, arg
     }
 
 
-def run_trl(train: Path, held: Path, seed: int, work: Path, env: dict, args) -> dict:
+def run_trl(train: Path, held: Path, seed: int, work: Path, env: dict, args, tool: str = "trl") -> dict:
     result = work / f"trl-s{seed}.json"
     cmd = [
         sys.executable, __file__, "--worker", "trl", "--train", str(train), "--eval", str(held),
@@ -273,17 +294,18 @@ def summarize(results: dict[str, list[dict]]) -> dict:
             if isinstance(rows[0][key], (int, float)) and all(r.get(key) is not None for r in rows)
         }
         summary[tool]["accuracy_se"] = mean_se([r["accuracy"] for r in rows])[1]
-    if results.get("rewardlab") and results.get("trl"):
-        diffs = [
-            a["accuracy"] - b["accuracy"] for a, b in zip(results["rewardlab"], results["trl"], strict=True)
-        ]
+    for tool in VARIANTS:  # "paired": the shipped config against TRL; "paired-<tool>" for the others
+        if not (results.get(tool) and results.get("trl")):
+            continue
+        diffs = [a["accuracy"] - b["accuracy"] for a, b in zip(results[tool], results["trl"], strict=True)]
         mean, se = mean_se(diffs)
-        ours, trl = summary["rewardlab"], summary["trl"]
-        summary["paired"] = {
+        ours, trl = summary[tool], summary["trl"]
+        summary["paired" if tool == "rewardlab" else f"paired-{tool}"] = {
             "accuracy_diff": mean,
             "accuracy_diff_se": se,
             "per_seed_diff": diffs,
             "pairs_per_s_ratio": ours["pairs_per_s"] / trl["pairs_per_s"],
+            "tokens_per_s_ratio": ours["tokens_per_s"] / trl["tokens_per_s"],
             "wall_ratio": ours["wall_s"] / trl["wall_s"],
             "rss_ratio": ours["peak_rss_mb"] / trl["peak_rss_mb"],
         }
@@ -292,7 +314,8 @@ def summarize(results: dict[str, list[dict]]) -> dict:
 
 def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int]) -> None:
     head = (
-        f"{'tool':<10} {'seed':>4} {'acc':>6} {'pairs/s':>8} {'train s':>8} {'post s':>7} {'wall s':>7} "
+        f"{'tool':<18} {'seed':>4} {'acc':>6} {'pairs/s':>8} {'tok/s':>6} {'tok/resp':>8} {'train s':>8} "
+        f"{'post s':>7} {'wall s':>7} "
         f"{'RSS MB':>7} {'kept':>5} {'dropped':>7} {'trunc':>5}"
     )
     print(head)
@@ -301,7 +324,8 @@ def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int])
         for seed, r in zip(seeds, rows, strict=True):
             post = f"{r['post_train_s']:.0f}" if r.get("post_train_s") is not None else "-"
             print(
-                f"{tool:<10} {seed:>4} {r['accuracy']:>6.3f} {r['pairs_per_s']:>8.2f} {r['train_time_s']:>8.0f} "
+                f"{tool:<18} {seed:>4} {r['accuracy']:>6.3f} {r['pairs_per_s']:>8.2f} {r['tokens_per_s']:>6.0f} "
+                f"{r['tokens_per_response']:>8.1f} {r['train_time_s']:>8.0f} "
                 f"{post:>7} {r['wall_s']:>7.0f} {r['peak_rss_mb']:>7.0f} {r['pairs_kept']:>5} "
                 f"{r['pairs_dropped']:>7} {r['pairs_truncated']:>5}"
             )
@@ -312,19 +336,23 @@ def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int])
         post = s.get("post_train_s")
         share = f", post/train {post / s['train_time_s']:.2f}" if post is not None else ""
         print(
-            f"{tool:<10} mean acc {s['accuracy']:.3f}{se}, {s['pairs_per_s']:.2f} pairs/s, "
+            f"{tool:<18} mean acc {s['accuracy']:.3f}{se}, {s['pairs_per_s']:.2f} pairs/s, "
+            f"{s['tokens_per_s']:.0f} real tokens/s ({s['tokens_per_response']:.1f} per response), "
             f"wall {s['wall_s']:.0f} s, RSS {s['peak_rss_mb']:.0f} MB{share}"
         )
     rules = summary["length_rules"]
     print(
         f"length rules on the same pairs: longer wins {rules['longer_wins']:.3f}, shorter wins {rules['shorter_wins']:.3f}"
     )
-    if "paired" in summary:
-        p = summary["paired"]
+    for tool in VARIANTS:
+        p = summary.get("paired" if tool == "rewardlab" else f"paired-{tool}")
+        if p is None:
+            continue
         se = f" +- {p['accuracy_diff_se'] * 100:.1f}" if p["accuracy_diff_se"] is not None else ""
         print(
-            f"rewardlab - TRL: {p['accuracy_diff'] * 100:+.1f}{se} points (paired by seed, SE), "
-            f"pairs/s {p['pairs_per_s_ratio']:.2f}x, wall {p['wall_ratio']:.2f}x, RSS {p['rss_ratio']:.2f}x"
+            f"{tool} - TRL: {p['accuracy_diff'] * 100:+.1f}{se} points (paired by seed, SE), "
+            f"pairs/s {p['pairs_per_s_ratio']:.2f}x, real tokens/s {p['tokens_per_s_ratio']:.2f}x, "
+            f"wall {p['wall_ratio']:.2f}x, RSS {p['rss_ratio']:.2f}x"
         )
 
 
@@ -338,7 +366,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=float, default=None, help="default: the config's train.epochs")
     ap.add_argument("--trl-lr", type=float, default=1e-4, help="TRL's lr (its default 1e-4)")
-    ap.add_argument("--only", choices=["rewardlab", "trl"], default=None)
+    ap.add_argument("--only", choices=TOOLS, nargs="+", default=None, help="default: all three")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument(
         "--parallel",
@@ -384,7 +412,7 @@ def main() -> None:
         "WANDB_MODE": "disabled",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
-    tools = [args.only] if args.only else ["rewardlab", "trl"]
+    tools = args.only or TOOLS
     results: dict[str, list[dict]] = {t: [] for t in tools}
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         work = Path(tmp)
@@ -393,17 +421,18 @@ def main() -> None:
         jobs = [
             (tool, seed) for seed in args.seeds for tool in tools
         ]  # tools alternate: load drift hits both
-        runners = {"rewardlab": run_rewardlab, "trl": run_trl}
+        runners = {**dict.fromkeys(VARIANTS, run_rewardlab), "trl": run_trl}
         if args.parallel:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(len(jobs)) as pool:
                 futures = {
-                    job: pool.submit(runners[job[0]], train, held, job[1], work, env, args) for job in jobs
+                    job: pool.submit(runners[job[0]], train, held, job[1], work, env, args, job[0])
+                    for job in jobs
                 }
                 done = {job: f.result() for job, f in futures.items()}
         else:
-            done = {job: runners[job[0]](train, held, job[1], work, env, args) for job in jobs}
+            done = {job: runners[job[0]](train, held, job[1], work, env, args, job[0]) for job in jobs}
         for (tool, seed), r in done.items():
             results[tool].append(r)
             print(f"  {tool} seed {seed}: acc {r['accuracy']:.3f}, wall {r['wall_s']:.0f} s", flush=True)
