@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -221,15 +221,19 @@ class RewardScorer:
         tokenizer: Any,
         max_length: int = 512,
         device: Any = "cpu",
-        max_prompt_length: int | None = None,
+        max_prompt_length: int | None | Literal["saved"] = "saved",
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = int(max_length)
         cfg = model.config
-        # an RM trained on prompts cut to N tokens scores them cut the same way (its saved config says N)
-        self.max_prompt_length = max_prompt_length or getattr(cfg, "rewardlab_max_prompt_length", None)
+        # "saved": a loaded RM trained on prompts cut to N tokens scores them cut the same way (its saved config
+        # says N). A run scoring the model it trains passes its own setting, None (uncapped) included: an RM
+        # started from one that saved a cap, trained on whole prompts, must not be evaluated, calibrated and
+        # given its reward mean/std on prompts cut to the old cap (issue 27).
+        saved = getattr(cfg, "rewardlab_max_prompt_length", None)
+        self.max_prompt_length = saved if max_prompt_length == "saved" else max_prompt_length
         self.heads = head_names(cfg)
         self.reward_mean = _maybe_float(getattr(cfg, "reward_mean", None))
         self.reward_std = _maybe_float(getattr(cfg, "reward_std", None))

@@ -131,3 +131,37 @@ def test_prompt_cap_is_saved_and_scoring_cuts_prompts_the_same_way(pairs, tmp_pa
     uncapped.max_prompt_length = None
     c, d = uncapped.score([early + tail, other + tail], ["4.", "4."])[:, 0]
     assert c != pytest.approx(d, abs=1e-6)  # without the cap the early turns do move it
+
+
+def test_run_setting_wins_over_a_saved_prompt_cap(pairs, tmp_path, cli, monkeypatch):
+    """An RM started from an RM that saved a cap (8), trained with `max_prompt_length: null`, is evaluated,
+    calibrated and given its reward mean/std uncapped, as it trained (issue 27); `score` on the saved
+    folder then reads its own (null) cap, and a folder's saved cap still holds for a plain load."""
+    from rewardlab.recipes import rm as rm_recipe
+    from rewardlab.scoring import RewardScorer
+
+    first = tmp_path / "first"
+    args = ["heads=[overall]", "train.max_steps=2", "train.batch_size=4", "data.max_length=64"]
+    res = cli("train", "rm", "configs/rm/tiny.yaml", f"data.train={pairs}", f"output_dir={first}",
+              "max_prompt_length=8", *args)  # fmt: skip
+    assert res.exit_code == 0, res
+    saved = RewardScorer.from_path(first)
+    assert saved.max_prompt_length == 8  # a plain load keeps the folder's cap
+    assert RewardScorer(saved.model, saved.tokenizer, 64, "cpu", None).max_prompt_length is None
+    assert RewardScorer(saved.model, saved.tokenizer, 64, "cpu", 16).max_prompt_length == 16
+
+    built: list[int | None] = []
+
+    class Spy(RewardScorer):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            built.append(self.max_prompt_length)
+
+    monkeypatch.setattr(rm_recipe, "RewardScorer", Spy)
+    second = tmp_path / "second"
+    res = cli("train", "rm", "configs/rm/tiny.yaml", f"data.train={pairs}", f"output_dir={second}",
+              f"model.name_or_path={first / 'model'}", "max_prompt_length=null", "train.eval_every=1", *args)  # fmt: skip
+    assert res.exit_code == 0, res
+    assert built and built == [None] * len(built)  # live eval, final eval, calibration, reward mean/std
+    assert json.loads((second / "model" / "config.json").read_text())["rewardlab_max_prompt_length"] is None
+    assert RewardScorer.from_path(second).max_prompt_length is None
