@@ -718,7 +718,9 @@ def evaluate_from_rewards(
                 for w, lo, _, _ in head_pairs(rec, cfg.heads[0])]  # fmt: skip
         threshold = float(np.quantile(gaps, tie_share)) if gaps and tie_share and ties[0] else 0.0
     param = tie_param if tie_param is not None else cfg.loss.tie_param
-    kind = ties[0] if param is not None else None  # a listwise head 0 is calibrated as Bradley-Terry
+    # a listwise head 0 is calibrated as Bradley-Terry: Plackett-Luce (ties by Breslow) has no tie parameter,
+    # its pairwise probability is sigmoid(r_w - r_l), so a fixed loss.tie_param must not turn it Rao-Kupper
+    kind = ties[0] if param is not None and not listwise_head(0, cfg) else None
     return evaluate_rewards(records, rewards, cfg.heads, kind, param or 1.5, threshold)
 
 
