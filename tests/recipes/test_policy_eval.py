@@ -177,3 +177,34 @@ def test_kl_from_the_samplers_logits_matches_a_full_forward():
             b = other(**kwargs).logits[:, query.shape[1] - 1 : -1]
         expected += (pm.exact_kl(a, b) * mask).sum(1).tolist()
     assert exact == pytest.approx(expected, rel=1e-3, abs=1e-4)
+
+
+def test_best_of_n_keeps_the_selectors_argmax_and_beats_the_plain_sample(cli, ppo_run, monkeypatch):
+    """The kept answer is the selector's highest-scored of the n candidates, and best-of-n's mean selector
+    score is at least the reference's plain sample's on the same prompts and seed (issue 27)."""
+    from rewardlab.eval import policy as policy_eval
+    from rewardlab.scoring import RewardScorer
+
+    run, rm = ppo_run
+    calls: list[tuple[list, list[str]]] = []
+    real_sample = policy_eval.sample
+
+    def spy(model, tokenizer, prompts, *args, **kwargs):
+        out = real_sample(model, tokenizer, prompts, *args, **kwargs)
+        calls.append((list(prompts), list(out[0])))
+        return out
+
+    monkeypatch.setattr(policy_eval, "sample", spy)
+    res = cli("eval", "policy", run, "--n", "4", "--best-of", "4", "--max-new-tokens", "6", "--json")
+    assert res.exit_code == 0, res
+    out = res.json()
+    candidates = [(p, t) for p, t in calls if len(p) == 16]  # the 4 x 4 best-of-n draw
+    assert len(candidates) == 1
+    prompts, texts = candidates[0]
+    scores = RewardScorer.from_path(rm).score(prompts, texts)[:, 0]
+    kept = [s["best_of_n"] for s in read_jsonl(run / "samples.jsonl")]
+    for i, answer in enumerate(kept):
+        block = scores[4 * i : 4 * i + 4]
+        assert answer == texts[4 * i + int(block.argmax())]
+    assert out["best_of_n_select_rm"] == str(rm)  # selector = the eval RM: its scores are comparable
+    assert out["best_of_n_rm_score_mean"] >= out["ref_rm_score_mean"]
