@@ -915,6 +915,29 @@ def resolve_pooling(pooling: str, path: str | os.PathLike, config: Any) -> str:
     return sentence_transformers_pooling(path) or native_pooling(config)
 
 
+def _ids(value: Any) -> set[int]:
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, (list, tuple)) else {int(value)}
+
+
+def native_matches_mask(config: Any) -> bool:
+    """Does ``AutoModelForSequenceClassification``'s own forward read what rewardlab's pooling reads?
+
+    For decoders transformers reads the last token *not equal to pad_token_id*, not the last token of the
+    attention mask. With pad = eos (the loader's choice for Llama-3 / Mistral tokenizers, which have no pad
+    token) a conversation that ends in eos is then read one token early, silently. So it matches only when
+    the pad id is none of the ids real text carries (eos, bos)."""
+    pooling = getattr(config, "rewardlab_pooling", None) or native_pooling(config)
+    if pooling != native_pooling(config):
+        return False
+    if pooling != "last":
+        return True
+    pad = getattr(config, "pad_token_id", None)
+    real = _ids(getattr(config, "eos_token_id", None)) | _ids(getattr(config, "bos_token_id", None))
+    return pad is not None and int(pad) not in real
+
+
 def pool_hidden(hidden: Any, attention_mask: Any, pooling: str) -> Any:
     """[B, T, H] hidden states -> [B, H]: first token, masked mean, or last real token (any padding side)."""
     import torch
@@ -941,7 +964,8 @@ def _pooled_forward(self: Any, input_ids: Any = None, attention_mask: Any = None
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     backbone = getattr(self, self.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    extra = {"position_ids": kwargs["position_ids"]} if kwargs.get("position_ids") is not None else {}
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
     pooled = pool_hidden(hidden, attention_mask, self.config.rewardlab_pooling)
     dropout = getattr(self, "dropout", None)
     if isinstance(dropout, torch.nn.Dropout):
@@ -954,11 +978,15 @@ def set_pooling(model: Any, pooling: str) -> Any:
     """Record ``pooling`` in the model's config (saved as ``rewardlab_pooling``) and, when it is not what
     transformers does natively, route the model's forward through ``_pooled_forward``. An instance-level
     forward keeps DDP, FSDP, accelerate and ``model(...)`` callers working unchanged. BERT's pooler is then
-    unused: frozen, so DDP sees no parameter without a gradient, and kept, so the folder loads quietly."""
+    unused: frozen, so DDP sees no parameter without a gradient, and kept, so the folder loads quietly.
+
+    Decoders' ``last`` always goes through ``_pooled_forward`` too: transformers' own last-token pooling
+    finds the last token that is not pad, so with pad = eos it would read the token before the end-of-turn
+    eos; ours reads the last position of the attention mask (see ``native_matches_mask``)."""
     import types
 
     model.config.rewardlab_pooling = pooling
-    if pooling == native_pooling(model.config):
+    if pooling == native_pooling(model.config) and pooling != "last":
         return model
     backbone = getattr(model, model.base_model_prefix)
     pooler = getattr(backbone, "pooler", None)
@@ -996,7 +1024,7 @@ def scoring_snippet(config: Any) -> str:
         'batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}',
         "with torch.no_grad():",
     ]
-    if pooling == native_pooling(config):
+    if native_matches_mask(config):
         return "\n".join(
             [*lines, "    rewards = model(**batch).logits  # [1, n_heads], in id2label order", ""]
         )
@@ -1009,7 +1037,8 @@ def scoring_snippet(config: Any) -> str:
     return "\n".join(
         [
             *lines,
-            f"    # {pooling} pooling: not what model(**batch) reads by itself",
+            f"    # {pooling} pooling by the attention mask: not what model(**batch) reads by itself"
+            + (" (it skips every pad = eos token)" if pooling == "last" else ""),
             "    hidden = getattr(model, model.base_model_prefix)(**batch).last_hidden_state",
             '    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)',
             f"    pooled = {pick}",

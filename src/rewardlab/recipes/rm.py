@@ -703,8 +703,8 @@ def _card_pooling(model: Any) -> str | None:
     """The pooling the card's usage snippet must apply: None when transformers' own class does the same."""
     from rewardlab import models
 
-    pooling = getattr(model.config, "rewardlab_pooling", None)
-    return None if pooling in (None, models.native_pooling(model.config)) else pooling
+    pooling = getattr(model.config, "rewardlab_pooling", None) or models.native_pooling(model.config)
+    return None if models.native_matches_mask(model.config) else pooling  # pad = eos: pool by mask
 
 
 def scoring_section(model: Any) -> str:
