@@ -91,6 +91,15 @@ class TrainConfig(Strict):
     # the TRL stages); runs on CPU too, so the path GPU users take is tested. Weights, optimizer state and the
     # losses stay float32.
     bf16: bool = False
+    gradient_checkpointing: bool = Field(
+        False,
+        description=(
+            "Recompute each layer's activations in the backward instead of keeping them (non-reentrant "
+            "torch checkpointing, works with LoRA): less activation memory for about one more forward per "
+            "step. Passed to TRL in sft/dpo/grpo/rloo/rs; the model's own in the rm and ppo loops "
+            "(docs/scaling.md, Memory levers)."
+        ),
+    )
 
 
 class TrackingConfig(Strict):

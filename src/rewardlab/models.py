@@ -833,6 +833,23 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
+def enable_checkpointing(model: Any) -> Any:
+    """Activation (gradient) checkpointing on a transformers model, peft-wrapped or not, non-reentrant.
+
+    Non-reentrant checkpointing needs no input that requires grad, but LoRA freezes the embeddings, so
+    ``enable_input_require_grads`` is added under peft as transformers' own docs advise (harmless when
+    unneeded). Layers recompute only in training mode: generation in eval mode keeps its KV cache.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if hasattr(model, "peft_config"):
+        model.enable_input_require_grads()
+    return model
+
+
 def save_model(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
     """Save a full Hugging Face folder (safetensors + tokenizer) that `resolve` and the builders load back.
 

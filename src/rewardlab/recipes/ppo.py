@@ -672,6 +672,10 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     for model in (policy, reference, value):
         if model is not None:
             disable_dropout(model)
+    if cfg.train.gradient_checkpointing:  # the trained models; generation runs in eval mode, cache kept
+        models.enable_checkpointing(policy)
+        if o.value_backbone != "adapter":
+            models.enable_checkpointing(value.inner)
     if reference is not None:
         reference.to(accelerator.device)
     episodes = o.episodes if o.episodes is not None else int(cfg.train.epochs * n_prompts)

@@ -906,6 +906,8 @@ def setup(cfg: RMConfig) -> Context:
             for module in built.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
+        if cfg.train.gradient_checkpointing:
+            models.enable_checkpointing(built)
         return built
 
     model = build_model()
