@@ -30,10 +30,8 @@ def child(args: argparse.Namespace) -> dict:
     from rewardlab import models
 
     torch.manual_seed(0)
-    if args.kind == "rm":
-        model = models.build_reward_model(args.model)
-    else:
-        model = models.build_policy(args.model)
+    build = models.build_reward_model if args.kind == "rm" else models.build_policy
+    model = build(args.model)
     if args.checkpointing:
         models.enable_checkpointing(model)
     model.train()

@@ -623,10 +623,12 @@ def build_policy(
     lora: dict | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    attn_implementation: str = "auto",
 ) -> Any:
     """A causal LM with pad/eos wired to its tokenizer; wrapped with LoRA when `lora` is given.
 
     Safetensors weights only and no code from the folder unless `allow_pickle` / `trust_remote_code`.
+    ``attn_implementation`` (auto|sdpa|eager|flash_attention_2): see ``devices.attn_implementation``.
     """
     from transformers import AutoModelForCausalLM
 
@@ -639,6 +641,7 @@ def build_policy(
             path,
             dtype=_torch_dtype(dtype),
             trust_remote_code=trust_remote_code,
+            **attn_kwargs(attn_implementation, dtype),
             **load_kwargs(allow_pickle),
         )
     except (OSError, ValueError) as err:
@@ -647,6 +650,13 @@ def build_policy(
     if lora is not None:
         model = apply_lora(model, task_type="CAUSAL_LM", **_lora_kwargs(lora))
     return model
+
+
+def attn_kwargs(requested: str = "auto", dtype: Any = None, device: Any = None) -> dict[str, str]:
+    """``from_pretrained`` keywords for ``model.attn_implementation`` (resolved for this process's device)."""
+    from rewardlab import devices
+
+    return {"attn_implementation": devices.attn_implementation(requested, device=device, dtype=dtype)}
 
 
 def _refuse_reward_model_as_policy(path: str, source: str) -> None:
@@ -664,13 +674,18 @@ def build_reference(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     device: Any = None,
+    attn_implementation: str = "auto",
 ) -> Any:
     """A frozen copy of the policy in eval mode (KL anchor for DPO/PPO, the models ``eval policy`` samples).
 
     ``device``: None leaves it where transformers loads it (the CPU) for a trainer that places it itself
     (TRL, accelerate); ``"auto"`` or a name puts it on that device (rewardlab/devices.py)."""
     model = build_policy(
-        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
+        name_or_path,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+        attn_implementation=attn_implementation,
     )
     model.eval()
     model.requires_grad_(False)
@@ -690,6 +705,7 @@ def build_reward_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     pooling: str = "auto",
+    attn_implementation: str = "auto",
 ) -> Any:
     """A sequence-classification model with one regression output per reward head.
 
@@ -721,6 +737,7 @@ def build_reward_model(
                 dtype=_torch_dtype(dtype),
                 trust_remote_code=trust_remote_code,
                 output_loading_info=True,
+                **attn_kwargs(attn_implementation, dtype),
                 **load_kwargs(allow_pickle),
             )
     except (OSError, ValueError) as err:
