@@ -67,7 +67,25 @@ def test_reward_reads_last_real_token_when_pad_is_eos(no_pad_folder):
     torch.testing.assert_close(ours, expected)
     assert (hf - ours).abs().min() > 1e-4  # transformers reads another token in every row
     assert not models.native_matches_mask(model.config)
-    assert "attention_mask" in models.scoring_snippet(model.config)  # the card pools by mask
+
+
+def test_card_snippet_pools_by_mask_when_pad_is_eos(no_pad_folder, tmp_path):
+    """The model card's plain-transformers lines, run as a user would paste them, give rewardlab's score."""
+    from rewardlab.scoring import RewardScorer
+
+    torch.manual_seed(0)
+    model = models.build_reward_model(str(no_pad_folder))
+    folder = models.save_model(model, models.load_tokenizer(str(no_pad_folder)), tmp_path / "model")
+    code = models.scoring_snippet(model.config).replace('"path/to/model"', repr(str(folder)))
+    prompt, response = CONVERSATIONS[0]
+    code = code.replace('"How do I boil an egg?"', repr(prompt)).replace(
+        '"Simmer it for 9 minutes."', repr(response)
+    )
+    assert "hidden = " in code  # not model(**batch), which would read the token before eos
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the card's own lines
+    want = RewardScorer.from_path(folder).score([prompt], [response])[0, 0]
+    assert abs(float(scope["rewards"][0, 0]) - want) < 1e-5
 
 
 def test_exported_head_scores_the_same_in_plain_transformers(no_pad_folder, tmp_path):
