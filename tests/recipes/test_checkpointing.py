@@ -15,9 +15,21 @@ def _losses(cli, stage: str, run, *extra: str) -> list[float]:
 
 
 @pytest.mark.parametrize("stage", ["rm", "sft"])
-def test_same_losses_with_checkpointing(cli, tmp_path, stage):
+def test_same_losses_with_checkpointing(cli, tmp_path, stage, monkeypatch):
+    from transformers import PreTrainedModel
+
+    enabled = []
+    real = PreTrainedModel._set_gradient_checkpointing
+
+    def spy(self, enable=True, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        enabled.append(enable)
+        return real(self, enable, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "_set_gradient_checkpointing", spy)
     off = _losses(cli, stage, tmp_path / "off")
+    assert True not in enabled  # off by default (TRL's own default of true is overridden)
     on = _losses(cli, stage, tmp_path / "on", "train.gradient_checkpointing=true")
+    assert True in enabled  # the layers really recomputed in the second run
     assert len(off) == 3 and on == pytest.approx(off, rel=1e-5, abs=1e-7)
 
 
