@@ -54,6 +54,28 @@ class ModelConfig(Strict):
         False  # load pickle weights (pytorch_model.bin, *.pt): can run code; safetensors only
     )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto",
+        description=(
+            "Attention kernel of every model the stage loads (policy, reference, RM, value model, PPO's RM "
+            "scorer). auto: flash_attention_2 when flash-attn is installed, the device is CUDA and the "
+            "weights are bf16/fp16, else sdpa. flash_attention_2 without flash-attn or CUDA is refused when "
+            "the config loads (docs/scaling.md, Memory levers)."
+        ),
+    )
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _flash_attention_runs_here(cls, value: str) -> str:
+        """Refuse flash_attention_2 before any work where it cannot run (no flash-attn, no CUDA)."""
+        if value == "flash_attention_2":
+            from rewardlab import devices
+
+            try:
+                devices.attn_implementation(value, where="attn_implementation")
+            except UserError as err:
+                raise ValueError(str(err)) from None
+        return value
 
 
 class DataConfig(Strict):
@@ -91,6 +113,15 @@ class TrainConfig(Strict):
     # the TRL stages); runs on CPU too, so the path GPU users take is tested. Weights, optimizer state and the
     # losses stay float32.
     bf16: bool = False
+    gradient_checkpointing: bool = Field(
+        False,
+        description=(
+            "Recompute each layer's activations in the backward instead of keeping them (non-reentrant "
+            "torch checkpointing, works with LoRA): less activation memory for about one more forward per "
+            "step. Passed to TRL in sft/dpo/grpo/rloo/rs; the model's own in the rm and ppo loops "
+            "(docs/scaling.md, Memory levers)."
+        ),
+    )
 
 
 class TrackingConfig(Strict):

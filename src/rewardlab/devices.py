@@ -122,3 +122,40 @@ def model_device(model: Any) -> Any:
     for param in model.parameters():
         return param.device
     return torch.device("cpu")
+
+
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+def attn_implementation(
+    requested: str = "auto", device: Any = None, dtype: Any = None, where: str = "model.attn_implementation"
+) -> str:
+    """The attention kernel a loader passes to ``from_pretrained(attn_implementation=...)``.
+
+    ``auto``: flash-attention 2 when the ``flash_attn`` package is importable, the device (``None``: this
+    process's, by the device rule) is CUDA and the weights are bf16/fp16 (flash-attn has no float32 kernel),
+    else PyTorch's SDPA. ``flash_attention_2`` asked for where it cannot run is refused in one line rather
+    than failing inside the first forward (or, without CUDA, never)."""
+    import importlib.util
+
+    if requested not in ATTN_IMPLEMENTATIONS:
+        raise UserError(f"{where} must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got '{requested}'")
+    if requested in ("sdpa", "eager"):
+        return requested
+    import torch
+
+    kind = (accelerator_device() if device in (None, "auto") else torch.device(device)).type
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if requested == "flash_attention_2":
+        if not has_flash:
+            raise UserError(
+                f"{where}=flash_attention_2 needs the flash-attn package (pip install flash-attn "
+                "--no-build-isolation); use auto or sdpa"
+            )
+        if kind != "cuda":
+            raise UserError(
+                f"{where}=flash_attention_2 needs a CUDA device, this process has {kind}; use auto"
+            )
+        return requested
+    half = dtype is not None and str(dtype).replace("torch.", "") in ("bfloat16", "float16")
+    return "flash_attention_2" if has_flash and kind == "cuda" and half else "sdpa"

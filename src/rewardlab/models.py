@@ -623,10 +623,12 @@ def build_policy(
     lora: dict | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    attn_implementation: str = "auto",
 ) -> Any:
     """A causal LM with pad/eos wired to its tokenizer; wrapped with LoRA when `lora` is given.
 
     Safetensors weights only and no code from the folder unless `allow_pickle` / `trust_remote_code`.
+    ``attn_implementation`` (auto|sdpa|eager|flash_attention_2): see ``devices.attn_implementation``.
     """
     from transformers import AutoModelForCausalLM
 
@@ -639,6 +641,7 @@ def build_policy(
             path,
             dtype=_torch_dtype(dtype),
             trust_remote_code=trust_remote_code,
+            **attn_kwargs(attn_implementation, dtype),
             **load_kwargs(allow_pickle),
         )
     except (OSError, ValueError) as err:
@@ -647,6 +650,13 @@ def build_policy(
     if lora is not None:
         model = apply_lora(model, task_type="CAUSAL_LM", **_lora_kwargs(lora))
     return model
+
+
+def attn_kwargs(requested: str = "auto", dtype: Any = None, device: Any = None) -> dict[str, str]:
+    """``from_pretrained`` keywords for ``model.attn_implementation`` (resolved for this process's device)."""
+    from rewardlab import devices
+
+    return {"attn_implementation": devices.attn_implementation(requested, device=device, dtype=dtype)}
 
 
 def _refuse_reward_model_as_policy(path: str, source: str) -> None:
@@ -664,13 +674,18 @@ def build_reference(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     device: Any = None,
+    attn_implementation: str = "auto",
 ) -> Any:
     """A frozen copy of the policy in eval mode (KL anchor for DPO/PPO, the models ``eval policy`` samples).
 
     ``device``: None leaves it where transformers loads it (the CPU) for a trainer that places it itself
     (TRL, accelerate); ``"auto"`` or a name puts it on that device (rewardlab/devices.py)."""
     model = build_policy(
-        name_or_path, dtype=dtype, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle
+        name_or_path,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+        attn_implementation=attn_implementation,
     )
     model.eval()
     model.requires_grad_(False)
@@ -690,6 +705,7 @@ def build_reward_model(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     pooling: str = "auto",
+    attn_implementation: str = "auto",
 ) -> Any:
     """A sequence-classification model with one regression output per reward head.
 
@@ -721,6 +737,7 @@ def build_reward_model(
                 dtype=_torch_dtype(dtype),
                 trust_remote_code=trust_remote_code,
                 output_loading_info=True,
+                **attn_kwargs(attn_implementation, dtype),
                 **load_kwargs(allow_pickle),
             )
     except (OSError, ValueError) as err:
@@ -833,6 +850,23 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
+def enable_checkpointing(model: Any) -> Any:
+    """Activation (gradient) checkpointing on a transformers model, peft-wrapped or not, non-reentrant.
+
+    Non-reentrant checkpointing needs no input that requires grad, but LoRA freezes the embeddings, so
+    ``enable_input_require_grads`` is added under peft as transformers' own docs advise (harmless when
+    unneeded). Layers recompute only in training mode: generation in eval mode keeps its KV cache.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if hasattr(model, "peft_config"):
+        model.enable_input_require_grads()
+    return model
+
+
 def save_model(model: Any, tokenizer: Any, out_dir: str | os.PathLike) -> Path:
     """Save a full Hugging Face folder (safetensors + tokenizer) that `resolve` and the builders load back.
 
@@ -915,6 +949,29 @@ def resolve_pooling(pooling: str, path: str | os.PathLike, config: Any) -> str:
     return sentence_transformers_pooling(path) or native_pooling(config)
 
 
+def _ids(value: Any) -> set[int]:
+    if value is None:
+        return set()
+    return {int(v) for v in value} if isinstance(value, (list, tuple)) else {int(value)}
+
+
+def native_matches_mask(config: Any) -> bool:
+    """Does ``AutoModelForSequenceClassification``'s own forward read what rewardlab's pooling reads?
+
+    For decoders transformers reads the last token *not equal to pad_token_id*, not the last token of the
+    attention mask. With pad = eos (the loader's choice for Llama-3 / Mistral tokenizers, which have no pad
+    token) a conversation that ends in eos is then read one token early, silently. So it matches only when
+    the pad id is none of the ids real text carries (eos, bos)."""
+    pooling = getattr(config, "rewardlab_pooling", None) or native_pooling(config)
+    if pooling != native_pooling(config):
+        return False
+    if pooling != "last":
+        return True
+    pad = getattr(config, "pad_token_id", None)
+    real = _ids(getattr(config, "eos_token_id", None)) | _ids(getattr(config, "bos_token_id", None))
+    return pad is not None and int(pad) not in real
+
+
 def pool_hidden(hidden: Any, attention_mask: Any, pooling: str) -> Any:
     """[B, T, H] hidden states -> [B, H]: first token, masked mean, or last real token (any padding side)."""
     import torch
@@ -941,7 +998,8 @@ def _pooled_forward(self: Any, input_ids: Any = None, attention_mask: Any = None
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     backbone = getattr(self, self.base_model_prefix)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    extra = {"position_ids": kwargs["position_ids"]} if kwargs.get("position_ids") is not None else {}
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
     pooled = pool_hidden(hidden, attention_mask, self.config.rewardlab_pooling)
     dropout = getattr(self, "dropout", None)
     if isinstance(dropout, torch.nn.Dropout):
@@ -954,11 +1012,15 @@ def set_pooling(model: Any, pooling: str) -> Any:
     """Record ``pooling`` in the model's config (saved as ``rewardlab_pooling``) and, when it is not what
     transformers does natively, route the model's forward through ``_pooled_forward``. An instance-level
     forward keeps DDP, FSDP, accelerate and ``model(...)`` callers working unchanged. BERT's pooler is then
-    unused: frozen, so DDP sees no parameter without a gradient, and kept, so the folder loads quietly."""
+    unused: frozen, so DDP sees no parameter without a gradient, and kept, so the folder loads quietly.
+
+    Decoders' ``last`` always goes through ``_pooled_forward`` too: transformers' own last-token pooling
+    finds the last token that is not pad, so with pad = eos it would read the token before the end-of-turn
+    eos; ours reads the last position of the attention mask (see ``native_matches_mask``)."""
     import types
 
     model.config.rewardlab_pooling = pooling
-    if pooling == native_pooling(model.config):
+    if pooling == native_pooling(model.config) and pooling != "last":
         return model
     backbone = getattr(model, model.base_model_prefix)
     pooler = getattr(backbone, "pooler", None)
@@ -996,7 +1058,7 @@ def scoring_snippet(config: Any) -> str:
         'batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}',
         "with torch.no_grad():",
     ]
-    if pooling == native_pooling(config):
+    if native_matches_mask(config):
         return "\n".join(
             [*lines, "    rewards = model(**batch).logits  # [1, n_heads], in id2label order", ""]
         )
@@ -1009,7 +1071,8 @@ def scoring_snippet(config: Any) -> str:
     return "\n".join(
         [
             *lines,
-            f"    # {pooling} pooling: not what model(**batch) reads by itself",
+            f"    # {pooling} pooling by the attention mask: not what model(**batch) reads by itself"
+            + (" (it skips every pad = eos token)" if pooling == "last" else ""),
             "    hidden = getattr(model, model.base_model_prefix)(**batch).last_hidden_state",
             '    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)',
             f"    pooled = {pick}",

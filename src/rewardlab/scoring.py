@@ -251,6 +251,7 @@ class RewardScorer:
         trust_remote_code: bool = False,
         where: str = "model",
         dtype: Any = "float32",
+        attn_implementation: str = "auto",
     ) -> RewardScorer:
         """Load a saved RM (a run folder or its model/ folder) onto ``device`` in ``dtype``.
 
@@ -258,6 +259,7 @@ class RewardScorer:
         else CPU); scores come back as float32 whatever the weights' dtype (PPO loads its RM in bfloat16 in a
         bf16 run: half the bytes, scored under autocast). Safetensors only and no code from the folder unless
         the caller's config allows it; ``where`` names that config section (or CLI flag) in the refusal message.
+        ``attn_implementation``: the run's ``model.attn_implementation`` (``devices.attn_implementation``).
         """
         from transformers import AutoModelForSequenceClassification
 
@@ -274,6 +276,7 @@ class RewardScorer:
                 str(folder),
                 dtype=torch_dtype,
                 trust_remote_code=trust_remote_code,
+                **models.attn_kwargs(attn_implementation, torch_dtype, device),
                 **models.load_kwargs(allow_pickle),
             )
         except (OSError, ValueError) as err:

@@ -44,7 +44,7 @@ def _per_head(value: Any, index: int) -> Any:
 def export_rm_head(run_dir: str | Path, head: str, out: str | Path) -> dict[str, Any]:
     """Write the one-output folder for ``head`` and return what was exported (also the --json object)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rewardlab import cards, models
     from rewardlab.scoring import RewardScorer, resolve_model_dir
@@ -63,7 +63,11 @@ def export_rm_head(run_dir: str | Path, head: str, out: str | Path) -> dict[str,
             f"cannot apply: an exported head would score differently; train it with model.pooling="
             f"{models.native_pooling(model.config)} to export it"
         )
-    before = float(scorer.score([PROBE[0]], [PROBE[1]])[0, index])
+    probes = ([PROBE[0], PROBE[0]], [PROBE[1], "Unplug it."])  # two lengths: the check sees padding too
+    before = scorer.score(*probes)[:, index]
+    pad_added = None
+    if not models.native_matches_mask(model.config):
+        pad_added = give_own_pad(model, tokenizer)
 
     name, layer = score_head(model, len(heads))
     with torch.no_grad():
@@ -96,8 +100,10 @@ def export_rm_head(run_dir: str | Path, head: str, out: str | Path) -> dict[str,
     trl_model = AutoModelForSequenceClassification.from_pretrained(
         str(tmp), num_labels=1, **models.load_kwargs(False)
     ).eval()
-    after = float(RewardScorer(trl_model, tokenizer, scorer.max_length).score([PROBE[0]], [PROBE[1]])[0, 0])
-    if abs(after - before) > TOLERANCE:
+    plain = RewardScorer(trl_model, AutoTokenizer.from_pretrained(str(tmp)), scorer.max_length)
+    after_all = plain.score(*probes)[:, 0]
+    after = float(after_all[0])
+    if float(abs(after_all - before).max()) > TOLERANCE:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"exported head scores {after} where the original scored {before}")
 
@@ -113,6 +119,13 @@ def export_rm_head(run_dir: str | Path, head: str, out: str | Path) -> dict[str,
         "as a one-output folder (`num_labels=1`) that TRL's RewardTrainer and `reward_funcs=path` in "
         "GRPO / RLOO load directly. It scores exactly like that head of the original."
     )
+    if pad_added:
+        note += (
+            f" The original tokenizer padded with its eos token, which transformers' last-token pooling "
+            f"skips (it would read the token before the end of the answer); this folder's tokenizer pads "
+            f"with a token of its own, `{pad_added}`, which no text contains, so plain "
+            "`AutoModelForSequenceClassification` reads the last real token as rewardlab does."
+        )
     if cfg is None:
         cfg = {"model": {"name_or_path": source_card.get("base_model")}}
     card = cards.build_card(
@@ -130,7 +143,21 @@ def export_rm_head(run_dir: str | Path, head: str, out: str | Path) -> dict[str,
         "source": str(folder),
         "layer": name,
         "probe_score": after,
+        "pad_token_added": pad_added,
     }
+
+
+EXPORT_PAD = "<|rewardlab_pad|>"
+
+
+def give_own_pad(model: Any, tokenizer: Any) -> str:
+    """Give the tokenizer a pad token that no text carries (one new embedding row, only ever masked), so
+    transformers' pad-based last-token pooling finds the same token as rewardlab's mask pooling. The new
+    row cannot change a score: right padding sits after the last real token and is masked out."""
+    tokenizer.add_special_tokens({"pad_token": EXPORT_PAD})
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return EXPORT_PAD
 
 
 def _run_config(model_dir: Path) -> dict[str, Any] | None:

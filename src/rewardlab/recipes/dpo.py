@@ -180,6 +180,7 @@ def run(cfg: Any) -> dict[str, Any]:
             dtype=cfg.model.dtype,
             trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle,
+            attn_implementation=cfg.model.attn_implementation,
         )
     weights = [r["sample_weight"] for r in train_rows]
     uniform = max(weights) - min(weights) < 1e-12

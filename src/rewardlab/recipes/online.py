@@ -90,6 +90,7 @@ def run(cfg: Any) -> dict[str, Any]:
         device=devices.accelerator_device(),
         allow_pickle=cfg.model.allow_pickle,
         trust_remote_code=cfg.model.trust_remote_code,
+        attn_implementation=cfg.model.attn_implementation,
     )
     config_cls, trainer_cls = trainer_classes(cfg.stage)
     args = config_cls(

@@ -59,7 +59,7 @@ def mixed_precision(cfg: Any) -> str:
 
 
 def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
-    """TrainingArguments shared by the TRL recipes, safe on CPU (no checkpointing, no pinning; bf16 autocast
+    """TrainingArguments shared by the TRL recipes, safe on CPU (checkpointing only when asked, no pinning; bf16 autocast
     only when ``train.bf16`` asks for it: CPUs run it too, so tests cover the path GPU users take)."""
     t = cfg.train
     bf16 = mixed_precision(cfg) == "bf16"
@@ -83,7 +83,7 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
         "report_to": "none",
         "bf16": bf16,
         "fp16": False,
-        "gradient_checkpointing": False,
+        **checkpointing_args(t.gradient_checkpointing),
         "dataloader_pin_memory": False,
         "use_cpu": device_name() == "cpu",
         "disable_tqdm": False,
@@ -94,6 +94,19 @@ def trainer_kwargs(cfg: Any, run_dir: Path, has_eval: bool) -> dict[str, Any]:
     if t.eval_every and has_eval:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_every)
     return kwargs
+
+
+def checkpointing_args(on: bool) -> dict[str, Any]:
+    """``train.gradient_checkpointing`` as TrainingArguments keys: transformers 5 names them
+    ``activation_checkpointing*`` (the ``gradient_checkpointing*`` names are deprecated aliases, and TRL's
+    configs default the old one to True, so the key is always set explicitly), non-reentrant when on."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: on, **({f"{key}_kwargs": {"use_reentrant": False}} if on else {})}
 
 
 def tracker_callback(tracker: Any) -> Any:
@@ -235,6 +248,7 @@ def build_policy(cfg: Any) -> Any:
         lora=lora_dict(cfg),
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
+        attn_implementation=cfg.model.attn_implementation,
     )
 
 

@@ -86,6 +86,7 @@ def build_value_model(
     log: list[str],
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    attn_implementation: str = "auto",
 ) -> tuple[Any, str]:
     """The value model and where it came from: ``ppo.value_model``, else the RM, else the policy backbone."""
     import torch
@@ -108,7 +109,11 @@ def build_value_model(
     models.check_model_source(path, source, allow_pickle, trust_remote_code)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32, trust_remote_code=trust_remote_code, **models.load_kwargs(allow_pickle)
+            path,
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            **models.attn_kwargs(attn_implementation, torch.float32),
+            **models.load_kwargs(allow_pickle),
         )
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -707,6 +712,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
             allow_pickle=cfg.model.allow_pickle,
             trust_remote_code=cfg.model.trust_remote_code,
             dtype=rm_dtype,
+            attn_implementation=cfg.model.attn_implementation,
         )
     if o.value_backbone == "adapter":
         refuse_value_adapter_distributed(accelerator)
@@ -721,10 +727,15 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
             log,
             allow_pickle=cfg.model.allow_pickle,
             trust_remote_code=cfg.model.trust_remote_code,
+            attn_implementation=cfg.model.attn_implementation,
         )
     for model in (policy, reference, value):
         if model is not None:
             disable_dropout(model)
+    if cfg.train.gradient_checkpointing:  # the trained models; generation runs in eval mode, cache kept
+        models.enable_checkpointing(policy)
+        if o.value_backbone != "adapter":
+            models.enable_checkpointing(value.inner)
     if reference is not None:
         reference.to(accelerator.device)
     episodes = o.episodes if o.episodes is not None else int(cfg.train.epochs * n_prompts)
@@ -801,6 +812,7 @@ def build_reference(cfg: Any, log: list[str]) -> Any:
         dtype=cfg.model.dtype,
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
+        attn_implementation=cfg.model.attn_implementation,
     )
 
 

@@ -728,8 +728,8 @@ def _card_pooling(model: Any) -> str | None:
     """The pooling the card's usage snippet must apply: None when transformers' own class does the same."""
     from rewardlab import models
 
-    pooling = getattr(model.config, "rewardlab_pooling", None)
-    return None if pooling in (None, models.native_pooling(model.config)) else pooling
+    pooling = getattr(model.config, "rewardlab_pooling", None) or models.native_pooling(model.config)
+    return None if models.native_matches_mask(model.config) else pooling  # pad = eos: pool by mask
 
 
 def scoring_section(model: Any) -> str:
@@ -915,11 +915,14 @@ def setup(cfg: RMConfig) -> Context:
             trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle,
             pooling=cfg.model.pooling,
+            attn_implementation=cfg.model.attn_implementation,
         )
         if cfg.disable_dropout:
             for module in built.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.p = 0.0
+        if cfg.train.gradient_checkpointing:
+            models.enable_checkpointing(built)
         return built
 
     model = build_model()

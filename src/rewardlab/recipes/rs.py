@@ -229,6 +229,7 @@ def run(cfg: Any) -> dict[str, Any]:
         device=device,
         allow_pickle=cfg.model.allow_pickle,
         trust_remote_code=cfg.model.trust_remote_code,
+        attn_implementation=cfg.model.attn_implementation,
     )
     probe_prompts = prompts[: cfg.rs.probe_prompts]
     start, start_stop = probe(model, tokenizer, probe_prompts, cfg, stop_ids, scorer)
