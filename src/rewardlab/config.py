@@ -54,6 +54,24 @@ class ModelConfig(Strict):
         False  # load pickle weights (pytorch_model.bin, *.pt): can run code; safetensors only
     )
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None,
+        description=(
+            "load the base weights in 4 or 8 bits through bitsandbytes and train a LoRA adapter over them "
+            "(QLoRA; needs model.lora and a CUDA GPU; docs/scaling.md, 'Quantized loading (QLoRA)'); "
+            "null: full-precision weights in model.dtype"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _quantization_needs_lora(self) -> ModelConfig:
+        """k-bit weights are frozen: without an adapter nothing would train. Refused when the config loads."""
+        if self.quantization is not None and self.lora is None:
+            raise ValueError(
+                f"model.quantization={self.quantization} needs model.lora: k-bit weights are frozen, only a "
+                "LoRA adapter over them trains (QLoRA)"
+            )
+        return self
 
 
 class DataConfig(Strict):

@@ -235,6 +235,7 @@ def build_policy(cfg: Any) -> Any:
         lora=lora_dict(cfg),
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
+        quantization=cfg.model.quantization,
     )
 
 

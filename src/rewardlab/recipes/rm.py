@@ -901,6 +901,7 @@ def setup(cfg: RMConfig) -> Context:
             trust_remote_code=cfg.model.trust_remote_code,
             allow_pickle=cfg.model.allow_pickle,
             pooling=cfg.model.pooling,
+            quantization=cfg.model.quantization,
         )
         if cfg.disable_dropout:
             for module in built.modules():
