@@ -499,6 +499,30 @@ class OnlineOptions(Strict):
     max_completion_length: int = Field(48, ge=1)
     beta: float = Field(0.05, ge=0)
     temperature: float = Field(1.0, gt=0)
+    # vLLM generation (TRL's use_vllm; docs/policy.md, "vLLM generation (GRPO/RLOO)")
+    use_vllm: bool = Field(
+        False,
+        description=(
+            "generate the completions with vLLM (TRL's use_vllm) instead of transformers' generate; needs "
+            "vllm installed; our stop ids go to vLLM through the policy's generation_config.json"
+        ),
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate",
+        description=(
+            "colocate: a vLLM engine inside each training process, on its GPU; server: a separate "
+            "`trl vllm-serve` process at online.vllm_server_host:online.vllm_server_port"
+        ),
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="share of the GPU's memory the colocated vLLM engine may take"
+    )
+    vllm_server_host: str = Field(
+        "0.0.0.0", description="host of the `trl vllm-serve` server (vllm_mode=server)"
+    )
+    vllm_server_port: int = Field(
+        8000, ge=1, le=65535, description="port of the `trl vllm-serve` server (vllm_mode=server)"
+    )
 
 
 class GRPOConfig(RunConfig):
