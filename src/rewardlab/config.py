@@ -306,10 +306,25 @@ class RMOptimConfig(Strict):
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each backbone layer's lr = the one above's * this
 
 
+class RMTrainConfig(TrainConfig):
+    """The shared train section plus what only the rm loop does."""
+
+    packing: bool = Field(
+        False,
+        description=(
+            "padding-free training forward for decoder RMs: a micro-batch's sequences packed into one row with "
+            "position ids restarting per sequence (flash-attention varlen; a block-diagonal mask on SDPA/eager), "
+            "rewards read at each sequence's last token; one process; encoders refused "
+            "(docs/reward-models.md, 'Packed (padding-free) forward')"
+        ),
+    )
+
+
 class RMConfig(RunConfig):
     stage: str = "rm"
     output_dir: str = "runs/rm"
     model: RMModelConfig = RMModelConfig(name_or_path="offline:tiny-rm")
+    train: RMTrainConfig = RMTrainConfig()
     averaging: RMAveragingConfig = RMAveragingConfig()
     optim: RMOptimConfig = RMOptimConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
