@@ -77,6 +77,25 @@ class ModelConfig(Strict):
                 raise ValueError(str(err)) from None
         return value
 
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None,
+        description=(
+            "load the base weights in 4 or 8 bits through bitsandbytes and train a LoRA adapter over them "
+            "(QLoRA; needs model.lora and a CUDA GPU; docs/scaling.md, 'Quantized loading (QLoRA)'); "
+            "null: full-precision weights in model.dtype"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _quantization_needs_lora(self) -> ModelConfig:
+        """k-bit weights are frozen: without an adapter nothing would train. Refused when the config loads."""
+        if self.quantization is not None and self.lora is None:
+            raise ValueError(
+                f"model.quantization={self.quantization} needs model.lora: k-bit weights are frozen, only a "
+                "LoRA adapter over them trains (QLoRA)"
+            )
+        return self
+
 
 class DataConfig(Strict):
     train: str | None = "data/sample"
@@ -350,10 +369,25 @@ class RMOptimConfig(Strict):
     layer_lr_decay: float = Field(1.0, gt=0, le=1)  # each backbone layer's lr = the one above's * this
 
 
+class RMTrainConfig(TrainConfig):
+    """The shared train section plus what only the rm loop does."""
+
+    packing: bool = Field(
+        False,
+        description=(
+            "padding-free training forward for decoder RMs: a micro-batch's sequences packed into one row with "
+            "position ids restarting per sequence (flash-attention varlen; a block-diagonal mask on SDPA/eager), "
+            "rewards read at each sequence's last token; one process; encoders refused "
+            "(docs/reward-models.md, 'Packed (padding-free) forward')"
+        ),
+    )
+
+
 class RMConfig(RunConfig):
     stage: str = "rm"
     output_dir: str = "runs/rm"
     model: RMModelConfig = RMModelConfig(name_or_path="offline:tiny-rm")
+    train: RMTrainConfig = RMTrainConfig()
     averaging: RMAveragingConfig = RMAveragingConfig()
     optim: RMOptimConfig = RMOptimConfig()
     heads: list[str] = ["overall"]  # 'overall' trains on ranks, any other head on scores[<head>]
@@ -544,6 +578,30 @@ class OnlineOptions(Strict):
     max_completion_length: int = Field(48, ge=1)
     beta: float = Field(0.05, ge=0)
     temperature: float = Field(1.0, gt=0)
+    # vLLM generation (TRL's use_vllm; docs/policy.md, "vLLM generation (GRPO/RLOO)")
+    use_vllm: bool = Field(
+        False,
+        description=(
+            "generate the completions with vLLM (TRL's use_vllm) instead of transformers' generate; needs "
+            "vllm installed; our stop ids go to vLLM through the policy's generation_config.json"
+        ),
+    )
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate",
+        description=(
+            "colocate: a vLLM engine inside each training process, on its GPU; server: a separate "
+            "`trl vllm-serve` process at online.vllm_server_host:online.vllm_server_port"
+        ),
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="share of the GPU's memory the colocated vLLM engine may take"
+    )
+    vllm_server_host: str = Field(
+        "0.0.0.0", description="host of the `trl vllm-serve` server (vllm_mode=server)"
+    )
+    vllm_server_port: int = Field(
+        8000, ge=1, le=65535, description="port of the `trl vllm-serve` server (vllm_mode=server)"
+    )
 
 
 class GRPOConfig(RunConfig):

@@ -617,6 +617,90 @@ def _stop_ids(current: int | list[int] | None, eos: int) -> int | list[int]:
     return eos
 
 
+# --------------------------------------------------------------------------------------------------
+# Quantized loading (QLoRA): k-bit base weights through bitsandbytes, a LoRA adapter trained over them
+# --------------------------------------------------------------------------------------------------
+
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def check_quantization(quantization: str | None, lora: Any, device: Any = None) -> None:
+    """Refuse, in one line and before any model loads, a k-bit setting that cannot train.
+
+    k-bit weights have no gradient, so only an adapter over them learns (LoRA required); bitsandbytes'
+    k-bit kernels need a CUDA GPU (not the CPU, not Apple's MPS), and the package itself is an extra.
+    ``device``: the process's device (default: the one device rule, ``devices.accelerator_device``)."""
+    if quantization is None:
+        return
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"model.quantization must be null, 4bit or 8bit, got '{quantization}'")
+    if lora is None:
+        raise UserError(
+            f"model.quantization={quantization} needs model.lora: k-bit weights are frozen, only a LoRA "
+            "adapter over them trains (QLoRA)"
+        )
+    if device is None:
+        from rewardlab import devices
+
+        device = devices.accelerator_device()
+    kind = getattr(device, "type", str(device).partition(":")[0])
+    if kind != "cuda":
+        raise UserError(
+            f"model.quantization={quantization}: bitsandbytes k-bit training needs a CUDA GPU, this process "
+            f"runs on {kind}; set model.quantization=null"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(
+            f"model.quantization={quantization}: bitsandbytes is not installed "
+            "(pip install 'rewardlab[quant]' or pip install bitsandbytes)"
+        )
+
+
+def quantization_kwargs(
+    quantization: str | None, dtype: str = "float32", keep: list[str] | None = None, device: Any = None
+) -> dict[str, Any]:
+    """The ``from_pretrained`` kwargs of a k-bit load ({} for null): a BitsAndBytesConfig and a device map.
+
+    4bit is QLoRA's recipe (NF4, double quantization); matmuls run in ``dtype`` when it is bf16/fp16, else in
+    bfloat16 (a float32 compute dtype would dequantize to float32, slower for no gain in the adapter).
+    ``keep``: modules left unquantized (a reward head must stay a float Linear to train). The device map puts
+    the whole model on this process's GPU: a bitsandbytes model is quantized as it is placed and cannot be
+    moved afterwards, so accelerate/TRL leave it where it was loaded."""
+    if quantization is None:
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    compute = _torch_dtype(dtype if dtype in ("bfloat16", "float16") else "bfloat16")
+    if quantization == "4bit":
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+            llm_int8_skip_modules=keep,
+        )
+    elif quantization == "8bit":
+        config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+    else:
+        raise UserError(f"model.quantization must be null, 4bit or 8bit, got '{quantization}'")
+    if device is None:
+        from rewardlab import devices
+
+        device = devices.accelerator_device()
+    return {"quantization_config": config, "device_map": {"": str(device)}}
+
+
+def prepare_quantized(model: Any, quantization: str | None) -> Any:
+    """peft's ``prepare_model_for_kbit_training`` on a k-bit model (norms and head in float32, input grads on,
+    so the adapter's gradients flow); a no-op for a full-precision load. Gradient checkpointing is left to
+    ``train.gradient_checkpointing``, not switched on here behind the config's back."""
+    if quantization is None:
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
 def build_policy(
     name_or_path: str,
     dtype: str = "float32",
@@ -624,6 +708,7 @@ def build_policy(
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
     attn_implementation: str = "auto",
+    quantization: str | None = None,
 ) -> Any:
     """A causal LM with pad/eos wired to its tokenizer; wrapped with LoRA when `lora` is given.
 
@@ -632,6 +717,7 @@ def build_policy(
     """
     from transformers import AutoModelForCausalLM
 
+    check_quantization(quantization, lora)
     path = resolve(name_or_path)
     check_model_source(path, name_or_path, allow_pickle, trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
@@ -643,10 +729,12 @@ def build_policy(
             trust_remote_code=trust_remote_code,
             **attn_kwargs(attn_implementation, dtype),
             **load_kwargs(allow_pickle),
+            **quantization_kwargs(quantization, dtype),
         )
     except (OSError, ValueError) as err:
         raise _remote_code_error(name_or_path, err) or _load_error(name_or_path, err) from None
     _sync_special_tokens(model, tokenizer)
+    model = prepare_quantized(model, quantization)
     if lora is not None:
         model = apply_lora(model, task_type="CAUSAL_LM", **_lora_kwargs(lora))
     return model
@@ -706,6 +794,7 @@ def build_reward_model(
     allow_pickle: bool = False,
     pooling: str = "auto",
     attn_implementation: str = "auto",
+    quantization: str | None = None,
 ) -> Any:
     """A sequence-classification model with one regression output per reward head.
 
@@ -715,6 +804,7 @@ def build_reward_model(
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    check_quantization(quantization, lora)
     path = resolve(name_or_path)
     check_model_source(path, name_or_path, allow_pickle, trust_remote_code)
     tokenizer = load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
@@ -739,6 +829,7 @@ def build_reward_model(
                 output_loading_info=True,
                 **attn_kwargs(attn_implementation, dtype),
                 **load_kwargs(allow_pickle),
+                **quantization_kwargs(quantization, dtype, keep=["score", "classifier"]),
             )
     except (OSError, ValueError) as err:
         raise _remote_code_error(name_or_path, err) or _load_error(name_or_path, err) from None
@@ -750,6 +841,7 @@ def build_reward_model(
         )
     _sync_special_tokens(model, tokenizer)
     set_pooling(model, resolve_pooling(pooling, path, model.config))
+    model = prepare_quantized(model, quantization)
     if lora is not None:
         model = apply_lora(model, task_type="SEQ_CLS", modules_to_save=[head], **_lora_kwargs(lora))
     return model

@@ -40,6 +40,9 @@ def _train(
     stage: str, config: str, overrides: list[str] | None, as_json: bool, launcher: str | None = None
 ) -> None:
     cfg = cfglib.load(config, overrides or [], stage=stage)
+    from rewardlab.models import check_quantization
+
+    check_quantization(cfg.model.quantization, cfg.model.lora)  # before a launch, a run folder or a model
     if launcher:
         relaunch(launcher, stage, config, overrides, as_json)
     from rewardlab import devices

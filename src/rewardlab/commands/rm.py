@@ -84,6 +84,9 @@ def train_rm(
 ) -> None:
     """Train a reward model from rankings (K-wise, ties, margins, soft labels, rubric heads)."""
     cfg = cfglib.load(config, overrides or [], stage="rm")
+    from rewardlab.models import check_quantization
+
+    check_quantization(cfg.model.quantization, cfg.model.lora)  # before a launch, a run folder or a model
     if launcher:
         relaunch(launcher, "rm", config, overrides, as_json)
     _quiet_transformers()

@@ -8,6 +8,9 @@ format), so, as in our PPO, the RM may use a different tokenizer than the policy
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +55,82 @@ def check_batch(cfg: Any) -> None:
         )
 
 
+def check_vllm(cfg: Any) -> None:
+    """online.use_vllm without vllm installed: refused in one line before any work (TRL would fail only after
+    the models loaded, with an ImportError)."""
+    if cfg.online.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise UserError(
+            "online.use_vllm=true: vllm is not installed (pip install vllm, a version TRL supports), "
+            "or set online.use_vllm=false"
+        )
+
+
+def vllm_args(cfg: Any, stops: list[int]) -> dict[str, Any]:
+    """TRL's vLLM arguments from ``online.*`` ({} without use_vllm). The stop ids also travel as
+    ``generation_kwargs`` (vLLM's SamplingParams.stop_token_ids): in server mode the server was started on a
+    folder of its own, so the request itself must carry them."""
+    o = cfg.online
+    if not o.use_vllm:
+        return {}
+    return {
+        "use_vllm": True,
+        "vllm_mode": o.vllm_mode,
+        "vllm_gpu_memory_utilization": o.vllm_gpu_memory_utilization,
+        "vllm_server_host": o.vllm_server_host,
+        "vllm_server_port": o.vllm_server_port,
+        "generation_kwargs": {"stop_token_ids": list(stops)},
+    }
+
+
+def write_vllm_folder(model: Any, tokenizer: Any, source: str, out: Path) -> Path:
+    """The folder vLLM loads the policy from: the source's files linked, with our tokenizer and a
+    generation_config.json that holds our stop ids (vLLM adds its eos_token_id to every request's stops).
+
+    Why a folder of our own: TRL's colocated vLLM loads ``model.name_or_path`` from disk and reads its
+    generation_config.json, not the in-memory config set_stop_tokens wrote; the source folder (a user's
+    model, the HF cache) is never written to. Written once per run; processes racing on it keep the first."""
+    src = Path(models.resolve(source))
+    if not src.is_dir():  # a hub id with the hub online: the snapshot vLLM would download anyway
+        from huggingface_hub import snapshot_download
+
+        src = Path(snapshot_download(str(src)))
+    embeddings = model.get_input_embeddings().num_embeddings
+    if embeddings != getattr(model.config, "vocab_size", embeddings):
+        raise UserError(
+            f"online.use_vllm: the policy's embeddings were resized to {embeddings} rows for added tokens, "
+            f"but {source} holds {model.config.vocab_size}; save the resized policy and train from that folder"
+        )
+    if out.is_dir():
+        return out
+    tmp = out.parent / f".{out.name}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tokenizer.save_pretrained(tmp)
+    model.generation_config.save_pretrained(tmp)
+    for item in src.iterdir():
+        if not (tmp / item.name).exists() and not item.name.startswith("."):
+            (tmp / item.name).symlink_to(item.resolve())
+    try:
+        tmp.rename(out)
+    except OSError:  # another process of this launch wrote it first: the same content
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def point_at(model: Any, folder: Path) -> None:
+    """Make ``model.name_or_path`` (what TRL hands vLLM) the vLLM folder; peft forwards the read to the base."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.name_or_path = str(folder)
+    base.config.name_or_path = str(folder)
+
+
 def run(cfg: Any) -> dict[str, Any]:
     from datasets import Dataset
 
     from rewardlab.scoring import RewardScorer
 
     check_batch(cfg)
+    check_vllm(cfg)
     resume = pc.resume_from(cfg, Path(cfg.output_dir))
     train_records, _, data_info = pc.split_records(cfg.data)
     prompts = pc.unique_prompts(train_records)
@@ -83,6 +156,10 @@ def run(cfg: Any) -> dict[str, Any]:
     # TRL stops on the model's generation_config.eos_token_id (plus the tokenizer's eos): give it every stop
     # token, so a chat model whose turn ends on another token than eos does not run to the length limit
     stops = pc.set_stop_tokens(model, tokenizer)
+    if cfg.online.use_vllm:  # vLLM reads the stops from disk (docs/policy.md, "vLLM generation (GRPO/RLOO)")
+        point_at(
+            model, write_vllm_folder(model, tokenizer, cfg.model.name_or_path, Path(run_dir) / "vllm-policy")
+        )
     # each process scores its own completions on its own device (cuda:<LOCAL_RANK>, what accelerate gives
     # the rank), not all of them on cuda:0
     scorer = RewardScorer.from_path(
@@ -101,6 +178,7 @@ def run(cfg: Any) -> dict[str, Any]:
         temperature=cfg.online.temperature,
         top_k=0,
         top_p=1.0,
+        **vllm_args(cfg, stops),
     )
     trainer = trainer_cls(
         model=model,

@@ -348,6 +348,9 @@ def _tracking_cfg(ctx: Context, stage: str) -> Any:
 
 def run_train(stage: str) -> Callable[[Any, Path, Context], dict[str, Any]]:
     def runner(cfg: Any, run_dir: Path, ctx: Context) -> dict[str, Any]:
+        from rewardlab.models import check_quantization
+
+        check_quantization(cfg.model.quantization, cfg.model.lora)  # before the stage's data or models
         if stage == "rm":
             from rewardlab.recipes import rm as recipe
         elif stage == "sft":

@@ -249,6 +249,7 @@ def build_policy(cfg: Any) -> Any:
         trust_remote_code=cfg.model.trust_remote_code,
         allow_pickle=cfg.model.allow_pickle,
         attn_implementation=cfg.model.attn_implementation,
+        quantization=cfg.model.quantization,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from rewardlab import cards, engines, runs
+from rewardlab import cards, engines, models, runs
 from rewardlab.config import RMConfig
 from rewardlab.data.dataset import (
     dataset_meta,
@@ -410,6 +410,66 @@ def collate(groups: list[Group], pad_id: int) -> Batch:
         tokens,
         int(mask.numel()) - tokens,
     )
+
+
+# ---------------------------------------------------------------- packed (padding-free) forward
+
+
+def check_packing(model: Any, num_processes: int, engine: str = "single") -> None:
+    """``train.packing`` is for decoders that pool at the last token, on one process; refused otherwise, in
+    one line before training (a packed encoder would attend across sequences: no causal mask to split)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    native = models.native_pooling(base.config)
+    pooling = getattr(base.config, "rewardlab_pooling", None) or native
+    if native != "last" or pooling != "last":
+        raise UserError(
+            f"train.packing=true: {base.config.model_type} is an encoder or pools by '{pooling}'; packing needs "
+            "a decoder that reads the last token (set train.packing=false)"
+        )
+    if num_processes > 1 or engine != "single":
+        raise UserError(
+            "train.packing=true runs on one plain process, no DeepSpeed or FSDP (the packed forward calls the backbone outside DDP's "
+            "wrapper); set train.packing=false under accelerate launch"
+        )
+
+
+def pack(seqs: list[Any]) -> tuple[Any, Any, Any]:
+    """One row [1, sum(len)] of the sequences, position ids restarting at 0 per sequence, and each
+    sequence's last position. transformers reads packed sequences from such position ids when no attention
+    mask is given: flash-attention 2 takes its varlen path, SDPA/eager/flex get a block-diagonal causal mask
+    (masking_utils.find_packed_sequence_indices)."""
+    import torch
+
+    lengths = [len(s) for s in seqs]
+    ids = torch.from_numpy(np.concatenate([np.asarray(s, dtype=np.int64) for s in seqs]))[None]
+    positions = torch.cat([torch.arange(n) for n in lengths])[None]
+    ends = torch.tensor(np.cumsum(lengths) - 1)
+    return ids, positions, ends
+
+
+def packed_logits(model: Any, seqs: list[Any], device: Any) -> Any:
+    """The reward heads' outputs [len(seqs), n_heads] from one packed row: the backbone's last hidden
+    states at each sequence's last token, through the model's own (dropout and) head, as the padded
+    forward's last-token pooling reads them."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    ids, positions, ends = pack(seqs)
+    backbone = getattr(base, base.base_model_prefix)
+    # use_cache=False: with a cache transformers does not look for packed sequences in the position ids
+    hidden = backbone(
+        input_ids=ids.to(device), position_ids=positions.to(device), use_cache=False
+    ).last_hidden_state
+    pooled = hidden[0, ends.to(device)]
+    dropout = getattr(base, "dropout", None)
+    if isinstance(dropout, torch.nn.Dropout):
+        pooled = dropout(pooled)
+    return getattr(base, models.score_head_name(base))(pooled)
+
+
+def flat_sequences(groups: list[Group]) -> list[Any]:
+    """The sequences of ``groups`` in collate's order (pair indices point into this list)."""
+    return [s for g in groups for s in g.ids]
 
 
 # ---------------------------------------------------------------- the loss of one batch
@@ -916,6 +976,7 @@ def setup(cfg: RMConfig) -> Context:
             allow_pickle=cfg.model.allow_pickle,
             pooling=cfg.model.pooling,
             attn_implementation=cfg.model.attn_implementation,
+            quantization=cfg.model.quantization,
         )
         if cfg.disable_dropout:
             for module in built.modules():
@@ -926,6 +987,8 @@ def setup(cfg: RMConfig) -> Context:
         return built
 
     model = build_model()
+    if cfg.train.packing:
+        check_packing(model, accelerator.num_processes, engines.kind(accelerator))  # before any training step
     model.to(accelerator.device)
     pad_id = int(
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
@@ -1044,13 +1107,20 @@ def accumulate_gradients(ctx: Context, step_groups: list[int]) -> dict[str, floa
         batch = collate([ctx.groups[i] for i in idx or step_groups[:1]], ctx.pad_id)
         # mixed precision when accelerate is configured for it
         with engines.micro_step(accelerator, model, a == accum - 1), accelerator.autocast():
-            out, extras = model(
-                "model",
-                input_ids=batch.input_ids.to(accelerator.device),
-                attention_mask=batch.attention_mask.to(accelerator.device),
-            )
+            if cfg.train.packing:  # padding-free: one packed row per micro-batch (one plain process)
+                bundle = accelerator.unwrap_model(model)
+                seqs = flat_sequences([ctx.groups[i] for i in idx or step_groups[:1]])
+                logits = packed_logits(bundle.model, seqs, accelerator.device)
+                extras = {name: getattr(bundle, name) * 1.0 for name in bundle.extra_names}
+            else:
+                out, extras = model(
+                    "model",
+                    input_ids=batch.input_ids.to(accelerator.device),
+                    attention_mask=batch.attention_mask.to(accelerator.device),
+                )
+                logits = out.logits
             loss, parts = batch_loss(
-                out.logits.float(),
+                logits.float(),
                 batch,
                 cfg,
                 ctx.ties,
@@ -1063,7 +1133,7 @@ def accumulate_gradients(ctx: Context, step_groups: list[int]) -> dict[str, floa
             sums[k] = sums.get(k, 0.0) + v / accum
         ctx.counters["sequences"] += int(batch.input_ids.shape[0]) * world
         ctx.counters["tokens"] += batch.tokens * world
-        ctx.counters["padded"] += batch.padded * world
+        ctx.counters["padded"] += 0 if cfg.train.packing else batch.padded * world
     ctx.counters["groups"] += len(step_groups)
     return sums
 
