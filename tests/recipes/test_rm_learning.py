@@ -68,6 +68,37 @@ def shorter_wins(rows: list[dict]) -> float:
     return hits / len(rows)
 
 
+def length_balanced(rows: list[dict]) -> list[int]:
+    """Indices of an equal number of pairs whose chosen answer is the longer and the shorter one (the first
+    of each, in order; equal lengths left out): on them every length-only rule scores exactly 0.5."""
+    from rewardlab.data.formats.hh_rlhf import split
+
+    longer, shorter = [], []
+    for i, row in enumerate(rows):
+        _, chosen, rejected = split(row["chosen"], row["rejected"])
+        if len(chosen) != len(rejected):
+            (longer if len(chosen) > len(rejected) else shorter).append(i)
+    k = min(len(longer), len(shorter))
+    return longer[:k] + shorter[:k]
+
+
+def balanced_accuracy(run: Path, rows: list[dict], keep: list[int]) -> tuple[float, float, float]:
+    """The saved RM's accuracy on ``keep`` and both length rules' (longer wins, shorter wins) on them."""
+    from rewardlab.data.formats.hh_rlhf import split
+    from rewardlab.scoring import RewardScorer
+
+    parts = [split(rows[i]["chosen"], rows[i]["rejected"]) for i in keep]
+    scores = RewardScorer.from_path(run, device="cpu").score(
+        [p for p, _, _ in parts] * 2, [c for _, c, _ in parts] + [r for _, _, r in parts]
+    )[:, 0]
+    n = len(parts)
+    hits = [
+        1.0 if scores[i] > scores[n + i] else 0.5 if scores[i] == scores[n + i] else 0.0 for i in range(n)
+    ]
+    longer = sum(len(c) > len(r) for _, c, r in parts) / n
+    return sum(hits) / n, longer, sum(len(c) < len(r) for _, c, r in parts) / n
+
+
 def test_minilm_learns_real_human_preferences(tmp_path, cli):
     rows = hh_pairs()
     train, held = rows[:N_TRAIN], rows[N_TRAIN : N_TRAIN + N_EVAL]
@@ -89,8 +120,21 @@ def test_minilm_learns_real_human_preferences(tmp_path, cli):
     # of one CPU thread in all, pytest start-up included (the machine was too busy to time it idle). The bar:
     # clearly above the shorter-answer rule and above chance, ~1.5 standard errors under the measurement.
     assert metrics["accuracy"] > max(rule + 0.1, 0.53)
+    # "longer answer wins" scores ~0.64 on all 256 held-out pairs, above the model, so the bar that guards
+    # learning is set on the length-balanced subset, where any length-only model scores 0.5.
+    keep = length_balanced(held)
+    acc, longer, shorter = balanced_accuracy(tmp_path / "run", held, keep)
+    print(f"length-balanced subset ({len(keep)} pairs): accuracy {acc:.3f}; length rules {longer}, {shorter}")
+    assert longer == shorter == 0.5 < BALANCED_BAR  # a length-only scorer falls under the bar
+    # Measured 2026-12-07 (shared 2-core CPU, 1 thread, /tmp measurement script beside this test's settings,
+    # train.seed 0, 1, 2): 184 balanced pairs, accuracy 0.533, 0.554, 0.522 (mean 0.536, sd 0.016; all 256
+    # pairs 0.602, 0.629, 0.613 by this scorer, 0.613, 0.609, 0.598 by the recipe's eval). The bar, 0.51, is
+    # under the worst seed and above 0.5, where every length-only rule lands: a weak learner passes,
+    # a length-only one cannot (the test runs seed 0).
+    assert acc > BALANCED_BAR
 
 
 # one slice, measured once (no search for a smaller one: the machine was too busy): 256 train pairs, 256
 # held out, prompts cut from the left at 128 tokens, lr 1e-4, the shipped config otherwise (1 epoch)
 N_TRAIN, N_EVAL, MAX_LEN, LR = 256, 256, 128, 1e-4
+BALANCED_BAR = 0.51
