@@ -428,9 +428,8 @@ def check_packing(model: Any, num_processes: int, engine: str = "single") -> Non
         )
     if num_processes > 1 or engine != "single":
         raise UserError(
-            "train.packing=true runs on one plain process, no DeepSpeed or FSDP (the packed forward calls the "
-            "backbone outside the engine's "
-            "wrapper); set train.packing=false under accelerate launch"
+            "train.packing=true runs on one process only, without DeepSpeed or FSDP (the packed forward calls "
+            "the backbone outside the engine's wrapper); set train.packing=false under accelerate launch"
         )
 
 
