@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ppo_smollm import cli  # one rewardlab command in this process (scripts/ is on sys.path when run)
+
 ROOT = Path(__file__).resolve().parents[1]
 GB = 1e9
 
@@ -206,17 +208,6 @@ OUTCOME = {
     "after, value separate": [],
     "after, value adapter": ["ppo.value_backbone=adapter"],
 }
-
-
-def cli(*args: object) -> None:
-    """One rewardlab command in this process."""
-    from rewardlab.cli import app
-
-    try:
-        app([str(a) for a in args], standalone_mode=False)
-    except SystemExit as stop:
-        if stop.code not in (0, None):
-            raise RuntimeError(f"rewardlab {' '.join(map(str, args))} exited {stop.code}") from None
 
 
 def outcome(out: Path, seeds: list[int]) -> dict:
