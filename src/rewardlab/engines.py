@@ -80,6 +80,21 @@ def make_accelerator(cfg: Any, mixed_precision: str, gradient_accumulation_steps
     return Accelerator(cpu=False, mixed_precision=mixed_precision, deepspeed_plugin=plugin, **kwargs)
 
 
+def join_deepspeed_comm(args: Any) -> None:
+    """Before a TRL trainer is built under DeepSpeed on a machine without GPU: make DeepSpeed's own
+    communication layer use the process group the TrainingArguments start (gloo). On GPUs accelerate does
+    this; on CPU (``use_cpu``) it starts a plain torch group, so ``deepspeed.zero.Init`` (which TRL's GRPO
+    and RLOO run to load their reference model) would see a world of one process and refuse the batch
+    size. ``args``: the stage's TrainingArguments."""
+    if not deepspeed_requested() or not _no_gpu():
+        return
+    _ = args.device  # starts the process group of this launch
+    from deepspeed import comm
+
+    if not comm.is_initialized():
+        comm.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+
+
 def deepspeed_plugin(cfg: Any) -> Any:
     """accelerate's DeepSpeedPlugin (from the launcher's environment) with the run's accumulation and
     clipping: "auto" takes ``train.grad_accum`` / ``train.max_grad_norm``; a number that differs is refused
@@ -388,6 +403,29 @@ def plain_init() -> Any:
     finally:
         if active is not None:
             hf_ds.set_hf_deepspeed_config(active)
+
+
+@contextlib.contextmanager
+def parts_callable(accelerator: Any, model: Any) -> Any:
+    """Calls to a part of a prepared Bundle outside the Bundle's own forward (generation, rollout scoring):
+    under FSDP2 the root's own parameters (embeddings, norms, heads: those in no wrapped layer) are made
+    whole for the duration, since only the wrapped layers gather themselves in their own forward. Every
+    process must make the same calls (generate with ``synced_gpus``). ZeRO-3 gathers per submodule and the
+    other engines hold whole weights: nothing to do. ``model``: the prepared Bundle, or None."""
+    if model is None or kind(accelerator) != "fsdp":
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
+
+
+def bundled(accelerator: Any) -> bool:
+    """Engines a loop runs as one prepared Bundle (its models and extras together): DeepSpeed (one engine
+    per optimizer) and FSDP2 (accelerate 1.16 prepares one model there)."""
+    return kind(accelerator) == "deepspeed" or describe(accelerator) == "fsdp2"
 
 
 class Part:

@@ -360,8 +360,8 @@ def test_launcher_refuses_a_missing_or_foreign_config(cli, tmp_path):
 
 
 def test_own_loops_refuse_only_what_they_cannot_do_sharded():
-    """PPO refuses FSDP2 (accelerate prepares one model there) and checkpoints under FSDP1; every other
-    engine runs rm and ppo with checkpoints (tests/recipes/test_sharded.py)."""
+    """PPO refuses checkpoints under FSDP1 (and pure bf16 full fine-tuning); every other engine, FSDP2
+    included, runs rm and ppo with checkpoints (tests/recipes/test_sharded.py)."""
     from types import SimpleNamespace
 
     from accelerate.utils import DistributedType
@@ -381,10 +381,9 @@ def test_own_loops_refuse_only_what_they_cannot_do_sharded():
     )
     with pytest.raises(UserError, match="train.save_every: not supported under FSDP"):
         ppo.check_distributed(fsdp1, saving)
-    with pytest.raises(UserError, match="train ppo under FSDP2: accelerate prepares one model"):
-        ppo.check_distributed(
-            fsdp2, cfglib.load(ROOT / "configs/ppo/tiny.yaml", [])
-        )  # before any model loads
+    ppo.check_distributed(fsdp2, saving)  # one module under FSDP2 (test_sharded.py), checkpoints included
+    with pytest.raises(UserError, match="model.dtype: bfloat16 without model.lora"):
+        ppo.check_distributed(fsdp2, cfglib.load(ROOT / "configs/ppo/tiny.yaml", ["model.dtype=bfloat16"]))
     ppo.check_distributed(fsdp1, cfglib.load(ROOT / "configs/ppo/tiny.yaml", []))
     rm_saving = cfglib.load(ROOT / "configs/rm/tiny.yaml", ["train.save_every=2", "train.eval_every=2"])
     for kind in (DistributedType.DEEPSPEED, DistributedType.MULTI_GPU):

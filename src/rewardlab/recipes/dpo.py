@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rewardlab import models, runs
+from rewardlab import engines, models, runs
 from rewardlab.data.dataset import pairs as record_pairs
 from rewardlab.errors import UserError
 from rewardlab.recipes import policy_common as pc
@@ -220,6 +220,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "label_smoothing": smoothing,
         "weighted_sampling": not uniform,
         "eval_pairs": eval_counts["pairs"],
+        "engine": engines.describe(trainer.accelerator),
     }
     if eval_ds is not None:
         scores = trainer.evaluate()

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rewardlab import devices, models, runs
+from rewardlab import devices, engines, models, runs
 from rewardlab.errors import UserError
 from rewardlab.recipes import policy_common as pc
 from rewardlab.tracking import open_tracker
@@ -161,14 +161,16 @@ def run(cfg: Any) -> dict[str, Any]:
             model, write_vllm_folder(model, tokenizer, cfg.model.name_or_path, Path(run_dir) / "vllm-policy")
         )
     # each process scores its own completions on its own device (cuda:<LOCAL_RANK>, what accelerate gives
-    # the rank), not all of them on cuda:0
-    scorer = RewardScorer.from_path(
-        cfg.online.reward_model,
-        device=devices.accelerator_device(),
-        allow_pickle=cfg.model.allow_pickle,
-        trust_remote_code=cfg.model.trust_remote_code,
-        attn_implementation=cfg.model.attn_implementation,
-    )
+    # the rank), not all of them on cuda:0; whole on each process, never partitioned by a ZeRO-3 config an
+    # earlier stage of this process left active (a pipeline)
+    with engines.plain_init():
+        scorer = RewardScorer.from_path(
+            cfg.online.reward_model,
+            device=devices.accelerator_device(),
+            allow_pickle=cfg.model.allow_pickle,
+            trust_remote_code=cfg.model.trust_remote_code,
+            attn_implementation=cfg.model.attn_implementation,
+        )
     config_cls, trainer_cls = trainer_classes(cfg.stage)
     args = config_cls(
         **pc.trainer_kwargs(cfg, run_dir, has_eval=False),
@@ -180,6 +182,7 @@ def run(cfg: Any) -> dict[str, Any]:
         top_p=1.0,
         **vllm_args(cfg, stops),
     )
+    engines.join_deepspeed_comm(args)
     trainer = trainer_cls(
         model=model,
         reward_funcs=[RewardModelFunction(scorer)],
@@ -198,6 +201,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "train_loss": result.training_loss,
         "steps": result.global_step,
         "stop_token_ids": stops,
+        "engine": engines.describe(trainer.accelerator),
     }
     if history:
         k = min(3, len(history))

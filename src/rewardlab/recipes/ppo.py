@@ -56,13 +56,21 @@ def _token_value_model_class() -> type:
         """A sequence-classification model read at every position: V_t from the backbone's hidden state t.
 
         A module of its own so DDP wraps (and syncs) the whole value forward, not just the pooled head.
+        The backbone and head are read through ``inner``, not registered a second time: a parameter under
+        two names breaks FSDP2's state-dict loading on resume (torch.distributed.checkpoint).
         """
 
         def __init__(self, seq_cls_model: Any):
             super().__init__()
             self.inner = seq_cls_model
-            self.backbone = getattr(seq_cls_model, seq_cls_model.base_model_prefix)
-            self.head = getattr(seq_cls_model, models.score_head_name(seq_cls_model))
+
+        @property
+        def backbone(self) -> Any:
+            return getattr(self.inner, self.inner.base_model_prefix)
+
+        @property
+        def head(self) -> Any:
+            return getattr(self.inner, models.score_head_name(self.inner))
 
         def forward(self, input_ids, attention_mask, position_ids):  # noqa: ANN001, ANN201
             hidden = self.backbone(
@@ -373,7 +381,8 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     started = time.perf_counter()
     seeds = [sample_seed(ctx.cfg.train.seed, p) for p in positions]
     sampler = pc.seeded_sampling(seeds, o.temperature, o.top_k, o.top_p)
-    with ctx.accelerator.autocast():  # the same precision as the update's forward passes
+    parts = engines.parts_callable(ctx.accelerator, ctx.engine)  # FSDP2: the Bundle's root weights whole
+    with parts, ctx.accelerator.autocast():  # the same precision as the update's forward passes
         response = pc.generate(
             policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
             logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
@@ -387,7 +396,7 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     logprobs, ref_logprobs, values = [], [], []
     # Old and reference log-probs: the update's forward function (full sequence, no KV cache, same position
     # ids, dropout off, same autocast), so the first minibatch's ratio is 1 up to float rounding.
-    with torch.no_grad(), ctx.accelerator.autocast():
+    with torch.no_grad(), engines.parts_callable(ctx.accelerator, ctx.engine), ctx.accelerator.autocast():
         for part in chunks(len(prompts), ctx.forward_batch_size):
             qr, am = query_response[part], attention_mask[part]
             logprobs.append(
@@ -437,7 +446,7 @@ def ppo_update(ctx: Any, batch: Rollout) -> dict[str, float]:
     first: dict[str, float] = {}
     generator = torch.Generator().manual_seed(ctx.cfg.train.seed * 100_003 + ctx.step)
     window_loss = torch.zeros(1, device=batch.mask.device)  # loss summed since the last optimizer step
-    # DeepSpeed: policy and value are one engine (engines.Bundle) that owns accumulation, clipping and step
+    # DeepSpeed, FSDP2: policy and value are one module (engines.Bundle), stepped through rewardlab.engines
     ds = ctx.engine is not None
     policy_fn = engines.Part(ctx.engine, "policy") if ds else ctx.policy
     value_fn = engines.Part(ctx.engine, "value") if ds else ctx.value
@@ -562,7 +571,9 @@ def save_checkpoint(ctx: Any, history: list[dict[str, float]]) -> None:
     (runs.save_checkpoint): the KL controller and the per-step stats the final summary averages."""
     accelerator = ctx.accelerator
     check_weights(ctx)
-    ds = ctx.engine is not None  # DeepSpeed: the engine's own checkpoint (engine/, every process its shard)
+    ds = (
+        ctx.engine is not None
+    )  # DeepSpeed, FSDP2: the engine's own checkpoint (engine/, each process its shard)
 
     def write_weights(folder: Path) -> None:
         if ds:
@@ -669,18 +680,15 @@ class Context:
     value_source: str
     step: int = 0
     rm_autocast: bool = False  # the RM is bfloat16 and scores under the run's autocast
-    engine: Any = None  # DeepSpeed: policy and value as one engine (engines.Bundle); else None
+    engine: Any = None  # DeepSpeed, FSDP2: policy and value as one module (engines.Bundle); else None
 
 
 def check_distributed(accelerator: Any, cfg: Any) -> None:
-    """FSDP2 refused (accelerate prepares one model there); under FSDP1 no checkpoints or resume
-    (pc.refuse_unsupported_sharding); pure-bf16 full fine-tuning refused (engines.refuse_pure_bf16).
-    DeepSpeed runs policy and value as one engine."""
+    """Under FSDP1 no checkpoints or resume (pc.refuse_unsupported_sharding); pure-bf16 full fine-tuning
+    refused (engines.refuse_pure_bf16). DeepSpeed and FSDP2 run policy and value as one module
+    (engines.Bundle, engines.bundled)."""
     if engines.kind(accelerator) == "fsdp" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
-        raise UserError(
-            "train ppo under FSDP2: accelerate prepares one model there and PPO's policy and value are not "
-            "one FSDP module yet; use configs/accelerate/zero3.yaml (sharded, one engine) or ddp.yaml"
-        )
+        return engines.refuse_pure_bf16(cfg, "PPO")
     pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
     engines.refuse_pure_bf16(cfg, "PPO")
 
@@ -761,7 +769,11 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     )
     # The scheduler stays out of accelerator.prepare: prepared schedulers step once per process under DDP.
     engine = None
-    if engines.kind(accelerator) == "deepspeed":  # one engine for both (it owns accumulation and step)
+    if engines.bundled(accelerator):  # one module for both (DeepSpeed: it owns accumulation and step)
+        if (
+            engines.kind(accelerator) == "fsdp"
+        ):  # the loop divides by the accumulation itself, as for DeepSpeed
+            accelerator.gradient_accumulation_steps = 1
         micro = o.mini_batch_size // cfg.train.grad_accum
         engine, optimizer = engines.prepare(
             accelerator, engines.Bundle({"policy": policy, "value": value}), optimizer, micro

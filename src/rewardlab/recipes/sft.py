@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rewardlab import models, runs
+from rewardlab import engines, models, runs
 from rewardlab.errors import UserError
 from rewardlab.recipes import policy_common as pc
 from rewardlab.tracking import open_tracker
@@ -91,6 +91,7 @@ def run(cfg: Any) -> dict[str, Any]:
         "steps": result.global_step,
         "demonstrations": len(train_demos),
         "eval_demonstrations": len(eval_demos),
+        "engine": engines.describe(trainer.accelerator),
     }
     if eval_ds is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
