@@ -11,7 +11,8 @@ and gold share (0, 5%). Reported seeds are 1..5; ``--tune`` searches ds3's flagg
 on seeds 101..105 of the same campaigns, which the report never uses (never tune on what you report).
 
 Methods, all on the same judgments of each campaign: ``ours`` is ``rewardlab raters aggregate``'s default
-path (rater report, exclusion of flagged raters, ds3); ``ours-all`` is ds3 on every judgment;
+path (rater report, exclusion of flagged raters, ds3); ``ours-vote`` the same with ``ds3.soft_label: vote``
+(same calls, the new-rater vote distribution as soft label); ``ours-all`` is ds3 on every judgment;
 ``rl-noisy-bt`` is our Bradley-Terry with rater skill and position bias (the BT-family candidate);
 crowd-kit 1.4.2's DawidSkene, GLAD, MACE and MajorityVote with each implied pair as a task and
 {a above, tie, b above} as labels, and its NoisyBradleyTerry on the decided pairs (it drops ties).
@@ -141,6 +142,8 @@ def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[n
     from rewardlab.raters import aggregate, quality
 
     keep = keep_j[j.p_judgment]
+    if name == "ours-vote":  # the default path with ds3.soft_label: vote (same calls, other soft labels)
+        name, cfg = "ours", cfg.model_copy(update={"ds3": cfg.ds3.model_copy(update={"soft_label": "vote"})})
     if name in ("ours", "ours-all", "rl-noisy-bt"):
         if name == "ours":
             keep_j = keep_j & (flagged_keep(j, cfg) if unflagged is None else unflagged)
@@ -399,8 +402,10 @@ def run_pandalm(path: Path, methods: list[str], cfg, log) -> None:
 
 # ---------------------------------------------------------------- sparse data: predictive measure, flags
 
-# ds3 = the shipped default (prior_strength 4); ds3-eb = ds3 with fit_prior_strength (empirical Bayes)
-PRED_METHODS = ["ds3", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-GLAD", "ck-MajorityVote"]
+# ds3 = ds3 with the posterior as soft label (soft_label: posterior); ds3-vote = the same fit with the
+# new-rater vote distribution as soft label (soft_label: vote); ds3-eb = ds3 with fit_prior_strength
+PRED_METHODS = ["ds3", "ds3-vote", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-GLAD", "ck-MajorityVote"]
+_FITS: dict[tuple, Any] = {}  # the last ds3 fit, shared by ds3 and ds3-vote (same judgments, same options)
 FLOOR = 1e-6  # probabilities are floored here (and renormalised) before the log loss: crowd-kit gives exact 0
 WORKLOAD_BUCKETS = [(1, 9), (10, 29), (30, 99), (100, 299), (300, 10**9)]
 
@@ -422,13 +427,19 @@ def _fit_predict(name: str, j, keep_j: np.ndarray, held: np.ndarray, cfg) -> tup
 
     keep = keep_j[j.p_judgment]
     unit = j.p_unit[held]
-    if name in ("ds3", "ds3-eb"):
+    if name in ("ds3", "ds3-eb", "ds3-vote"):
         opts = cfg.ds3
-        fit = ds3lib.fit(j, keep, prior_strength=opts.prior_strength, position_strength=opts.position_strength,
-                         temperature=opts.temperature, use_gold=opts.use_gold, max_iter=opts.max_iter,
-                         fit_strength=name == "ds3-eb")  # fmt: skip
+        key = (id(j), hash(keep.tobytes()), name == "ds3-eb")
+        if key not in _FITS:  # ds3 and ds3-vote share one fit: the same model, two soft labels
+            _FITS.clear()
+            _FITS[key] = ds3lib.fit(j, keep, prior_strength=opts.prior_strength,
+                                    position_strength=opts.position_strength, temperature=opts.temperature,
+                                    use_gold=opts.use_gold, max_iter=opts.max_iter,
+                                    fit_strength=name == "ds3-eb")  # fmt: skip
+        fit = _FITS[key]
         post = fit.posterior[unit]
-        a = _floor(post)
+        # form a: ds3-vote's soft label is the new-rater vote distribution (ds3.soft_label: vote)
+        a = _floor(fit.vote_label()[unit] if name == "ds3-vote" else post)
         a_first = j.p_a_first[held]
         disp = np.where(a_first[:, None], post, post[:, ::-1])
         conf = fit.confusion[j.p_rater[held]]  # [rows, true display, observed display]
