@@ -523,14 +523,19 @@ def flag_rates(j, profiles: dict[str, str], cfg) -> list[dict[str, Any]]:
     ]
 
 
-def sparse_sim(seed: int, prompts: int):
+# sparse-bad: the sparse campaign with twice the prompts (so twice each rater's workload) and 40% bad raters
+# (20% random clickers, 20% adversaries): enough bad raters per workload bucket to measure their recall.
+SPARSE_BAD = ["prompts=3000", "mix.careful=0.6", "mix.random=0.2", "mix.adversarial=0.2"]
+
+
+def sparse_sim(seed: int, prompts: int, overrides: list[str] | None = None):
     """(Judgments, rater -> profile) of a sparse simulated campaign (configs/simulate/sparse.yaml)."""
     from rewardlab import config as cfglib
     from rewardlab.data.simulate import simulate_campaign
     from rewardlab.raters.table import from_records
 
-    cfg = cfglib.load(str(ROOT / "configs/simulate/sparse.yaml"), [f"seed={seed}", f"prompts={prompts}"],
-                      stage="simulate")  # fmt: skip
+    cfg = cfglib.load(str(ROOT / "configs/simulate/sparse.yaml"),
+                      [f"seed={seed}", f"prompts={prompts}", *(overrides or [])], stage="simulate")  # fmt: skip
     records, truth = simulate_campaign(cfg)
     return from_records(records), {r: p["profile"] for r, p in truth["raters"].items()}
 
@@ -615,11 +620,13 @@ def run_sparse(datasets: list[str], seeds: list[int], methods: list[str], cfg, l
             start = time.perf_counter()
             if ds == "sparse":
                 j, prof = sparse_sim(seed, 1500)
+            elif ds == "sparse-bad":
+                j, prof = sparse_sim(seed, 1500, SPARSE_BAD)
             elif ds == "pandalm-sparse":
                 j, prof = pandalm_sparse(pandalm, seed)
             else:
                 j, prof = dense_sim(ds, seed, 300)
-            flags += flag_rates(j, prof, cfg)
+            flags += [{**row, "seed": seed} for row in flag_rates(j, prof, cfg)]
             p = predictive(j, methods, cfg, seed)
             for m in methods:
                 for k, v in p[m].items():
@@ -645,20 +652,24 @@ def print_sparse(ds: str, r: dict[str, Any], methods: list[str], seeds: list[int
         print(f"| {bucket} | " + " | ".join(txt) + " |")
     base = "ds3"
     print(f"\n### {ds}: leave-votes-out prediction of held-out votes (5 folds; mean over seeds +- SE; "
-          f"difference to {base} paired per held-out vote, pooled over seeds, +- SE)")  # fmt: skip
+          f"differences paired per held-out vote, pooled over seeds, +- SE)")  # fmt: skip
     print(
-        "| method | log loss (a) | log loss (b) | accuracy (a) | accuracy (b) | LL(a) - ds3 | LL(b) - ds3 | acc(b) - ds3 |"
+        "| method | log loss (a) | log loss (b) | accuracy (a) | accuracy (b) | LL(a) - ds3 | LL(b) - ds3 "
+        "| acc(b) - ds3 | LL(a) - majority+half | acc(a) - majority+half |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in methods:
         cells = []
         for k in ("ll_a", "ll_b", "acc_a", "acc_b"):
             vals = [float(v.mean()) for v in r["pred"][m][k]]
             mu, se = mean_se(vals)
             cells.append(f"{mu:.3f} +- {se:.3f}")
-        for k in ("ll_a", "ll_b", "acc_b"):
+        pairs = [("ll_a", base), ("ll_b", base), ("acc_b", base)]
+        if "majority+half" in r["pred"]:
+            pairs += [("ll_a", "majority+half"), ("acc_a", "majority+half")]
+        for k, ref in pairs:
             # paired per held-out vote, pooled over seeds (the votes are the same for every method)
-            d = np.concatenate([v - w for v, w in zip(r["pred"][m][k], r["pred"][base][k])])
+            d = np.concatenate([v - w for v, w in zip(r["pred"][m][k], r["pred"][ref][k])])
             cells.append(f"{d.mean():+.3f} +- {d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0:.3f}")
         print(f"| {m} | " + " | ".join(cells) + " |")
 
@@ -675,7 +686,7 @@ def main() -> None:
     ap.add_argument(
         "--sparse",
         default=None,
-        help="comma list of sparse, pandalm-sparse and CAMPAIGNS names: the sparse-data report (flags by "
+        help="comma list of sparse, sparse-bad, pandalm-sparse and CAMPAIGNS names: the sparse-data report (flags by "
         "workload, leave-votes-out log loss and accuracy) instead of the campaign tables",
     )
     args = ap.parse_args()
@@ -691,7 +702,12 @@ def main() -> None:
     cfg = RatersConfig()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.sparse:
-        run_sparse(args.sparse.split(","), seeds, PRED_METHODS, cfg, log, Path(args.pandalm))
+        res = run_sparse(args.sparse.split(","), seeds, PRED_METHODS, cfg, log, Path(args.pandalm))
+        if args.json:  # per-rater flags and per-vote losses, per seed, for other summaries
+            out = {ds: {"flags": r["flags"], "pred": {m: {k: [v.tolist() for v in vs] for k, vs in d.items()}
+                                                      for m, d in r["pred"].items()}}
+                   for ds, r in res.items()}  # fmt: skip
+            Path(args.json).write_text(json.dumps(out))
         return
     methods = [m for m in args.methods.split(",") if m]
     if set(seeds) & set(TUNE_SEEDS):
