@@ -644,12 +644,26 @@ def print_sparse(ds: str, r: dict[str, Any], methods: list[str], seeds: list[int
     print(f"\n### {ds}: flags by workload (judgments per rater), seeds {seeds[0]}-{seeds[-1]} pooled")
     print("| workload | careful flagged | random flagged | adversarial flagged |")
     print("|---|---|---|---|")
+    per_seed = {s: bucket_table([x for x in r["flags"] if x.get("seed") == s], ("careful", "random", "adversarial"))
+                for s in seeds}  # fmt: skip
+    reach: dict[str, str] = {}
     for bucket, cell in table.items():
         txt = []
         for prof in ("careful", "random", "adversarial"):
             f, n = cell[prof]
-            txt.append(f"{f}/{n} = {f / n:.3f}" if n else "-")
+            # pooled over seeds, then the mean +- SE over the seeds whose campaign has raters in the cell
+            rates = [c[bucket][prof][0] / c[bucket][prof][1] for c in per_seed.values() if c[bucket][prof][1]]
+            spread = f" ({mean_se(rates)[0]:.2f} +- {mean_se(rates)[1]:.2f})" if len(rates) > 1 else ""
+            txt.append(f"{f}/{n} = {f / n:.2f}{spread}" if n else "-")
+            if prof != "careful" and n and f / n >= 0.9 and prof not in reach:
+                reach[prof] = bucket
         print(f"| {bucket} | " + " | ".join(txt) + " |")
+    for prof in ("random", "adversarial"):
+        cells = [(b, c[prof]) for b, c in table.items() if c[prof][1]]
+        best = max(cells, key=lambda bc: bc[1][0] / bc[1][1], default=None)
+        where = f"first at {reach[prof]} judgments" if prof in reach else "in no bucket"
+        if best:
+            print(f"{prof}: recall >= 0.9 {where}; highest {best[1][0] / best[1][1]:.2f} at {best[0]}")
     base = "ds3"
     print(f"\n### {ds}: leave-votes-out prediction of held-out votes (5 folds; mean over seeds +- SE; "
           f"differences paired per held-out vote, pooled over seeds, +- SE)")  # fmt: skip
@@ -683,6 +697,7 @@ def main() -> None:
     ap.add_argument("--pandalm", default=str(PANDALM), help="path to pandalm-testset-v1.json.gz ('' to skip)")
     ap.add_argument("--tune", action="store_true", help="grid-search ds3 on the tuning seeds, then stop")
     ap.add_argument("--json", default=None, help="also write the per-seed results here")
+    ap.add_argument("--from-json", default=None, help="reprint the tables of a saved --sparse --json file")
     ap.add_argument(
         "--sparse",
         default=None,
@@ -695,6 +710,13 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.from_json:  # reprint the sparse tables of a saved --sparse --json run
+        saved = json.loads(Path(args.from_json).read_text())
+        for ds, r in saved.items():
+            pred = {m: {k: [np.asarray(v) for v in vs] for k, vs in d.items()} for m, d in r["pred"].items()}
+            seeds_run = sorted({x["seed"] for x in r["flags"]})
+            print_sparse(ds, {"flags": r["flags"], "pred": pred}, list(pred), seeds_run)
+        return
     names = [n for n in args.campaigns.split(",") if n]
     if args.tune:
         tune(names, args.prompts, log)
