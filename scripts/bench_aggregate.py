@@ -4,6 +4,9 @@
     .venv/bin/python scripts/bench_aggregate.py --seeds 1,2 --campaigns issue,position
     .venv/bin/python scripts/bench_aggregate.py --tune               # the grid on the tuning seeds only
     .venv/bin/python scripts/bench_aggregate.py --pandalm PATH       # your copy of pandalm-testset-v1.json.gz
+    .venv/bin/python scripts/bench_aggregate.py --sparse sparse,sparse-bad,pandalm-sparse,issue --seeds 1,2,3 \
+        --json sparse3.json                                          # flags by workload, predictive measure
+    .venv/bin/python scripts/bench_aggregate.py --from-json sparse3.json   # reprint those tables
 
 Simulated campaigns (``rewardlab simulate``'s rater pool: careful, noisy, random, position-biased,
 adversarial and too-fast raters, responses shown in a shuffled order) differ in rater mix, overlap (3, 5)
