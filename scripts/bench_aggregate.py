@@ -4,6 +4,9 @@
     .venv/bin/python scripts/bench_aggregate.py --seeds 1,2 --campaigns issue,position
     .venv/bin/python scripts/bench_aggregate.py --tune               # the grid on the tuning seeds only
     .venv/bin/python scripts/bench_aggregate.py --pandalm PATH       # your copy of pandalm-testset-v1.json.gz
+    .venv/bin/python scripts/bench_aggregate.py --sparse sparse,sparse-bad,pandalm-sparse,issue --seeds 1,2,3 \
+        --json sparse3.json                                          # flags by workload, predictive measure
+    .venv/bin/python scripts/bench_aggregate.py --from-json sparse3.json   # reprint those tables
 
 Simulated campaigns (``rewardlab simulate``'s rater pool: careful, noisy, random, position-biased,
 adversarial and too-fast raters, responses shown in a shuffled order) differ in rater mix, overlap (3, 5)
@@ -11,7 +14,8 @@ and gold share (0, 5%). Reported seeds are 1..5; ``--tune`` searches ds3's flagg
 on seeds 101..105 of the same campaigns, which the report never uses (never tune on what you report).
 
 Methods, all on the same judgments of each campaign: ``ours`` is ``rewardlab raters aggregate``'s default
-path (rater report, exclusion of flagged raters, ds3); ``ours-all`` is ds3 on every judgment;
+path (rater report, exclusion of flagged raters, ds3); ``ours-vote`` the same with ``ds3.soft_label: vote``
+(same calls, the new-rater vote distribution as soft label); ``ours-all`` is ds3 on every judgment;
 ``rl-noisy-bt`` is our Bradley-Terry with rater skill and position bias (the BT-family candidate);
 crowd-kit 1.4.2's DawidSkene, GLAD, MACE and MajorityVote with each implied pair as a task and
 {a above, tie, b above} as labels, and its NoisyBradleyTerry on the decided pairs (it drops ties).
@@ -141,6 +145,8 @@ def run_method(name: str, j, keep_j: np.ndarray, cfg, unflagged=None) -> tuple[n
     from rewardlab.raters import aggregate, quality
 
     keep = keep_j[j.p_judgment]
+    if name == "ours-vote":  # the default path with ds3.soft_label: vote (same calls, other soft labels)
+        name, cfg = "ours", cfg.model_copy(update={"ds3": cfg.ds3.model_copy(update={"soft_label": "vote"})})
     if name in ("ours", "ours-all", "rl-noisy-bt"):
         if name == "ours":
             keep_j = keep_j & (flagged_keep(j, cfg) if unflagged is None else unflagged)
@@ -399,8 +405,10 @@ def run_pandalm(path: Path, methods: list[str], cfg, log) -> None:
 
 # ---------------------------------------------------------------- sparse data: predictive measure, flags
 
-# ds3 = the shipped default (prior_strength 4); ds3-eb = ds3 with fit_prior_strength (empirical Bayes)
-PRED_METHODS = ["ds3", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-GLAD", "ck-MajorityVote"]
+# ds3 = ds3 with the posterior as soft label (soft_label: posterior); ds3-vote = the same fit with the
+# new-rater vote distribution as soft label (soft_label: vote); ds3-eb = ds3 with fit_prior_strength
+PRED_METHODS = ["ds3", "ds3-vote", "ds3-eb", "majority+half", "ck-DawidSkene", "ck-GLAD", "ck-MajorityVote"]
+_FITS: dict[tuple, Any] = {}  # the last ds3 fit, shared by ds3 and ds3-vote (same judgments, same options)
 FLOOR = 1e-6  # probabilities are floored here (and renormalised) before the log loss: crowd-kit gives exact 0
 WORKLOAD_BUCKETS = [(1, 9), (10, 29), (30, 99), (100, 299), (300, 10**9)]
 
@@ -422,13 +430,19 @@ def _fit_predict(name: str, j, keep_j: np.ndarray, held: np.ndarray, cfg) -> tup
 
     keep = keep_j[j.p_judgment]
     unit = j.p_unit[held]
-    if name in ("ds3", "ds3-eb"):
+    if name in ("ds3", "ds3-eb", "ds3-vote"):
         opts = cfg.ds3
-        fit = ds3lib.fit(j, keep, prior_strength=opts.prior_strength, position_strength=opts.position_strength,
-                         temperature=opts.temperature, use_gold=opts.use_gold, max_iter=opts.max_iter,
-                         fit_strength=name == "ds3-eb")  # fmt: skip
+        key = (id(j), hash(keep.tobytes()), name == "ds3-eb")
+        if key not in _FITS:  # ds3 and ds3-vote share one fit: the same model, two soft labels
+            _FITS.clear()
+            _FITS[key] = ds3lib.fit(j, keep, prior_strength=opts.prior_strength,
+                                    position_strength=opts.position_strength, temperature=opts.temperature,
+                                    use_gold=opts.use_gold, max_iter=opts.max_iter,
+                                    fit_strength=name == "ds3-eb")  # fmt: skip
+        fit = _FITS[key]
         post = fit.posterior[unit]
-        a = _floor(post)
+        # form a: ds3-vote's soft label is the new-rater vote distribution (ds3.soft_label: vote)
+        a = _floor(fit.vote_label()[unit] if name == "ds3-vote" else post)
         a_first = j.p_a_first[held]
         disp = np.where(a_first[:, None], post, post[:, ::-1])
         conf = fit.confusion[j.p_rater[held]]  # [rows, true display, observed display]
@@ -512,14 +526,19 @@ def flag_rates(j, profiles: dict[str, str], cfg) -> list[dict[str, Any]]:
     ]
 
 
-def sparse_sim(seed: int, prompts: int):
+# sparse-bad: the sparse campaign with twice the prompts (so twice each rater's workload) and 40% bad raters
+# (20% random clickers, 20% adversaries): enough bad raters per workload bucket to measure their recall.
+SPARSE_BAD = ["prompts=3000", "mix.careful=0.6", "mix.random=0.2", "mix.adversarial=0.2"]
+
+
+def sparse_sim(seed: int, prompts: int, overrides: list[str] | None = None):
     """(Judgments, rater -> profile) of a sparse simulated campaign (configs/simulate/sparse.yaml)."""
     from rewardlab import config as cfglib
     from rewardlab.data.simulate import simulate_campaign
     from rewardlab.raters.table import from_records
 
-    cfg = cfglib.load(str(ROOT / "configs/simulate/sparse.yaml"), [f"seed={seed}", f"prompts={prompts}"],
-                      stage="simulate")  # fmt: skip
+    cfg = cfglib.load(str(ROOT / "configs/simulate/sparse.yaml"),
+                      [f"seed={seed}", f"prompts={prompts}", *(overrides or [])], stage="simulate")  # fmt: skip
     records, truth = simulate_campaign(cfg)
     return from_records(records), {r: p["profile"] for r, p in truth["raters"].items()}
 
@@ -604,11 +623,13 @@ def run_sparse(datasets: list[str], seeds: list[int], methods: list[str], cfg, l
             start = time.perf_counter()
             if ds == "sparse":
                 j, prof = sparse_sim(seed, 1500)
+            elif ds == "sparse-bad":
+                j, prof = sparse_sim(seed, 1500, SPARSE_BAD)
             elif ds == "pandalm-sparse":
                 j, prof = pandalm_sparse(pandalm, seed)
             else:
                 j, prof = dense_sim(ds, seed, 300)
-            flags += flag_rates(j, prof, cfg)
+            flags += [{**row, "seed": seed} for row in flag_rates(j, prof, cfg)]
             p = predictive(j, methods, cfg, seed)
             for m in methods:
                 for k, v in p[m].items():
@@ -626,28 +647,46 @@ def print_sparse(ds: str, r: dict[str, Any], methods: list[str], seeds: list[int
     print(f"\n### {ds}: flags by workload (judgments per rater), seeds {seeds[0]}-{seeds[-1]} pooled")
     print("| workload | careful flagged | random flagged | adversarial flagged |")
     print("|---|---|---|---|")
+    per_seed = {s: bucket_table([x for x in r["flags"] if x.get("seed") == s], ("careful", "random", "adversarial"))
+                for s in seeds}  # fmt: skip
+    reach: dict[str, str] = {}
     for bucket, cell in table.items():
         txt = []
         for prof in ("careful", "random", "adversarial"):
             f, n = cell[prof]
-            txt.append(f"{f}/{n} = {f / n:.3f}" if n else "-")
+            # pooled over seeds, then the mean +- SE over the seeds whose campaign has raters in the cell
+            rates = [c[bucket][prof][0] / c[bucket][prof][1] for c in per_seed.values() if c[bucket][prof][1]]
+            spread = f" ({mean_se(rates)[0]:.2f} +- {mean_se(rates)[1]:.2f})" if len(rates) > 1 else ""
+            txt.append(f"{f}/{n} = {f / n:.2f}{spread}" if n else "-")
+            if prof != "careful" and n and f / n >= 0.9 and prof not in reach:
+                reach[prof] = bucket
         print(f"| {bucket} | " + " | ".join(txt) + " |")
+    for prof in ("random", "adversarial"):
+        cells = [(b, c[prof]) for b, c in table.items() if c[prof][1]]
+        best = max(cells, key=lambda bc: bc[1][0] / bc[1][1], default=None)
+        where = f"first at {reach[prof]} judgments" if prof in reach else "in no bucket"
+        if best:
+            print(f"{prof}: recall >= 0.9 {where}; highest {best[1][0] / best[1][1]:.2f} at {best[0]}")
     base = "ds3"
     print(f"\n### {ds}: leave-votes-out prediction of held-out votes (5 folds; mean over seeds +- SE; "
-          f"difference to {base} paired per held-out vote, pooled over seeds, +- SE)")  # fmt: skip
+          f"differences paired per held-out vote, pooled over seeds, +- SE)")  # fmt: skip
     print(
-        "| method | log loss (a) | log loss (b) | accuracy (a) | accuracy (b) | LL(a) - ds3 | LL(b) - ds3 | acc(b) - ds3 |"
+        "| method | log loss (a) | log loss (b) | accuracy (a) | accuracy (b) | LL(a) - ds3 | LL(b) - ds3 "
+        "| acc(b) - ds3 | LL(a) - majority+half | acc(a) - majority+half |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in methods:
         cells = []
         for k in ("ll_a", "ll_b", "acc_a", "acc_b"):
             vals = [float(v.mean()) for v in r["pred"][m][k]]
             mu, se = mean_se(vals)
             cells.append(f"{mu:.3f} +- {se:.3f}")
-        for k in ("ll_a", "ll_b", "acc_b"):
+        pairs = [("ll_a", base), ("ll_b", base), ("acc_b", base)]
+        if "majority+half" in r["pred"]:
+            pairs += [("ll_a", "majority+half"), ("acc_a", "majority+half")]
+        for k, ref in pairs:
             # paired per held-out vote, pooled over seeds (the votes are the same for every method)
-            d = np.concatenate([v - w for v, w in zip(r["pred"][m][k], r["pred"][base][k])])
+            d = np.concatenate([v - w for v, w in zip(r["pred"][m][k], r["pred"][ref][k])])
             cells.append(f"{d.mean():+.3f} +- {d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0:.3f}")
         print(f"| {m} | " + " | ".join(cells) + " |")
 
@@ -661,10 +700,11 @@ def main() -> None:
     ap.add_argument("--pandalm", default=str(PANDALM), help="path to pandalm-testset-v1.json.gz ('' to skip)")
     ap.add_argument("--tune", action="store_true", help="grid-search ds3 on the tuning seeds, then stop")
     ap.add_argument("--json", default=None, help="also write the per-seed results here")
+    ap.add_argument("--from-json", default=None, help="reprint the tables of a saved --sparse --json file")
     ap.add_argument(
         "--sparse",
         default=None,
-        help="comma list of sparse, pandalm-sparse and CAMPAIGNS names: the sparse-data report (flags by "
+        help="comma list of sparse, sparse-bad, pandalm-sparse and CAMPAIGNS names: the sparse-data report (flags by "
         "workload, leave-votes-out log loss and accuracy) instead of the campaign tables",
     )
     args = ap.parse_args()
@@ -673,6 +713,13 @@ def main() -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    if args.from_json:  # reprint the sparse tables of a saved --sparse --json run
+        saved = json.loads(Path(args.from_json).read_text())
+        for ds, r in saved.items():
+            pred = {m: {k: [np.asarray(v) for v in vs] for k, vs in d.items()} for m, d in r["pred"].items()}
+            seeds_run = sorted({x["seed"] for x in r["flags"]})
+            print_sparse(ds, {"flags": r["flags"], "pred": pred}, list(pred), seeds_run)
+        return
     names = [n for n in args.campaigns.split(",") if n]
     if args.tune:
         tune(names, args.prompts, log)
@@ -680,7 +727,12 @@ def main() -> None:
     cfg = RatersConfig()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.sparse:
-        run_sparse(args.sparse.split(","), seeds, PRED_METHODS, cfg, log, Path(args.pandalm))
+        res = run_sparse(args.sparse.split(","), seeds, PRED_METHODS, cfg, log, Path(args.pandalm))
+        if args.json:  # per-rater flags and per-vote losses, per seed, for other summaries
+            out = {ds: {"flags": r["flags"], "pred": {m: {k: [v.tolist() for v in vs] for k, vs in d.items()}
+                                                      for m, d in r["pred"].items()}}
+                   for ds, r in res.items()}  # fmt: skip
+            Path(args.json).write_text(json.dumps(out))
         return
     methods = [m for m in args.methods.split(",") if m]
     if set(seeds) & set(TUNE_SEEDS):

@@ -285,6 +285,12 @@ class DS3Options(Strict):
     fit_prior_strength: bool = False
     position_strength: float = Field(20.0, ge=0)  # pseudo-judgments pulling each rater toward no side habit
     temperature: float = Field(0.7, gt=0, le=1)  # soft labels: posterior ** temperature, renormalised
+    soft_label: Literal["posterior", "vote"] = Field(
+        "posterior",
+        description="what a pair's soft label p is: posterior = the (tempered) posterior that a is truly "
+        "above b; vote = the chance that a new rater picks a, posterior x the pool's judgment-weighted "
+        "confusion (carries the pool's error and tie rates; calls are unchanged; docs/raters.md)",
+    )
     tie_min: float = Field(0.5, ge=0, le=1)  # a consensus tie needs P(tie) >= this and above each order ...
     tie_votes_min: float = Field(0.5, ge=0, le=1)  # ... and at least this share of the pair's votes are ties
     use_gold: bool = True  # clamp gold units to their reference label in EM

@@ -323,3 +323,72 @@ def test_fit_strength_pulls_light_raters_to_the_pool():
     pooled = np.delete(eb.confusion, li, axis=0).mean(axis=0)
     assert eb.strength > fixed.strength  # three alike careful raters: a strong pull
     assert np.abs(eb.confusion[li] - pooled).max() < np.abs(fixed.confusion[li] - pooled).max()
+
+
+def tie_pool(n=40, tie_rate=0.2, seed=1):
+    """Clear pairs judged by three raters who call a tie ``tie_rate`` of the time and are otherwise right 90%,
+    shown in random orders."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        winner = "A" if rng.random() < 0.5 else "B"
+        for r in ("r1", "r2", "r3"):
+            x = rng.random()
+            said = (
+                "tie"
+                if x < tie_rate
+                else (winner if x < tie_rate + 0.9 * (1 - tie_rate) else "AB"[winner == "A"])
+            )
+            out.append(vote(f"bg{i}", said, r, "A" if rng.random() < 0.5 else "B"))
+    return out
+
+
+def test_vote_label_is_posterior_times_pool_confusion():
+    """soft_label: vote of a once-judged comparison = posterior x the pool's judgment-weighted confusion
+    (both display sides, half each, when displays are shuffled); it sums to 1, carries the pool's tie rate,
+    and leaves the calls alone."""
+    records = tie_pool() + [vote("once", "A", "r1", "A"), vote("once2", "A", "r2", "B")]
+    # an adversary on 30 of the pairs: ds3 reads it inverted, and it is no part of the pool
+    truth = {r["prompt"]: r for r in records if r["rater"] == "r1"}
+    for i in range(30):
+        said = {(1, 2): "B", (2, 1): "A", (1, 1): "tie"}[tuple(truth[f"bg{i}"]["ranks"])]
+        records.append(vote(f"bg{i}", said if truth[f"bg{i}"]["responses"][0].startswith("A") else
+                            {"A": "B", "B": "A", "tie": "tie"}[said], "adv"))  # fmt: skip
+    j = from_records(records)
+    fit = ds3.fit(j)
+    assert fit.shuffled
+    adv = j.raters.index("adv")
+    assert fit.inverted()[adv] and fit.inverted().sum() == 1
+    rows = np.bincount(j.p_rater, minlength=len(j.raters)).astype(float)
+    rows[adv] = 0.0
+    pool = np.einsum("r,rco->co", rows / rows.sum(), fit.confusion)
+    pool = (pool + pool[::-1, ::-1]) / 2  # a new rater sees either side first
+    for prompt in ("once", "once2"):
+        u, _ = unit_of(j, prompt)
+        want = fit.posterior[u] @ pool
+        got = fit.vote_label()[u]
+        np.testing.assert_allclose(got, want, atol=1e-9)
+        assert abs(got.sum() - 1) < 1e-9
+        assert got[1] > max(0.12, fit.posterior[u, 1] + 0.03)  # the pool ties often; the label shows it
+        assert got[0] < fit.posterior[u, 0]  # a typical rater may still disagree: softer than the posterior
+    _, post_cons = merged(records)
+    jv, vote_cons = merged(records, ds3={"soft_label": "vote"})
+    u, g = unit_of(jv, "once")
+    vl = vote_cons.ds3_fit.vote_label()
+    np.testing.assert_allclose(vote_cons.unit_p, vl[:, 0] + 0.5 * vl[:, 1], atol=1e-12)
+    assert vote_cons.unit_post[u, 1] > post_cons.unit_post[u, 1]
+    assert vote_cons.group_ranks == post_cons.group_ranks  # same calls
+
+
+def test_vote_label_turns_the_pool_to_the_side_shown():
+    """The pool's confusion is over displayed sides: on a true tie a pool that says "the first one" 60% of
+    the time gives a the vote when a is listed first, b when b is, and half each when displays are shuffled.
+    """
+    habit = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])  # true display class -> said
+    post = np.array([[0.0, 1.0, 0.0]] * 3)  # canonical: a true tie
+    fit = ds3.DS3Fit(post, post, habit[None], np.array([0.45, 0.1, 0.45]), False, 1, True,
+                     a_first_share=np.array([1.0, 0.0, 0.5]), votes=np.array([10.0]))  # fmt: skip
+    v = fit.vote_label()
+    np.testing.assert_allclose(v[0], [0.6, 0.3, 0.1])  # a first: "first" is a
+    np.testing.assert_allclose(v[1], [0.1, 0.3, 0.6])  # b first: "first" is b
+    np.testing.assert_allclose(v[2], [0.35, 0.3, 0.35])

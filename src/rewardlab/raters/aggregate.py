@@ -57,7 +57,7 @@ class Consensus:
     group_used: np.ndarray  # kept judgments per group
     j_agreement: np.ndarray  # per judgment: share of its pairs matching the consensus (nan if not kept)
     fit: noisy_bt.NoisyBTFit | None = None
-    unit_post: np.ndarray | None = None  # ds3: [units, 3] P(a above b, tie, b above a)
+    unit_post: np.ndarray | None = None  # ds3: [units, 3] the soft label's P(a above b, tie, b above a)
     ds3_fit: ds3.DS3Fit | None = None
 
 
@@ -165,7 +165,10 @@ def _ds3_consensus(j: Judgments, keep_judgment: np.ndarray, cfg: Any, rater_weig
         max_iter=opts.max_iter,
         fit_strength=getattr(opts, "fit_prior_strength", False),
     )
-    p = fit.posterior[:, 0] + 0.5 * fit.posterior[:, 1]
+    # The soft label: the posterior of the true order, or (soft_label: vote) the predictive distribution of
+    # a new rater's vote, what "the chance that a rater prefers A" means (ds3.DS3Fit.vote_label).
+    soft = fit.vote_label() if getattr(opts, "soft_label", "posterior") == "vote" else fit.posterior
+    p = soft[:, 0] + 0.5 * soft[:, 1]
     post = fit.raw  # calls (tie, order) from the untempered posterior: tempering only softens p
     # A tie needs both the model (P(tie) the largest and >= tie_min) and the votes (at least
     # tie_votes_min of the pair's weighted votes are ties): "A, B, tie" is best explained by a true tie in
@@ -213,7 +216,7 @@ def _ds3_consensus(j: Judgments, keep_judgment: np.ndarray, cfg: Any, rater_weig
                 unit_out[base_u + n] = 1 if r[a] < r[b] else (-1 if r[a] > r[b] else 0)
     j_agree, g_agree = _agreement(j, keep, keep_judgment, unit_out, group_used)
     g_weight = _confidence(j, p)
-    return Consensus(p, ranks, g_weight, g_agree, group_used, j_agree, None, fit.posterior, fit)
+    return Consensus(p, ranks, g_weight, g_agree, group_used, j_agree, None, soft, fit)
 
 
 def _agreement(j: Judgments, keep, keep_judgment, unit_out, group_used):
