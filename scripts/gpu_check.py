@@ -12,7 +12,11 @@ No network: tiny models built from configs (``offline:tiny-llama``, ``offline:ti
 Stages: rm (2 steps, a checkpoint), rm-resume (continues it), rm-lora, sft, dpo, dpo-lora, ppo-lora (with a
 checkpoint), ppo-resume, grpo, rloo, rs, eval-rm, eval-policy, score, sample, and rm-fsdp / ppo-fsdp (train
 rm and train ppo under ``accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 1``,
-run as a child process of this script so the same hooks record it). For each stage it records, through
+run as a child process of this script so the same hooks record it), and ppo-8b / rm-8b (issue 30: a
+Llama with Llama-3.1-8B's shape and random bf16 weights, built on the GPU and saved first, then a LoRA PPO
+run of 2 steps, reference = adapter disabled, value = a second adapter, the RM the same shape in bf16, and a
+packed LoRA RM run of 3 steps, both with gradient checkpointing; their throughput from metrics.json goes in
+the report; ``--big-shape tiny``, the default without CUDA, runs the same code at toy size). For each stage it records, through
 hooks on rewardlab's model builders, ``RewardScorer`` and ``generation.generate``, the device and dtype of
 every model it built (named by its builder: policy, reference, reward_model, reward_scorer) at that
 model's first forward (a forward pre-hook: trainers move models after they
@@ -59,7 +63,16 @@ NEEDED = ("torch", "transformers", "accelerate", "peft", "safetensors", "trl", "
           "typer", "rich", "yaml", "orjson", "threadpoolctl", "pandas", "pyarrow")  # fmt: skip
 LORA = "model.lora={r: 4, alpha: 8}"
 STAGES = ["rm", "rm-resume", "rm-lora", "sft", "dpo", "dpo-lora", "ppo-lora", "ppo-resume", "grpo", "rloo",
-          "rs", "eval-rm", "eval-policy", "score", "sample", "rm-fsdp", "ppo-fsdp"]  # fmt: skip
+          "rs", "eval-rm", "eval-policy", "score", "sample", "rm-fsdp", "ppo-fsdp", "ppo-8b", "rm-8b"]  # fmt: skip
+BIG = {"ppo-8b", "rm-8b"}  # the 8B-shaped Llama (random bf16 weights): built once, before the first of them
+# Llama-3.1-8B's shape (8.03B parameters); --big-shape tiny keeps the code path at toy size (CPU smoke test;
+# its vocabulary just holds the tiny tokenizer's 2,000 ids: bf16 matmuls over 128k rows crawl on a CPU)
+BIG_SHAPES = {
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=2048, max_position_embeddings=512, rope_theta=500000.0),
+}  # fmt: skip
 DEPENDS = {"rm-resume": "rm", "ppo-resume": "ppo-lora", "eval-policy": "sft"}
 LAUNCHED = {"rm-fsdp", "ppo-fsdp"}  # run under `accelerate launch` with configs/accelerate/fsdp.yaml
 
@@ -169,7 +182,20 @@ def stage_args(stage: str, work: Path, rm: Path) -> list[str]:
         ],  # fmt: skip
         "rm-fsdp": [*rm_train, f"output_dir={work / 'rm-fsdp'}", "train.max_steps=2"],
         "ppo-fsdp": [*ppo, f"output_dir={work / 'ppo-fsdp'}", "train.max_steps=1"],
-    }
+        # issue 30: LoRA PPO at 8B on one card: bf16 base, the reference = adapter disabled, the value a
+        # second adapter, the RM (the same 8B shape) in bf16, checkpointing, chunked log-probs
+        "ppo-8b": ["train", "ppo", ROOT / "configs/ppo/tiny.yaml", f"model.name_or_path={work / BIG_POLICY}",
+                   f"data.train={DATA}", "train.log_every=1", f"ppo.reward_model={work / BIG_RM}",
+                   "model.dtype=bfloat16", "model.lora={r: 16, alpha: 32}", "train.bf16=true",
+                   "train.gradient_checkpointing=true", "ppo.value_backbone=adapter", "ppo.logprob_chunk=1024",
+                   "ppo.max_new_tokens=32", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=8",
+                   "train.max_steps=2", f"output_dir={work / 'ppo-8b'}"],
+        # a packed (padding-free) LoRA RM step on the same 8B shape
+        "rm-8b": [*rm_train, f"model.name_or_path={work / BIG_POLICY}", "model.dtype=bfloat16",
+                  "model.lora={r: 16, alpha: 32}", "train.bf16=true", "train.gradient_checkpointing=true",
+                  "train.packing=true", "train.batch_size=8", "data.max_length=512", "train.max_steps=3",
+                  "train.eval_every=null", f"output_dir={work / 'rm-8b'}"],
+    }  # fmt: skip
     return [str(a) for a in table[stage]]
 
 
@@ -355,6 +381,57 @@ def _max_memory() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
+BIG_POLICY, BIG_RM = "llama-8b-shape", "llama-8b-shape-rm"
+
+
+def prepare_big(work: Path, shape: str) -> dict[str, Any]:
+    """The 8B-shaped Llama with random bf16 weights, built straight on the GPU (CPU: wherever torch is), and
+    saved twice: as a causal LM (policy; ``rm-8b`` adds its own head) and as a sequence classifier (the RM
+    ``ppo-8b`` scores with), with the tiny Llama's tokenizer (its ids are valid rows of the 128k vocabulary).
+    Returns the build's numbers for the report."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+    from rewardlab import models
+
+    tokenizer = models.load_tokenizer("offline:tiny-llama")
+    started = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = LlamaConfig(**BIG_SHAPES[shape], bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=False, num_labels=1, dtype="bfloat16")  # fmt: skip
+    torch.manual_seed(0)
+    with torch.device(device):
+        policy = LlamaForCausalLM(config).to(torch.bfloat16)
+    params = sum(p.numel() for p in policy.parameters())
+    policy.save_pretrained(work / BIG_POLICY, safe_serialization=True)
+    tokenizer.save_pretrained(work / BIG_POLICY)
+    with torch.device("meta"):
+        rm = LlamaForSequenceClassification(config)
+    rm.model = policy.model  # the same backbone, a new head
+    with torch.device(device):
+        rm.score = torch.nn.Linear(config.hidden_size, 1, bias=False, dtype=torch.bfloat16)
+    torch.nn.init.normal_(rm.score.weight, std=0.02)
+    rm.config.reward_mean, rm.config.reward_std = 0.0, 1.0
+    rm.save_pretrained(work / BIG_RM, safe_serialization=True)
+    tokenizer.save_pretrained(work / BIG_RM)
+    del policy, rm
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"shape": shape, "parameters": params, "build_and_save_s": round(time.perf_counter() - started, 1)}
+
+
+def run_metrics(stage: str, work: Path) -> dict[str, Any]:
+    """Step time and throughput of the 8B stages, from their run's metrics.json."""
+    keys = ("steps", "episodes_per_s", "tokens_per_s", "generate_time_share", "sequences_per_s",
+            "train_seconds", "step_seconds", "peak_memory_mb")  # fmt: skip
+    path = work / stage / "metrics.json"
+    if stage not in BIG or not path.is_file():
+        return {}
+    got = json.loads(path.read_text())
+    return {"run_metrics": {k: got[k] for k in keys if k in got}}
+
+
 def prepare(work: Path) -> Path:
     """An untrained tiny RM (enough for every consumer's mechanics) and the score input file."""
     from rewardlab import models
@@ -406,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "gpu-check"), help="Work folder and JSON.")
     parser.add_argument("--expect-device", default=None, help="Device type every model must run on (cuda).")
     parser.add_argument("--allow-cpu", action="store_true", help="Expect the CPU (smoke test without a GPU).")
+    parser.add_argument("--big-shape", choices=sorted(BIG_SHAPES), default=None,
+                        help="Shape of the ppo-8b / rm-8b model (default: 8b on CUDA, tiny elsewhere).")  # fmt: skip
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
@@ -422,9 +501,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(opts.out)
     work.mkdir(parents=True, exist_ok=True)
     rm = prepare(work)
+    stages = selected(opts.only)
+    big = None
+    if BIG & set(stages):
+        big = prepare_big(work, opts.big_shape or ("8b" if torch.cuda.is_available() else "tiny"))
     hooks = install_hooks()
     try:
-        results = run_stages(selected(opts.only), work, rm, expect)
+        results = run_stages(stages, work, rm, expect)
     finally:
         remove_hooks(hooks)
     report = {
@@ -433,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "ok": all(r["ok"] for r in results),
+        "big_model": big,
         "stages": results,
     }
     (work / "gpu_check.json").write_text(json.dumps(report, indent=1))
@@ -463,7 +547,7 @@ def run_stages(stages: list[str], work: Path, rm: Path, expect: str) -> list[dic
         problems += problems_of(got["models"], got["generate_input"], expect)
         results.append({"stage": stage, "ok": not problems, "problems": problems, "wall_s": wall,
                         "max_memory_mb": got["max_memory_mb"], "models": got["models"],
-                        "generate_input": got["generate_input"],
+                        "generate_input": got["generate_input"], **run_metrics(stage, work),
                         **({"tail": got["tail"]} if problems else {})})  # fmt: skip
     return results
 

@@ -55,3 +55,19 @@ def test_dependencies_are_added_and_unknown_stages_refused():
         assert "unknown stage(s) nope" in str(err)
     else:
         raise AssertionError("an unknown stage was accepted")
+
+
+def test_8b_stages_run_at_toy_size_on_cpu(tmp_path):
+    """ppo-8b and rm-8b (issue 30, item 9) at --big-shape tiny: the same build, save and runs as at 8B on a
+    GPU (bf16 base, LoRA, value adapter, bf16 RM, packing, checkpointing), with their throughput reported."""
+    assert gpu_check().main(["--allow-cpu", "--only", "ppo-8b,rm-8b", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["big_model"]["shape"] == "tiny"
+    ppo, rm = report["stages"]
+    assert ppo["run_metrics"]["steps"] == 2 and ppo["run_metrics"]["episodes_per_s"] > 0
+    assert rm["run_metrics"]["steps"] == 3 and rm["run_metrics"]["tokens_per_s"] > 0
+    assert {(m["kind"], m["dtype"]) for m in ppo["models"] if m["device"]} == {
+        ("policy", "bfloat16"),
+        ("reward_scorer", "bfloat16"),
+    }
+    assert "packing: true" in (tmp_path / "rm-8b" / "config.yaml").read_text()
