@@ -670,9 +670,9 @@ def consensus_check(j: Judgments, thresholds: Any) -> dict[str, Any]:
     orders), i.e. when the outside reference says the consensus is more often wrong than right.
 
     Why the point estimate and not the interval: gold is 2-5% of a sparse campaign, so only a handful of gold
-    comparisons have two votes (4-13 on the simulated ones); requiring the interval's lower end above 0.5
-    suspended agreement flags on campaigns whose consensus was right on 5 of 6 gold items and cost a third of
-    the bad-rater recall there. Suspending errs on the side of the rater (no flag is raised, the rule says
+    comparisons have two votes (3-15 on the simulated ones); requiring the interval's lower end above 0.5
+    suspended agreement flags on a campaign whose consensus was right on 5 of 6 gold items and lost 5 of the
+    6 bad raters found there. Suspending errs on the side of the rater (no flag is raised, the rule says
     why), so it need not wait for an interval. With no gold there is nothing to check with: the consensus
     stays the reference and a note says it is unchecked."""
     level = float(getattr(thresholds, "min_consensus_gold_accuracy", 0.5))
