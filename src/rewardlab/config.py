@@ -268,6 +268,10 @@ class RaterThresholds(Strict):
     min_reliability: float | None = Field(
         None, ge=0, le=1
     )  # Dawid-Skene accuracy on pair outcomes; null: not a flagging rule
+    # low_agreement flags need a consensus that gold does not contradict: when the consensus's accuracy on
+    # gold comparisons (two or more votes) is not above this level (0.5: a coin between the two orders),
+    # agreement flags are suspended (listed under insufficient_evidence with the reason)
+    min_consensus_gold_accuracy: float = Field(0.5, ge=0, le=1)
 
 
 class NoisyBTOptions(Strict):

@@ -252,3 +252,50 @@ def test_flags_need_an_interval_wholly_past_the_threshold():
     quality.flag([rater], t, None, None)
     assert rater["flagged"] and rater["evidence"][0]["interval"][1] < 0.6
     assert "95% interval" in rater["reasons"][0] and "60 overlapping pairs" in rater["reasons"][0]
+
+
+def _majority_campaign(careful: list[str], adversaries: list[str], items: int = 20, gold_items: int = 6):
+    """Every rater judges every comparison (shown in alternating order); the truth is A above B, careful
+    raters say so, adversaries invert it; the first ``gold_items`` comparisons also carry a gold reference."""
+    rows = []
+    for i in range(items):
+        prompt = f"question {i}"
+        shown, right, wrong = (["A", "B"], [1, 2], [2, 1]) if i % 2 else (["B", "A"], [2, 1], [1, 2])
+        if i < gold_items:
+            rows.append(rec(shown, right, None, gold=True, prompt=prompt))
+        rows += [rec(shown, right, r, prompt=prompt) for r in careful]
+        rows += [rec(shown, wrong, r, prompt=prompt) for r in adversaries]
+    return from_records(rows)
+
+
+def test_agreement_flags_are_suspended_when_gold_contradicts_the_consensus():
+    # Adversaries are the majority: the consensus is B above A, which gold contradicts. Agreement with it
+    # is no evidence against the careful raters (agreement 0 on 20 pairs would flag them without the guard).
+    j = _majority_campaign(["c1", "c2"], ["x1", "x2", "x3"])
+    right, n = quality.consensus_gold(j)
+    assert (right, n) == (0, 6)
+    rep = quality.build_report(j, RatersConfig())
+    check = rep["consensus_check"]
+    assert check["suspended"] and check["reason"].startswith("consensus contradicted by gold: accuracy 0.00")
+    r = by_rater(rep)
+    for name in ("c1", "c2"):
+        assert not r[name]["flagged"]
+        (e,) = [e for e in r[name]["insufficient_evidence"] if e["code"] == "low_agreement"]
+        assert e["suspended"] == check["reason"] and e["estimate"] == 0.0
+    # the adversaries are still found, by the outside reference
+    for name in ("x1", "x2", "x3"):
+        assert [e["code"] for e in r[name]["evidence"]] == ["low_gold_accuracy"]
+    assert any("low_agreement flags suspended" in note for note in rep["notes"])
+    from rewardlab.raters.report_html import render_report_html
+
+    page = render_report_html(rep)
+    assert "gold accuracy 0.00 [0.00, 0.39] on 6 gold comparisons" in page and "flags suspended" in page
+
+
+def test_agreement_flags_stand_when_gold_confirms_the_consensus():
+    j = _majority_campaign(["c1", "c2", "c3"], ["x1"])
+    rep = quality.build_report(j, RatersConfig())
+    assert not rep["consensus_check"]["suspended"] and rep["consensus_check"]["n"] == 6
+    r = by_rater(rep)
+    assert "low_agreement" in [e["code"] for e in r["x1"]["evidence"]]
+    assert not any(r[c]["flagged"] for c in ("c1", "c2", "c3"))

@@ -121,6 +121,9 @@ def print_report(rep: dict[str, Any]) -> None:
         f"a flag needs its Wilson {t.get('confidence', 0.95):.0%} interval wholly past the threshold and "
         f"n >= {t.get('min_items')} (gold: {t.get('min_gold_items')} items); the rules are in --json"
     )
+    from rewardlab.raters.report_html import consensus_line
+
+    console.print(consensus_line(rep.get("consensus_check")), markup=False)
     for note in rep["notes"]:
         console.print(f"note: {note}")
 
@@ -130,7 +133,10 @@ def evidence_text(e: dict[str, Any]) -> str:
     lo, hi = e["interval"]
     text = f"{e['code']} {e['estimate']:.2f} [{lo:.2f}, {hi:.2f}] n={e['n']}"
     if e["decision"] == "insufficient_evidence":
-        text += f" +{e['more_needed']}" if e.get("more_needed") is not None else " (undecidable)"
+        if e.get("suspended"):
+            text += f" ({e['suspended']})"
+        else:
+            text += f" +{e['more_needed']}" if e.get("more_needed") is not None else " (undecidable)"
     return text
 
 

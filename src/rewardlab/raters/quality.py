@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -178,6 +179,37 @@ def agreement_consensus(j: Judgments, reweight: bool = True) -> tuple[np.ndarray
         cons = loo_consensus(j, weights)
         agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
     return agree, n, cons
+
+
+def consensus_gold(j: Judgments) -> tuple[int, int]:
+    """(right, n): the reweighted majority's accuracy on gold comparisons, counted once per implied pair.
+
+    Why: ``low_agreement`` measures raters against the consensus, which is evidence against a rater only if
+    the consensus is right. When adversaries or a shared misreading outweigh the careful raters, the
+    consensus flips and the careful raters are the ones who disagree. Gold is the one outside reference, so
+    the consensus is checked on it: the implied pairs with a gold answer and at least two votes (where
+    agreement is measured), each decided by all its votes weighted as in ``agreement_consensus``'s second
+    pass; pairs whose votes split evenly between the two orders are left out.
+    """
+    if not (j.unit_gold != NO_GOLD).any():
+        return 0, 0
+    n_r = len(j.raters)
+    cons = loo_consensus(j)
+    agree, _ = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
+    weights = agreement_weights(agree)
+    reweight = (cons != 2).any() and weights.max() > 0  # as agreement_consensus: else one vote each
+    w = weights[j.p_rater] if reweight else np.ones(len(j.p_outcome))
+    col = 1 - j.p_outcome.astype(np.int64)
+    flat = np.bincount(j.p_unit * 3 + col, weights=w, minlength=3 * j.n_units).reshape(j.n_units, 3)
+    votes = np.bincount(j.p_unit, minlength=j.n_units)
+    up, tie, down = flat[:, 0], flat[:, 1], flat[:, 2]
+    eps = 1e-9
+    out = np.full(j.n_units, 2, dtype=np.int8)
+    out[(up > down + eps) & (up >= tie)] = 1
+    out[(down > up + eps) & (down >= tie)] = -1
+    out[(tie > up + eps) & (tie > down + eps)] = 0
+    sel = (j.unit_gold != NO_GOLD) & (votes >= 2) & (out != 2)
+    return int((out[sel] == j.unit_gold[sel]).sum()), int(sel.sum())
 
 
 def _per_rater_mean(values: np.ndarray, rater: np.ndarray, mask: np.ndarray, n_raters: int):
@@ -507,7 +539,11 @@ def _reason(e: dict[str, Any]) -> str:
 
 
 def flag(
-    raters: list[dict[str, Any]], thresholds: Any, pool_median: float | None, pool_first: float | None
+    raters: list[dict[str, Any]],
+    thresholds: Any,
+    pool_median: float | None,
+    pool_first: float | None,
+    consensus: dict[str, Any] | None = None,
 ) -> list[str]:
     """Fill ``flagged``/``reasons``/``evidence``/``insufficient_evidence``/``too_fast``; return notes.
 
@@ -525,6 +561,8 @@ def flag(
     - too fast: the share of the rater's timed judgments faster than ``min_median_time_ratio`` x the pool's
       median, against 1/2 (a median below the line, with evidence; a sign test).
     Judgments without a rater id are never flagged.
+    ``consensus`` (``consensus_check``): when gold does not show the consensus to be right, ``low_agreement``
+    is suspended: listed under ``insufficient_evidence`` with ``suspended`` saying why, never a flag.
     """
     t = thresholds
     conf = float(getattr(t, "confidence", 0.95))
@@ -604,6 +642,12 @@ def flag(
                 fast["median_time_s"] = r["median_time_s"]
             found.append(fast)
         found = [e for e in found if e is not None]
+        if consensus is not None and consensus["suspended"]:
+            for e in found:
+                if e["code"] == "low_agreement":
+                    e.update(
+                        decision="insufficient_evidence", more_needed=None, suspended=consensus["reason"]
+                    )
         flags = [e for e in found if e["decision"] == "flag"]
         reasons = [_reason(e) for e in flags]
         if r["rater"] is None:
@@ -619,6 +663,43 @@ def flag(
     return notes
 
 
+def consensus_check(j: Judgments, thresholds: Any) -> dict[str, Any]:
+    """The campaign-level guard on ``low_agreement``: the consensus's accuracy on gold (``consensus_gold``),
+    reported with its Wilson interval at ``thresholds.confidence``. Agreement flags are suspended when that
+    accuracy is not above ``min_consensus_gold_accuracy`` (0.5: no better than a coin between the two
+    orders), i.e. when the outside reference says the consensus is more often wrong than right.
+
+    Why the point estimate and not the interval: gold is 2-5% of a sparse campaign, so only a handful of gold
+    comparisons have two votes (3-15 on the simulated ones); requiring the interval's lower end above 0.5
+    suspended agreement flags on a campaign whose consensus was right on 5 of 6 gold items and lost 5 of the
+    6 bad raters found there. Suspending errs on the side of the rater (no flag is raised, the rule says
+    why), so it need not wait for an interval. With no gold there is nothing to check with: the consensus
+    stays the reference and a note says it is unchecked."""
+    level = float(getattr(thresholds, "min_consensus_gold_accuracy", 0.5))
+    conf = float(getattr(thresholds, "confidence", 0.95))
+    right, n = consensus_gold(j)
+    lo, hi = wilson(right, n, z_of(conf)) if n else (None, None)
+    acc = right / n if n else None
+    suspended = acc is not None and not acc > level
+    reason = None
+    if suspended:
+        reason = f"consensus contradicted by gold: accuracy {acc:.2f} [{lo:.2f}, {hi:.2f}] on {n} gold items"
+    return {
+        "accuracy": _r(acc),
+        "n": n,
+        "unit": "gold comparisons with two or more votes",
+        "interval": [_r(lo), _r(hi)] if n else None,
+        "confidence": conf,
+        "level": level,
+        "rule": (
+            f"low_agreement flags are suspended when the consensus's accuracy on gold comparisons with two or "
+            f"more votes is not above {level} (no gold: unchecked)"
+        ),
+        "suspended": suspended,
+        "reason": reason,
+    }
+
+
 def build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None = None) -> dict[str, Any]:
     """The ``raters report --json`` object (docs/design.md fields first, then extras)."""
     with one_blas_thread():
@@ -631,7 +712,15 @@ def _build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None) -> di
     pool_median = float(np.median(times)) if len(times) else None
     decided = (j.p_first >= 0) & j.p_lead
     pool_first = float((j.p_first[decided] == 1).mean()) if decided.any() else None
-    notes = flag(raters, cfg.thresholds, pool_median, pool_first)
+    cons_check = consensus_check(j, cfg.thresholds)
+    notes = flag(raters, cfg.thresholds, pool_median, pool_first, cons_check)
+    if cons_check["suspended"]:
+        notes.append(f"low_agreement flags suspended: {cons_check['reason']}")
+        print(f"warning: low_agreement flags suspended: {cons_check['reason']}", file=sys.stderr)
+    elif not cons_check["n"]:
+        notes.append(
+            "no gold comparison with two or more votes: the consensus behind low_agreement is unchecked"
+        )
     raters.sort(key=lambda r: (r["rater"] is None, str(r["rater"])))
     counts = unit_counts(j)
     agreement, n_comparisons = percent_agreement(counts)
@@ -661,5 +750,6 @@ def _build_report(j: Judgments, cfg: Any, nbt: noisy_bt.NoisyBTFit | None) -> di
         "reliability_method": "ds3 accuracy: three-outcome Dawid-Skene, position-aware, gold clamped",
         "rubric_method": "dawid-skene accuracy" if j.j_scores else None,
         "thresholds": cfg.thresholds.model_dump(mode="json"),
+        "consensus_check": cons_check,
         "notes": notes,
     }

@@ -235,9 +235,25 @@ def _evidence(items: list[dict[str, Any]]) -> str:
         lo, hi = e["interval"]
         text = f"{e['code']} {e['estimate']:.2f} [{lo:.2f}, {hi:.2f}] n={e['n']}"
         if e["decision"] == "insufficient_evidence":
-            text += f" +{e['more_needed']}" if e.get("more_needed") is not None else " (undecidable)"
+            if e.get("suspended"):
+                text += f" ({e['suspended']})"
+            else:
+                text += f" +{e['more_needed']}" if e.get("more_needed") is not None else " (undecidable)"
         out.append(f'<span title="{escape(e["rule"])}">{escape(text)}</span>')
     return "<br>".join(out) or "&ndash;"
+
+
+def consensus_line(check: dict[str, Any] | None) -> str:
+    """The guard on low_agreement in one line (plain text): the consensus's gold accuracy, interval, n and
+    the rule; the terminal report prints the same line."""
+    if not check or not check.get("n"):
+        return "Consensus behind low_agreement: unchecked (no gold comparison with two or more votes)."
+    lo, hi = check["interval"]
+    state = "low_agreement flags suspended" if check["suspended"] else "low_agreement flags stand"
+    return (
+        f"Consensus behind low_agreement: gold accuracy {check['accuracy']:.2f} [{lo:.2f}, {hi:.2f}] on "
+        f"{check['n']} {check['unit']}: {state} ({check['rule']})."
+    )
 
 
 def render_report_html(report: dict[str, Any], title: str = "Rater quality report") -> str:
@@ -257,6 +273,7 @@ def render_report_html(report: dict[str, Any], title: str = "Rater quality repor
         f"nominal: {_cell(report.get('alpha_nominal'))}.",
         f"Flagged: {len(report.get('flagged', []))} rater(s): {escape(', '.join(map(str, report.get('flagged', [])))) or 'none'}.",
     ]
+    summary.append(escape(consensus_line(report.get("consensus_check"))))
     head = "".join(f"<th>{escape(label)}</th>" for _, label in COLUMNS)
     rows = []
     for r in report.get("raters", []):
