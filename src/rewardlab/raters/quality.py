@@ -138,9 +138,14 @@ def loo_consensus(j: Judgments, rater_weight: np.ndarray | None = None) -> np.nd
     flat = np.bincount(j.p_unit * 3 + col, weights=w, minlength=3 * j.n_units).reshape(j.n_units, 3)
     counts = flat[j.p_unit]
     counts[np.arange(len(col)), col] -= w
+    return _majority(counts)
+
+
+def _majority(counts: np.ndarray) -> np.ndarray:
+    """[rows, 3] weighted votes (a above, tie, b above) -> +1/-1/0, or 2 where the two orders split evenly."""
     up, tie, down = counts[:, 0], counts[:, 1], counts[:, 2]
     eps = 1e-9
-    out = np.full(len(col), 2, dtype=np.int8)
+    out = np.full(len(counts), 2, dtype=np.int8)
     out[(up > down + eps) & (up >= tie)] = 1
     out[(down > up + eps) & (down >= tie)] = -1
     out[(tie > up + eps) & (tie > down + eps)] = 0
@@ -171,14 +176,20 @@ def rater_agreement(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np
 def agreement_consensus(j: Judgments, reweight: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``rater_agreement`` plus the per pair row consensus it was measured against (``loo_consensus``
     codes): what ``raters report --evidence`` shows next to each verdict."""
-    n_r = len(j.raters)
-    cons = loo_consensus(j)
-    agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
-    weights = agreement_weights(agree)
-    if reweight and (cons != 2).any() and weights.max() > 0:
+    cons, agree, n, weights = _first_pass(j)
+    if reweight and weights is not None:
         cons = loo_consensus(j, weights)
-        agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
+        agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, len(j.raters))
     return agree, n, cons
+
+
+def _first_pass(j: Judgments) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The unweighted pass: (consensus, agreement, n, vote weights for the second pass, or None when there is
+    no consensus to weigh by or every weight is 0)."""
+    cons = loo_consensus(j)
+    agree, n = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, len(j.raters))
+    weights = agreement_weights(agree)
+    return cons, agree, n, weights if (cons != 2).any() and weights.max() > 0 else None
 
 
 def consensus_gold(j: Judgments) -> tuple[int, int]:
@@ -193,21 +204,12 @@ def consensus_gold(j: Judgments) -> tuple[int, int]:
     """
     if not (j.unit_gold != NO_GOLD).any():
         return 0, 0
-    n_r = len(j.raters)
-    cons = loo_consensus(j)
-    agree, _ = _per_rater_mean(j.p_outcome == cons, j.p_rater, cons != 2, n_r)
-    weights = agreement_weights(agree)
-    reweight = (cons != 2).any() and weights.max() > 0  # as agreement_consensus: else one vote each
-    w = weights[j.p_rater] if reweight else np.ones(len(j.p_outcome))
+    weights = _first_pass(j)[3]
+    w = np.ones(len(j.p_outcome)) if weights is None else weights[j.p_rater]
     col = 1 - j.p_outcome.astype(np.int64)
     flat = np.bincount(j.p_unit * 3 + col, weights=w, minlength=3 * j.n_units).reshape(j.n_units, 3)
     votes = np.bincount(j.p_unit, minlength=j.n_units)
-    up, tie, down = flat[:, 0], flat[:, 1], flat[:, 2]
-    eps = 1e-9
-    out = np.full(j.n_units, 2, dtype=np.int8)
-    out[(up > down + eps) & (up >= tie)] = 1
-    out[(down > up + eps) & (down >= tie)] = -1
-    out[(tie > up + eps) & (tie > down + eps)] = 0
+    out = _majority(flat)
     sel = (j.unit_gold != NO_GOLD) & (votes >= 2) & (out != 2)
     return int((out[sel] == j.unit_gold[sel]).sum()), int(sel.sum())
 
