@@ -381,29 +381,30 @@ def rollout(ctx: Any, prompts: list[Any], kl_coef: float, positions: list[int]) 
     started = time.perf_counter()
     seeds = [sample_seed(ctx.cfg.train.seed, p) for p in positions]
     sampler = pc.seeded_sampling(seeds, o.temperature, o.top_k, o.top_p)
-    parts = engines.parts_callable(ctx.accelerator, ctx.engine)  # FSDP2: the Bundle's root weights whole
-    with parts, ctx.accelerator.autocast():  # the same precision as the update's forward passes
-        response = pc.generate(
-            policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
-            logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
-        )  # fmt: skip
-    gen_seconds = time.perf_counter() - started
-    mask, has_eos, last_index = pm.response_mask(response, ctx.stop_ids)
-    response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
-    query_response = torch.cat([query, response], dim=1)
-    attention_mask = torch.cat([query_mask, mask.long()], dim=1)
-    context = query.shape[1]
-    logprobs, ref_logprobs, values = [], [], []
-    # Old and reference log-probs: the update's forward function (full sequence, no KV cache, same position
-    # ids, dropout off, same autocast), so the first minibatch's ratio is 1 up to float rounding.
-    with torch.no_grad(), engines.parts_callable(ctx.accelerator, ctx.engine), ctx.accelerator.autocast():
-        for part in chunks(len(prompts), ctx.forward_batch_size):
-            qr, am = query_response[part], attention_mask[part]
-            logprobs.append(
-                policy_logprobs(policy, qr, am, context, o.temperature, False, o.logprob_chunk)[0]
-            )
-            ref_logprobs.append(reference_logprobs(ctx, policy, qr, am, context))
-            values.append(token_values(ctx.value, qr, am, context))
+    # FSDP2: the Bundle's root weights whole for the whole rollout (generation and the forwards below)
+    with engines.parts_callable(ctx.accelerator, ctx.engine):
+        with ctx.accelerator.autocast():  # the same precision as the update's forward passes
+            response = pc.generate(
+                policy, ctx.tokenizer, query, query_mask, ctx.gen_config,
+                logits_processor=sampler, synced_gpus=pc.is_sharded(ctx.accelerator),
+            )  # fmt: skip
+        gen_seconds = time.perf_counter() - started
+        mask, has_eos, last_index = pm.response_mask(response, ctx.stop_ids)
+        response = response.masked_fill(mask == 0, ctx.tokenizer.pad_token_id)
+        query_response = torch.cat([query, response], dim=1)
+        attention_mask = torch.cat([query_mask, mask.long()], dim=1)
+        context = query.shape[1]
+        logprobs, ref_logprobs, values = [], [], []
+        # Old and reference log-probs: the update's forward function (full sequence, no KV cache, same position
+        # ids, dropout off, same autocast), so the first minibatch's ratio is 1 up to float rounding.
+        with torch.no_grad(), ctx.accelerator.autocast():
+            for part in chunks(len(prompts), ctx.forward_batch_size):
+                qr, am = query_response[part], attention_mask[part]
+                logprobs.append(
+                    policy_logprobs(policy, qr, am, context, o.temperature, False, o.logprob_chunk)[0]
+                )
+                ref_logprobs.append(reference_logprobs(ctx, policy, qr, am, context))
+                values.append(token_values(ctx.value, qr, am, context))
     logprobs, ref_logprobs, values = torch.cat(logprobs), torch.cat(ref_logprobs), torch.cat(values)
     texts = pc.decode_responses(ctx.tokenizer, response, ctx.stop_ids)
     with ctx.accelerator.autocast() if ctx.rm_autocast else contextlib.nullcontext():
@@ -571,9 +572,8 @@ def save_checkpoint(ctx: Any, history: list[dict[str, float]]) -> None:
     (runs.save_checkpoint): the KL controller and the per-step stats the final summary averages."""
     accelerator = ctx.accelerator
     check_weights(ctx)
-    ds = (
-        ctx.engine is not None
-    )  # DeepSpeed, FSDP2: the engine's own checkpoint (engine/, each process its shard)
+    # DeepSpeed, FSDP2: the engine's own checkpoint (engine/, each process its shard)
+    ds = ctx.engine is not None
 
     def write_weights(folder: Path) -> None:
         if ds:
@@ -687,9 +687,11 @@ def check_distributed(accelerator: Any, cfg: Any) -> None:
     """Under FSDP1 no checkpoints or resume (pc.refuse_unsupported_sharding); pure-bf16 full fine-tuning
     refused (engines.refuse_pure_bf16). DeepSpeed and FSDP2 run policy and value as one module
     (engines.Bundle, engines.bundled)."""
-    if engines.kind(accelerator) == "fsdp" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
-        return engines.refuse_pure_bf16(cfg, "PPO")
-    pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
+    fsdp2 = (
+        engines.kind(accelerator) == "fsdp" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2
+    )
+    if not fsdp2:
+        pc.refuse_unsupported_sharding(accelerator, cfg, "PPO", ("save_every", "resume"))
     engines.refuse_pure_bf16(cfg, "PPO")
 
 
@@ -770,9 +772,7 @@ def setup(cfg: Any, run_dir: Path, n_prompts: int, log: list[str]) -> Context:
     # The scheduler stays out of accelerator.prepare: prepared schedulers step once per process under DDP.
     engine = None
     if engines.bundled(accelerator):  # one module for both (DeepSpeed: it owns accumulation and step)
-        if (
-            engines.kind(accelerator) == "fsdp"
-        ):  # the loop divides by the accumulation itself, as for DeepSpeed
+        if engines.kind(accelerator) == "fsdp":  # the loop divides by the accumulation, as for DeepSpeed
             accelerator.gradient_accumulation_steps = 1
         micro = o.mini_batch_size // cfg.train.grad_accum
         engine, optimizer = engines.prepare(
