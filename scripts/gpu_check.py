@@ -423,7 +423,14 @@ def prepare_big(work: Path, shape: str) -> dict[str, Any]:
 
 def run_metrics(stage: str, work: Path) -> dict[str, Any]:
     """Step time and throughput of the 8B stages, from their run's metrics.json."""
-    keys = ("steps", "episodes_per_s", "tokens_per_s", "generate_time_share", "sequences_per_s", "train_time_s")
+    keys = (
+        "steps",
+        "episodes_per_s",
+        "tokens_per_s",
+        "generate_time_share",
+        "sequences_per_s",
+        "train_time_s",
+    )
     path = work / stage / "metrics.json"
     if stage not in BIG or not path.is_file():
         return {}
