@@ -3,6 +3,7 @@
     python scripts/bench_real.py                         # test split, 3 seeds (final numbers)
     python scripts/bench_real.py --split tune --only rewardlab --seeds 0 train.lr=1e-4   # tuning a default
     python scripts/bench_real.py --data ~/hh-rlhf/helpful-base/test.jsonl.gz    # your own copy
+    python scripts/bench_real.py --backbone smollm2 --limit 40 --threads 1     # SmolLM2-135M decoder RM
 
 Data: Anthropic HH-RLHF helpful-base test split (2,354 human pairs; `../shared/realdata/`, or `--data` for
 the file from the `Anthropic/hh-rlhf` dataset, `data_dir="helpful-base"`). Pairs are grouped by their
@@ -27,7 +28,16 @@ rewardlab runs twice per seed, as shipped (prompts cut to their last 64 tokens) 
 clean; read with os.wait4) and its wall time is the whole run: process start, imports, data, training,
 evaluation, saving. pairs/s is training pairs over training-loop time (TRL: train_runtime); real tokens/s
 is the non-pad tokens of both responses of every trained pair (prompt + response each) over the same time:
-the cap shortens what rewardlab trains on, so pairs/s alone flatters it. Prints a table with the per-seed paired difference and its standard error, and
+the cap shortens what rewardlab trains on, so pairs/s alone flatters it.
+
+`--backbone smollm2` (issue 30 item 5): SmolLM2-135M-Instruct for both tools, rewardlab's
+configs/rm/smollm2.yaml run packed (`train.packing=true`) and padded (`train.packing=false`), nothing else
+different, beside TRL. Both tools get the same text: each HH pair split into chat messages by rewardlab's
+importer and formatted with the model's chat template (`models.format_conversation`, ending at its
+<|im_end|>). SmolLM2 ships pad = eos = <|im_end|>; transformers' sequence-classification head reads the last
+token not equal to the pad id, so TRL's tokenizer gets a pad of its own (the unk token <|endoftext|>, which
+HH text never holds; checked on every training and test text) and both tools read the reward at the
+<|im_end|>; rewardlab pools by the attention mask (docs/reward-models.md). Prints a table with the per-seed paired difference and its standard error, and
 writes the results as JSON (`--json`).
 """
 
