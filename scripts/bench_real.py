@@ -3,6 +3,7 @@
     python scripts/bench_real.py                         # test split, 3 seeds (final numbers)
     python scripts/bench_real.py --split tune --only rewardlab --seeds 0 train.lr=1e-4   # tuning a default
     python scripts/bench_real.py --data ~/hh-rlhf/helpful-base/test.jsonl.gz    # your own copy
+    python scripts/bench_real.py --backbone smollm2 --limit 40 --threads 1     # SmolLM2-135M decoder RM
 
 Data: Anthropic HH-RLHF helpful-base test split (2,354 human pairs; `../shared/realdata/`, or `--data` for
 the file from the `Anthropic/hh-rlhf` dataset, `data_dir="helpful-base"`). Pairs are grouped by their
@@ -27,7 +28,16 @@ rewardlab runs twice per seed, as shipped (prompts cut to their last 64 tokens) 
 clean; read with os.wait4) and its wall time is the whole run: process start, imports, data, training,
 evaluation, saving. pairs/s is training pairs over training-loop time (TRL: train_runtime); real tokens/s
 is the non-pad tokens of both responses of every trained pair (prompt + response each) over the same time:
-the cap shortens what rewardlab trains on, so pairs/s alone flatters it. Prints a table with the per-seed paired difference and its standard error, and
+the cap shortens what rewardlab trains on, so pairs/s alone flatters it.
+
+`--backbone smollm2` (issue 30 item 5): SmolLM2-135M-Instruct for both tools, rewardlab's
+configs/rm/smollm2.yaml run packed (`train.packing=true`) and padded (`train.packing=false`), nothing else
+different, beside TRL. Both tools get the same text: each HH pair split into chat messages by rewardlab's
+importer and formatted with the model's chat template (`models.format_conversation`, ending at its
+<|im_end|>). SmolLM2 ships pad = eos = <|im_end|>; transformers' sequence-classification head reads the last
+token not equal to the pad id, so TRL's tokenizer gets a pad of its own (the unk token <|endoftext|>, which
+HH text never holds; checked on every training and test text) and both tools read the reward at the
+<|im_end|>; rewardlab pools by the attention mask (docs/reward-models.md). Prints a table with the per-seed paired difference and its standard error, and
 writes the results as JSON (`--json`).
 """
 
@@ -43,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,25 +142,84 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
 # ---------------------------------------------------------------- TRL worker (its own process)
 
 
+def trl_tokenizer(path: str) -> tuple[object, str | None]:
+    """The backbone's own tokenizer, with what TRL's RewardTrainer needs and nothing forced on a decoder:
+    an eos (a decoder keeps its own; BERT has none, its [SEP] ends texts), and a pad token that is NOT the
+    eos. transformers' sequence-classification heads read the last token *not equal to pad_token_id*; with
+    pad = eos (SmolLM2 ships pad = eos = <|im_end|>, Llama-3/Mistral loaders set it) every text that ends in
+    eos would be read one token early, in training and scoring alike. So a pad equal to the eos (or none)
+    becomes a special token that real text never holds (the unk token, else a new "<|pad|>").
+    Returns (tokenizer, the eos_token to hand RewardConfig: None keeps the tokenizer's)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    eos = None
+    if tokenizer.eos_token is None:  # BERT: TRL stops without an eos
+        eos = tokenizer.sep_token
+        tokenizer.eos_token = eos
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        unk = tokenizer.unk_token
+        if unk is not None and tokenizer.unk_token_id != tokenizer.eos_token_id:
+            tokenizer.pad_token = unk
+        else:
+            tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    tokenizer.padding_side = "right"
+    return tokenizer, eos
+
+
+def trl_model(path: str, tokenizer: object) -> object:
+    """The backbone with a fresh one-output sequence-classification head, its config's pad id the
+    tokenizer's (the head's pooling reads it) and room for a pad token added by ``trl_tokenizer``."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def chat_texts(rows: list[dict], tokenizer: object) -> list[dict]:
+    """Each HH pair as rewardlab trains and scores it: the transcript split into chat messages by
+    rewardlab's importer, then ``models.format_conversation`` (the chat template; the text ends at the
+    end-of-turn token). TRL gets these strings, so both tools train on the same text."""
+    from rewardlab import models
+    from rewardlab.data.formats.hh_rlhf import split, to_messages
+
+    out = []
+    for row in rows:
+        prompt, chosen, rejected = split(row["chosen"], row["rejected"])
+        messages = to_messages(prompt)
+        out.append(
+            {
+                "chosen": models.format_conversation(tokenizer, messages, chosen),
+                "rejected": models.format_conversation(tokenizer, messages, rejected),
+            }
+        )
+    return out
+
+
 def trl_worker(args: argparse.Namespace) -> None:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     from rewardlab import models
 
-    path = models.resolve(MODEL)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    backbone = BACKBONES[args.backbone]
+    path = models.resolve(backbone.model)
+    tokenizer, eos_token = trl_tokenizer(path)
+    model = trl_model(path, tokenizer)
     train = read_pairs(Path(args.train))
+    if backbone.chat:
+        train = chat_texts(train, tokenizer)
     config = RewardConfig(
         output_dir=str(Path(args.work) / "trl-run"),
         learning_rate=args.trl_lr,
         num_train_epochs=args.epochs,
         max_length=MAX_LENGTH,
         seed=args.seed,
-        eos_token=tokenizer.sep_token,  # BERT has no eos: TRL stops without one
+        eos_token=eos_token,  # BERT: its [SEP] (TRL stops without an eos); a decoder keeps its own
         bf16=False,
         gradient_checkpointing=False,
         dataloader_pin_memory=False,
@@ -162,6 +232,10 @@ def trl_worker(args: argparse.Namespace) -> None:
         model=model, args=config, train_dataset=Dataset.from_list(train), processing_class=tokenizer
     )
     kept = len(trainer.train_dataset)
+    pad_id = model.config.pad_token_id
+    ids = [*trainer.train_dataset["chosen_ids"], *trainer.train_dataset["rejected_ids"]]
+    if pad_id is not None and any(pad_id in seq for seq in ids):
+        raise SystemExit(f"a training text holds the pad id {pad_id}: TRL's pooling would read early")
     # real (non-pad) tokens of the kept pairs: TRL pads each batch to its longest sequence
     tokens = sum(
         len(c) + len(r)
@@ -173,6 +247,8 @@ def trl_worker(args: argparse.Namespace) -> None:
     t_post = time.perf_counter()
     model = trainer.model.eval()
     test = read_pairs(Path(args.eval))
+    if backbone.chat:
+        test = chat_texts(test, tokenizer)
     eos = tokenizer.eos_token
     texts = [t if t.endswith(eos) else t + eos for row in test for t in (row["chosen"], row["rejected"])]
     tokenizer.truncation_side = "left"
@@ -189,6 +265,11 @@ def trl_worker(args: argparse.Namespace) -> None:
                 padding=True,
                 return_tensors="pt",
             )
+            # the head reads the last token != pad_token_id: that is the last real token only if no real
+            # token is the pad (checked, never assumed: see trl_tokenizer)
+            real = batch["input_ids"][batch["attention_mask"].bool()]
+            if pad_id is not None and bool((real == pad_id).any()):
+                raise SystemExit(f"a test text holds the pad id {pad_id}: TRL's pooling would read early")
             for i, v in zip(idx, model(**batch).logits[:, 0].tolist(), strict=True):
                 values[i] = v
     scores = [(values[2 * n], values[2 * n + 1]) for n in range(len(test))]
@@ -228,11 +309,46 @@ def run_process(cmd: list[str], env: dict, log: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-# rewardlab runs twice per seed: as shipped (configs/rm/minilm.yaml cuts prompts to their last 64 tokens)
-# and uncapped, so its speed per real token is compared with TRL's on the same text (issue 27: capped,
-# rewardlab's responses average fewer tokens than TRL's kept pairs, which inflates its pairs/s).
-VARIANTS = {"rewardlab": [], "rewardlab-uncapped": ["max_prompt_length=null"]}
-TOOLS = [*VARIANTS, "trl"]
+@dataclass(frozen=True)
+class Backbone:
+    """What one ``--backbone`` runs: rewardlab's config, the model TRL loads, and rewardlab's variants (each
+    its own run per seed, overrides on top of the config)."""
+
+    config: Path
+    model: str
+    variants: dict[str, list[str]]
+    chat: (
+        bool  # TRL gets rewardlab's chat-formatted text (a decoder with a template), else the raw transcript
+    )
+
+
+BACKBONES = {
+    # rewardlab runs twice per seed: as shipped (configs/rm/minilm.yaml cuts prompts to their last 64 tokens)
+    # and uncapped, so its speed per real token is compared with TRL's on the same text (issue 27: capped,
+    # rewardlab's responses average fewer tokens than TRL's kept pairs, which inflates its pairs/s).
+    "minilm": Backbone(
+        CONFIG, MODEL, {"rewardlab": [], "rewardlab-uncapped": ["max_prompt_length=null"]}, chat=False
+    ),
+    # a decoder RM (issue 30 item 5): the padding-free forward against the padded one, same config and
+    # prompt cap (none) otherwise, beside TRL on the same backbone and max_length
+    "smollm2": Backbone(
+        ROOT / "configs" / "rm" / "smollm2.yaml",
+        "offline:smollm2-135m-instruct",
+        {"rewardlab-packed": ["train.packing=true"], "rewardlab-padded": ["train.packing=false"]},
+        chat=True,
+    ),
+}
+VARIANTS = BACKBONES["minilm"].variants  # the default backbone's
+ALL_TOOLS = [*dict.fromkeys(v for b in BACKBONES.values() for v in b.variants), "trl"]
+
+
+def tools_of(backbone: str) -> list[str]:
+    return [*BACKBONES[backbone].variants, "trl"]
+
+
+def paired_key(tool: str) -> str:
+    """ "paired": the shipped MiniLM config against TRL; "paired-<tool>" for every other variant."""
+    return "paired" if tool == "rewardlab" else f"paired-{tool}"
 
 
 def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, args, tool: str) -> dict:
@@ -241,7 +357,7 @@ def run_rewardlab(train: Path, held: Path, seed: int, work: Path, env: dict, arg
         sys.executable, "-m", "rewardlab.cli", "train", "rm", str(args.config),
         f"output_dir={out}", f"data.train={train}", f"data.eval={held}", f"train.seed={seed}",
         f"train.epochs={args.epochs}", f"data.max_length={MAX_LENGTH}", "tracking.backend=jsonl",
-        *args.overrides, *VARIANTS[tool],
+        *args.overrides, *BACKBONES[args.backbone].variants[tool],
     ]  # fmt: skip
     wall, rss = run_process(cmd, env, work / f"{tool}-s{seed}.log")
     m = json.loads((out / "metrics.json").read_text())
@@ -268,7 +384,7 @@ def run_trl(train: Path, held: Path, seed: int, work: Path, env: dict, args, too
     cmd = [
         sys.executable, __file__, "--worker", "trl", "--train", str(train), "--eval", str(held),
         "--seed", str(seed), "--epochs", str(args.epochs), "--trl-lr", str(args.trl_lr),
-        "--work", str(work / f"trl-s{seed}"), "--result", str(result),
+        "--work", str(work / f"trl-s{seed}"), "--result", str(result), "--backbone", args.backbone,
     ]  # fmt: skip
     wall, rss = run_process(cmd, env, work / f"trl-s{seed}.log")
     return {**json.loads(result.read_text()), "wall_s": wall, "peak_rss_mb": rss}
@@ -283,7 +399,7 @@ def mean_se(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(var / n)
 
 
-def summarize(results: dict[str, list[dict]]) -> dict:
+def summarize(results: dict[str, list[dict]], variants: dict[str, list[str]] | None = None) -> dict:
     summary: dict = {}
     for tool, rows in results.items():
         if not rows:
@@ -294,25 +410,34 @@ def summarize(results: dict[str, list[dict]]) -> dict:
             if isinstance(rows[0][key], (int, float)) and all(r.get(key) is not None for r in rows)
         }
         summary[tool]["accuracy_se"] = mean_se([r["accuracy"] for r in rows])[1]
-    for tool in VARIANTS:  # "paired": the shipped config against TRL; "paired-<tool>" for the others
+    for tool in variants or VARIANTS:
         if not (results.get(tool) and results.get("trl")):
             continue
-        diffs = [a["accuracy"] - b["accuracy"] for a, b in zip(results[tool], results["trl"], strict=True)]
-        mean, se = mean_se(diffs)
-        ours, trl = summary[tool], summary["trl"]
-        summary["paired" if tool == "rewardlab" else f"paired-{tool}"] = {
-            "accuracy_diff": mean,
-            "accuracy_diff_se": se,
-            "per_seed_diff": diffs,
-            "pairs_per_s_ratio": ours["pairs_per_s"] / trl["pairs_per_s"],
-            "tokens_per_s_ratio": ours["tokens_per_s"] / trl["tokens_per_s"],
-            "wall_ratio": ours["wall_s"] / trl["wall_s"],
-            "rss_ratio": ours["peak_rss_mb"] / trl["peak_rss_mb"],
-        }
+        summary[paired_key(tool)] = paired(results, summary, tool, "trl")
+    if results.get("rewardlab-packed") and results.get("rewardlab-padded"):
+        summary["packed-vs-padded"] = paired(results, summary, "rewardlab-packed", "rewardlab-padded")
     return summary
 
 
-def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int]) -> None:
+def paired(results: dict[str, list[dict]], summary: dict, tool: str, base: str) -> dict:
+    """``tool`` against ``base``: accuracy difference paired by seed (mean, SE), and ratios of the means."""
+    diffs = [a["accuracy"] - b["accuracy"] for a, b in zip(results[tool], results[base], strict=True)]
+    mean, se = mean_se(diffs)
+    ours, trl = summary[tool], summary[base]
+    return {
+        "accuracy_diff": mean,
+        "accuracy_diff_se": se,
+        "per_seed_diff": diffs,
+        "pairs_per_s_ratio": ours["pairs_per_s"] / trl["pairs_per_s"],
+        "tokens_per_s_ratio": ours["tokens_per_s"] / trl["tokens_per_s"],
+        "wall_ratio": ours["wall_s"] / trl["wall_s"],
+        "rss_ratio": ours["peak_rss_mb"] / trl["peak_rss_mb"],
+    }
+
+
+def print_table(
+    results: dict[str, list[dict]], summary: dict, seeds: list[int], variants: dict | None = None
+) -> None:
     head = (
         f"{'tool':<18} {'seed':>4} {'acc':>6} {'pairs/s':>8} {'tok/s':>6} {'tok/resp':>8} {'train s':>8} "
         f"{'post s':>7} {'wall s':>7} "
@@ -344,29 +469,52 @@ def print_table(results: dict[str, list[dict]], summary: dict, seeds: list[int])
     print(
         f"length rules on the same pairs: longer wins {rules['longer_wins']:.3f}, shorter wins {rules['shorter_wins']:.3f}"
     )
-    for tool in VARIANTS:
-        p = summary.get("paired" if tool == "rewardlab" else f"paired-{tool}")
+    comparisons = [(paired_key(t), f"{t} - TRL") for t in variants or VARIANTS]
+    for key, label in [*comparisons, ("packed-vs-padded", "packed - padded")]:
+        p = summary.get(key)
         if p is None:
             continue
         se = f" +- {p['accuracy_diff_se'] * 100:.1f}" if p["accuracy_diff_se"] is not None else ""
         print(
-            f"{tool} - TRL: {p['accuracy_diff'] * 100:+.1f}{se} points (paired by seed, SE), "
+            f"{label}: {p['accuracy_diff'] * 100:+.1f}{se} points (paired by seed, SE), "
             f"pairs/s {p['pairs_per_s_ratio']:.2f}x, real tokens/s {p['tokens_per_s_ratio']:.2f}x, "
             f"wall {p['wall_ratio']:.2f}x, RSS {p['rss_ratio']:.2f}x"
         )
 
 
-def main() -> None:
+def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, fill in the backbone's config, and refuse a --only tool the backbone does not run."""
+    args = ap.parse_args(argv)
+    if args.config is None:
+        args.config = BACKBONES[args.backbone].config
+    wrong = sorted(set(args.only or []) - set(tools_of(args.backbone)))
+    if wrong:
+        ap.error(
+            f"--only {' '.join(wrong)}: not run with --backbone {args.backbone} ({', '.join(tools_of(args.backbone))})"
+        )
+    return args
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="rewardlab config overrides (key=value), e.g. train.lr=1e-4")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="HH-RLHF helpful-base jsonl(.gz)")
-    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument(
+        "--backbone",
+        choices=list(BACKBONES),
+        default="minilm",
+        help="minilm: configs/rm/minilm.yaml (shipped, uncapped) vs TRL; smollm2: configs/rm/smollm2.yaml "
+        "(packed, padded) vs TRL on SmolLM2-135M-Instruct",
+    )
+    ap.add_argument("--config", type=Path, default=None, help="default: the backbone's config")
     ap.add_argument("--split", choices=["test", "tune"], default="test")
     ap.add_argument("--split-seed", type=int, default=0, help="data seed of the train/test split")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--epochs", type=float, default=None, help="default: the config's train.epochs")
     ap.add_argument("--trl-lr", type=float, default=1e-4, help="TRL's lr (its default 1e-4)")
-    ap.add_argument("--only", choices=TOOLS, nargs="+", default=None, help="default: all three")
+    ap.add_argument(
+        "--only", choices=ALL_TOOLS, nargs="+", default=None, help="default: the backbone's three"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument(
         "--parallel",
@@ -381,7 +529,11 @@ def main() -> None:
     for name in ("--train", "--eval", "--work", "--result"):
         ap.add_argument(name, help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(build_parser(), argv)
     if args.worker == "trl":
         trl_worker(args)
         return
@@ -400,7 +552,8 @@ def main() -> None:
         f"(empty or identical responses); train {len(splits['train'])} / test {len(splits['test'])} pairs "
         f"(tuning: {len(splits['tune_train'])} / {len(splits['tune_eval'])} carved from train); "
         f"this run: {train_part} {len(splits[train_part])} -> {eval_part} {len(splits[eval_part])}; "
-        f"epochs {args.epochs}, max_length {MAX_LENGTH}, seeds {args.seeds}",
+        f"epochs {args.epochs}, max_length {MAX_LENGTH}, seeds {args.seeds}, backbone {args.backbone} "
+        f"({args.config.name})",
         flush=True,
     )
     env = {
@@ -412,7 +565,8 @@ def main() -> None:
         "WANDB_MODE": "disabled",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
-    tools = args.only or TOOLS
+    variants = BACKBONES[args.backbone].variants
+    tools = args.only or tools_of(args.backbone)
     results: dict[str, list[dict]] = {t: [] for t in tools}
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         work = Path(tmp)
@@ -421,7 +575,7 @@ def main() -> None:
         jobs = [
             (tool, seed) for seed in args.seeds for tool in tools
         ]  # tools alternate: load drift hits both
-        runners = {**dict.fromkeys(VARIANTS, run_rewardlab), "trl": run_trl}
+        runners = {**dict.fromkeys(variants, run_rewardlab), "trl": run_trl}
         if args.parallel:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -436,14 +590,16 @@ def main() -> None:
         for (tool, seed), r in done.items():
             results[tool].append(r)
             print(f"  {tool} seed {seed}: acc {r['accuracy']:.3f}, wall {r['wall_s']:.0f} s", flush=True)
-    summary = summarize(results)
+    summary = summarize(results, variants)
     summary["length_rules"] = length_rules(splits[eval_part][: args.limit])
-    print_table(results, summary, args.seeds)
+    print_table(results, summary, args.seeds, variants)
     if args.json:
         payload = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "data": str(args.data),
             "split": args.split,
+            "backbone": args.backbone,
+            "config": str(args.config),
             "sizes": {k: len(v) for k, v in splits.items()},
             "epochs": args.epochs,
             "max_length": MAX_LENGTH,

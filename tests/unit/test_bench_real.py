@@ -1,0 +1,114 @@
+"""scripts/bench_real.py: ``--backbone`` picks the config and rewardlab's variants, and the TRL worker's setup
+of a decoder tokenizer reads the reward at the real last token (its eos), also when the tokenizer ships
+pad = eos as SmolLM2's does (issue 30 items 5 and 6). Tiny local model only; no training."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rewardlab import models
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script():  # noqa: ANN201
+    spec = importlib.util.spec_from_file_location("bench_real", ROOT / "scripts" / "bench_real.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_real"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = load_script()
+
+
+def test_backbone_picks_config_and_variants() -> None:
+    minilm = bench.parse_args(bench.build_parser(), [])
+    assert minilm.backbone == "minilm" and minilm.config.name == "minilm.yaml"
+    assert bench.tools_of("minilm") == ["rewardlab", "rewardlab-uncapped", "trl"]
+    smol = bench.parse_args(bench.build_parser(), ["--backbone", "smollm2", "--only", "rewardlab-padded"])
+    assert smol.config == ROOT / "configs" / "rm" / "smollm2.yaml" and smol.only == ["rewardlab-padded"]
+    variants = bench.BACKBONES["smollm2"].variants
+    assert variants == {
+        "rewardlab-packed": ["train.packing=true"],
+        "rewardlab-padded": ["train.packing=false"],
+    }
+    with pytest.raises(SystemExit) as err:  # a MiniLM variant is not run on SmolLM2
+        bench.parse_args(bench.build_parser(), ["--backbone", "smollm2", "--only", "rewardlab"])
+    assert err.value.code == 2
+
+
+def test_packed_vs_padded_summary_is_paired_by_seed() -> None:
+    def run(acc: float, pairs: float) -> dict:
+        return {
+            "accuracy": acc,
+            "pairs_per_s": pairs,
+            "tokens_per_s": 100 * pairs,
+            "wall_s": 10.0,
+            "peak_rss_mb": 1.0,
+        }
+
+    results = {
+        "rewardlab-packed": [run(0.6, 2.0), run(0.7, 2.0)],
+        "rewardlab-padded": [run(0.5, 1.0), run(0.6, 1.0)],
+        "trl": [run(0.5, 1.0), run(0.5, 1.0)],
+    }
+    summary = bench.summarize(results, bench.BACKBONES["smollm2"].variants)
+    assert summary["packed-vs-padded"]["per_seed_diff"] == pytest.approx([0.1, 0.1])
+    assert summary["packed-vs-padded"]["tokens_per_s_ratio"] == pytest.approx(2.0)
+    assert summary["paired-rewardlab-padded"]["per_seed_diff"] == pytest.approx([0.0, 0.1])
+    assert "paired" not in summary  # that key is the shipped MiniLM config's
+
+
+@pytest.fixture(scope="module")
+def pad_is_eos(tmp_path_factory) -> Path:
+    """offline:tiny-llama whose tokenizer ships pad = eos (as SmolLM2-135M-Instruct's does)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("padeos") / "model"
+    shutil.copytree(models.resolve("offline:tiny-llama"), out)
+    tok = AutoTokenizer.from_pretrained(out)
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(out)
+    assert AutoTokenizer.from_pretrained(out).pad_token_id == tok.eos_token_id
+    return out
+
+
+def scores(model, tok, texts: list[str]) -> list[float]:  # noqa: ANN001
+    batch = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        return model(**batch).logits[:, 0].tolist()
+
+
+def test_trl_worker_reads_the_reward_at_the_eos_when_pad_is_eos(pad_is_eos: Path) -> None:
+    tok, eos_arg = bench.trl_tokenizer(str(pad_is_eos))
+    assert eos_arg is None  # a decoder keeps its own eos: nothing forced
+    assert tok.eos_token == "<|eos|>" and tok.pad_token_id != tok.eos_token_id
+    torch.manual_seed(0)
+    model = bench.trl_model(str(pad_is_eos), tok).eval()
+    assert model.config.pad_token_id == tok.pad_token_id
+    row = {
+        "chosen": "\n\nHuman: hi there\n\nAssistant: hello, how can I help?",
+        "rejected": "\n\nHuman: hi there\n\nAssistant: go away",
+    }
+    texts = bench.chat_texts([row], tok)[0]
+    long, short = texts["chosen"], texts["rejected"]
+    assert long.endswith(tok.eos_token) and short.endswith(tok.eos_token)
+    alone = [scores(model, tok, [t])[0] for t in (long, short)]
+    assert scores(model, tok, [long, short]) == pytest.approx(alone, abs=1e-5)  # padding moves nothing
+    cut = short[: -len(tok.eos_token)]
+    assert abs(scores(model, tok, [cut])[0] - alone[1]) > 1e-4  # the eos is the token read
+    # the setup it replaces: pad = eos makes transformers' pooling read the token before the eos
+    model.config.pad_token_id = tok.eos_token_id
+    assert scores(model, tok, [short])[0] == pytest.approx(scores(model, tok, [cut])[0], abs=1e-5)
+
+
+def test_trl_tokenizer_keeps_bert_sep_as_eos() -> None:
+    tok, eos_arg = bench.trl_tokenizer(models.resolve("offline:minilm-l6"))
+    assert eos_arg == tok.sep_token == tok.eos_token == "[SEP]" and tok.pad_token == "[PAD]"
