@@ -561,17 +561,31 @@ def pandalm_sparse(path: Path, seed: int, pseudo: int = 20, bad_share: float = 0
     A ``bad_share`` of the pseudo-raters is then corrupted, half into random clickers (a fair coin between
     the two answers) and half into adversaries (every verdict inverted); the rest are the real experts
     ('careful'). Returns (Judgments, pseudo-rater -> profile)."""
+    from rewardlab.raters.table import from_records
+
+    records, profiles = sparse_records(pandalm_records(path), seed, pseudo, bad_share, overlap)
+    return from_records(records), profiles
+
+
+def pandalm_records(path: Path) -> list[dict]:
+    """The PandaLM test set's judgment records (3 annotators per comparison), imported with ``wide:pandalm``."""
     from rewardlab.data import importing
     from rewardlab.data.dataset import iter_records, load_dataset
-    from rewardlab.data.schema import group_key
-    from rewardlab.raters.table import from_records
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "pandalm.json"
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             raw.write_text(fh.read(), encoding="utf-8")
         importing.import_paths([raw], Path(tmp) / "ds", fmt="wide:pandalm")
-        records = list(iter_records(load_dataset(Path(tmp) / "ds")))
+        return list(iter_records(load_dataset(Path(tmp) / "ds")))
+
+
+def sparse_records(
+    records: list[dict], seed: int, pseudo: int = 20, bad_share: float = 0.1, overlap: float = 0.1
+) -> tuple[list[dict], dict[str, str]]:
+    """(records, pseudo-rater -> profile): ``pandalm_sparse``'s subsampling of any 3-annotator records."""
+    from rewardlab.data.schema import group_key
+
     rng = np.random.default_rng([seed, 2828])
     by_group: dict[str, list[dict]] = {}
     for r in records:
@@ -598,7 +612,7 @@ def pandalm_sparse(path: Path, seed: int, pseudo: int = 20, bad_share: float = 0
         elif profiles[name] == "adversarial" and r["ranks"][0] != r["ranks"][1]:
             r["ranks"] = list(reversed(r["ranks"]))
         out.append(r)
-    return from_records(out), profiles
+    return out, profiles
 
 
 def bucket_table(rows: list[dict[str, Any]], profiles: tuple[str, ...]) -> dict[str, Any]:
