@@ -55,7 +55,9 @@ def split(records: list[dict], split_seed: int, test_share: float = 0.3) -> tupl
     prompts = sorted({r["prompt"] for r in records})
     random.Random(split_seed).shuffle(prompts)
     test_prompts = set(prompts[: int(round(test_share * len(prompts)))])
-    return [r for r in records if r["prompt"] not in test_prompts], [r for r in records if r["prompt"] in test_prompts]
+    return [r for r in records if r["prompt"] not in test_prompts], [
+        r for r in records if r["prompt"] in test_prompts
+    ]
 
 
 def test_set(records: list[dict]) -> tuple[list[dict], list[list[int]]]:
@@ -131,7 +133,9 @@ def main() -> None:
     overlap = {r["prompt"] for r in train_part} & {r["prompt"] for r in test}
     assert not overlap, f"{len(overlap)} test prompts are also in the train part"
     test_file = write_jsonl(test, args.out / "test.jsonl")
-    print(f"train part {len(train_part)} judgments, test {len(test)} comparisons ({sum(map(len, votes))} votes)")
+    print(
+        f"train part {len(train_part)} judgments, test {len(test)} comparisons ({sum(map(len, votes))} votes)"
+    )
     cli = [sys.executable, "-m", "rewardlab.cli"]
     results: dict[str, dict[int, dict]] = {lab: {} for lab in LABELS}
     for seed in args.seeds:
@@ -170,7 +174,9 @@ def main() -> None:
     for k in ("accuracy", "ece", "vote_log_loss"):
         d = [results["vote"][s][k] - results["posterior"][s][k] for s in seeds]
         se = np.std(d, ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-        print(f"vote - posterior, {k}: {np.mean(d):+.4f} +- {se:.4f} (per seed: {', '.join(f'{x:+.4f}' for x in d)})")
+        print(
+            f"vote - posterior, {k}: {np.mean(d):+.4f} +- {se:.4f} (per seed: {', '.join(f'{x:+.4f}' for x in d)})"
+        )
 
 
 if __name__ == "__main__":
