@@ -93,19 +93,25 @@ def campaign(name: str, seed: int, prompts: int) -> tuple[Any, np.ndarray, float
     """(Judgments, true gap per unit (u_a - u_b), tie epsilon) of one simulated campaign."""
     from rewardlab.config import SimulateConfig
     from rewardlab.data.simulate import simulate_campaign
-    from rewardlab.raters import aggregate
     from rewardlab.raters.table import from_records
 
     cfg = SimulateConfig(**{"seed": seed, "prompts": prompts, **CAMPAIGNS[name]})
     records, truth = simulate_campaign(cfg)
     j = from_records(records)
+    return j, true_gap(j, truth), float(truth["tie_epsilon"])
+
+
+def true_gap(j, truth: dict) -> np.ndarray:
+    """[units] the simulator's true utility gap u_a - u_b of every implied pair."""
+    from rewardlab.raters import aggregate
+
     group, a, b = aggregate.unit_layout(j)
     gap = np.zeros(j.n_units)
     for u, (g, ia, ib) in enumerate(zip(group.tolist(), a.tolist(), b.tolist())):
         util = truth["utilities"][j.group_keys[g]]
         resp = j.group_responses[g]
         gap[u] = util[resp[ia]] - util[resp[ib]]
-    return j, gap, float(truth["tie_epsilon"])
+    return gap
 
 
 # ---------------------------------------------------------------- methods
@@ -514,6 +520,24 @@ def predictive(j, methods: list[str], cfg, seed: int, folds: int = 5) -> dict[st
     return {m: {k: np.concatenate(v) for k, v in d.items()} for m, d in out.items()}
 
 
+def truth_order(j, gap: np.ndarray, eps: float, methods: list[str], cfg) -> dict[str, float]:
+    """Per method, fitted on every judgment: accuracy of its order call (P(a above) vs P(b above) of its soft
+    label) against the simulator's true utilities, on the judged pairs with a clear true order (a tie call
+    scores 1/2). Why beside the held-out-vote measure: form (a) scores a label against raters' votes, so on
+    a campaign where most votes come from adversaries it rewards a model that has read the adversaries as
+    right (measured: crowd-kit's DawidSkene on `sparse-bad` seed 3)."""
+    first = np.unique(j.p_unit, return_index=True)[1]  # one pair row per judged unit
+    units = j.p_unit[first]
+    clear = np.abs(gap[units]) > eps
+    truth = np.sign(gap[units])
+    out = {}
+    for m in methods:
+        a, _ = _fit_predict(m, j, np.ones(len(j.j_row), dtype=bool), first, cfg)
+        call = np.sign(a[:, 0] - a[:, 2])
+        out[m] = float(np.where(call == 0, 0.5, call == truth)[clear].mean())
+    return out
+
+
 def flag_rates(j, profiles: dict[str, str], cfg) -> list[dict[str, Any]]:
     """One row per rater: profile, workload (judgments), flagged (with the evidence rule)."""
     from rewardlab.raters import quality
@@ -532,7 +556,8 @@ SPARSE_BAD = ["prompts=3000", "mix.careful=0.6", "mix.random=0.2", "mix.adversar
 
 
 def sparse_sim(seed: int, prompts: int, overrides: list[str] | None = None):
-    """(Judgments, rater -> profile) of a sparse simulated campaign (configs/simulate/sparse.yaml)."""
+    """(Judgments, rater -> profile, (true gap per unit, tie epsilon)) of a sparse simulated campaign
+    (configs/simulate/sparse.yaml)."""
     from rewardlab import config as cfglib
     from rewardlab.data.simulate import simulate_campaign
     from rewardlab.raters.table import from_records
@@ -540,18 +565,29 @@ def sparse_sim(seed: int, prompts: int, overrides: list[str] | None = None):
     cfg = cfglib.load(str(ROOT / "configs/simulate/sparse.yaml"),
                       [f"seed={seed}", f"prompts={prompts}", *(overrides or [])], stage="simulate")  # fmt: skip
     records, truth = simulate_campaign(cfg)
-    return from_records(records), {r: p["profile"] for r, p in truth["raters"].items()}
+    j = from_records(records)
+    return (
+        j,
+        {r: p["profile"] for r, p in truth["raters"].items()},
+        (true_gap(j, truth), truth["tie_epsilon"]),
+    )
 
 
 def dense_sim(name: str, seed: int, prompts: int):
-    """Today's simulated campaign ``name`` of CAMPAIGNS (overlap 3-5): (Judgments, rater -> profile)."""
+    """Today's simulated campaign ``name`` of CAMPAIGNS (overlap 3-5): (Judgments, rater -> profile, (true
+    gap per unit, tie epsilon))."""
     from rewardlab.config import SimulateConfig
     from rewardlab.data.simulate import simulate_campaign
     from rewardlab.raters.table import from_records
 
     cfg = SimulateConfig(**{"seed": seed, "prompts": prompts, **CAMPAIGNS[name]})
     records, truth = simulate_campaign(cfg)
-    return from_records(records), {r: p["profile"] for r, p in truth["raters"].items()}
+    j = from_records(records)
+    return (
+        j,
+        {r: p["profile"] for r, p in truth["raters"].items()},
+        (true_gap(j, truth), truth["tie_epsilon"]),
+    )
 
 
 def pandalm_sparse(path: Path, seed: int, pseudo: int = 20, bad_share: float = 0.1, overlap: float = 0.1):
@@ -561,17 +597,31 @@ def pandalm_sparse(path: Path, seed: int, pseudo: int = 20, bad_share: float = 0
     A ``bad_share`` of the pseudo-raters is then corrupted, half into random clickers (a fair coin between
     the two answers) and half into adversaries (every verdict inverted); the rest are the real experts
     ('careful'). Returns (Judgments, pseudo-rater -> profile)."""
+    from rewardlab.raters.table import from_records
+
+    records, profiles = sparse_records(pandalm_records(path), seed, pseudo, bad_share, overlap)
+    return from_records(records), profiles
+
+
+def pandalm_records(path: Path) -> list[dict]:
+    """The PandaLM test set's judgment records (3 annotators per comparison), imported with ``wide:pandalm``."""
     from rewardlab.data import importing
     from rewardlab.data.dataset import iter_records, load_dataset
-    from rewardlab.data.schema import group_key
-    from rewardlab.raters.table import from_records
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "pandalm.json"
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             raw.write_text(fh.read(), encoding="utf-8")
         importing.import_paths([raw], Path(tmp) / "ds", fmt="wide:pandalm")
-        records = list(iter_records(load_dataset(Path(tmp) / "ds")))
+        return list(iter_records(load_dataset(Path(tmp) / "ds")))
+
+
+def sparse_records(
+    records: list[dict], seed: int, pseudo: int = 20, bad_share: float = 0.1, overlap: float = 0.1
+) -> tuple[list[dict], dict[str, str]]:
+    """(records, pseudo-rater -> profile): ``pandalm_sparse``'s subsampling of any 3-annotator records."""
+    from rewardlab.data.schema import group_key
+
     rng = np.random.default_rng([seed, 2828])
     by_group: dict[str, list[dict]] = {}
     for r in records:
@@ -598,7 +648,7 @@ def pandalm_sparse(path: Path, seed: int, pseudo: int = 20, bad_share: float = 0
         elif profiles[name] == "adversarial" and r["ranks"][0] != r["ranks"][1]:
             r["ranks"] = list(reversed(r["ranks"]))
         out.append(r)
-    return from_records(out), profiles
+    return out, profiles
 
 
 def bucket_table(rows: list[dict[str, Any]], profiles: tuple[str, ...]) -> dict[str, Any]:
@@ -618,25 +668,29 @@ def run_sparse(datasets: list[str], seeds: list[int], methods: list[str], cfg, l
     res: dict[str, Any] = {}
     for ds in datasets:
         flags: list[dict] = []
+        orders: list[dict] = []  # per seed: order accuracy against the simulator's truth, per method
         pred: dict[str, dict[str, list]] = {m: {} for m in methods}
         for seed in seeds:
             start = time.perf_counter()
+            truth = None
             if ds == "sparse":
-                j, prof = sparse_sim(seed, 1500)
+                j, prof, truth = sparse_sim(seed, 1500)
             elif ds == "sparse-bad":
-                j, prof = sparse_sim(seed, 1500, SPARSE_BAD)
+                j, prof, truth = sparse_sim(seed, 1500, SPARSE_BAD)
             elif ds == "pandalm-sparse":
                 j, prof = pandalm_sparse(pandalm, seed)
             else:
-                j, prof = dense_sim(ds, seed, 300)
+                j, prof, truth = dense_sim(ds, seed, 300)
             flags += [{**row, "seed": seed} for row in flag_rates(j, prof, cfg)]
+            if truth is not None:
+                orders.append({"seed": seed, **truth_order(j, *truth, methods, cfg)})
             p = predictive(j, methods, cfg, seed)
             for m in methods:
                 for k, v in p[m].items():
                     pred[m].setdefault(k, []).append(v)
             log(f"{ds} seed {seed}: {len(j.j_row)} judgments, {len(j.raters)} raters, "
                 f"{len(p[methods[0]]['ll_a'])} held-out votes ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-            res[ds] = {"flags": flags, "pred": pred}
+            res[ds] = {"flags": flags, "pred": pred, "truth_order": orders}
             print_sparse(ds, res[ds], methods, seeds[: seeds.index(seed) + 1])  # cumulative, seed by seed
             sys.stdout.flush()
     return res
@@ -689,6 +743,16 @@ def print_sparse(ds: str, r: dict[str, Any], methods: list[str], seeds: list[int
             d = np.concatenate([v - w for v, w in zip(r["pred"][m][k], r["pred"][ref][k])])
             cells.append(f"{d.mean():+.3f} +- {d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0:.3f}")
         print(f"| {m} | " + " | ".join(cells) + " |")
+    orders = r.get("truth_order") or []
+    if orders:
+        print(
+            f"\n### {ds}: order accuracy against the simulator's truth (every judgment; clear pairs; per seed)"
+        )
+        print("| method | mean +- SE | per seed |\n|---|---|---|")
+        for m in methods:
+            vals = [o[m] for o in orders]
+            mu, se = mean_se(vals)
+            print(f"| {m} | {mu:.4f} +- {se:.4f} | " + ", ".join(f"{v:.4f}" for v in vals) + " |")
 
 
 def main() -> None:
@@ -718,7 +782,7 @@ def main() -> None:
         for ds, r in saved.items():
             pred = {m: {k: [np.asarray(v) for v in vs] for k, vs in d.items()} for m, d in r["pred"].items()}
             seeds_run = sorted({x["seed"] for x in r["flags"]})
-            print_sparse(ds, {"flags": r["flags"], "pred": pred}, list(pred), seeds_run)
+            print_sparse(ds, {**r, "pred": pred}, list(pred), seeds_run)
         return
     names = [n for n in args.campaigns.split(",") if n]
     if args.tune:
@@ -729,8 +793,8 @@ def main() -> None:
     if args.sparse:
         res = run_sparse(args.sparse.split(","), seeds, PRED_METHODS, cfg, log, Path(args.pandalm))
         if args.json:  # per-rater flags and per-vote losses, per seed, for other summaries
-            out = {ds: {"flags": r["flags"], "pred": {m: {k: [v.tolist() for v in vs] for k, vs in d.items()}
-                                                      for m, d in r["pred"].items()}}
+            out = {ds: {"flags": r["flags"], "truth_order": r["truth_order"],
+                        "pred": {m: {k: [v.tolist() for v in vs] for k, vs in d.items()} for m, d in r["pred"].items()}}
                    for ds, r in res.items()}  # fmt: skip
             Path(args.json).write_text(json.dumps(out))
         return

@@ -283,7 +283,7 @@ class NoisyBTOptions(Strict):
 class DS3Options(Strict):
     """The ``ds3`` aggregation model (rewardlab.raters.ds3; docs/raters.md)."""
 
-    prior_strength: float = Field(4.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
+    prior_strength: float = Field(2.0, ge=0)  # pseudo-judgments pulling each rater's confusion to the pool's
     # empirical Bayes: fit the strength toward the pool from the data in every EM step (Dirichlet-multinomial
     # marginal likelihood), so light raters sit near the pool; prior_strength is then unused
     fit_prior_strength: bool = False
@@ -302,8 +302,9 @@ class DS3Options(Strict):
     # exclude: flagged keeps a flagged rater whose ds3 confusion is worth at least this many bits per
     # judgment (adversarial raters, read inverted; too-fast but sound ones; the more useful position-biased
     # ones): ds3 weighs each rater by its confusion, and dropping them lost accuracy. Random clickers
-    # (estimated 0.03-0.2 bits from 36-60 judgments) are mostly still dropped. null: drop every flagged rater.
-    keep_flagged_min_bits: float | None = Field(0.12, ge=0)
+    # (Miller-Madow-corrected estimate ~0-0.07 bits from 35-60 judgments) are still dropped. null: drop
+    # every flagged rater.
+    keep_flagged_min_bits: float | None = Field(0.08, ge=0)
 
 
 class RatersConfig(Strict):

@@ -374,7 +374,7 @@ def fit_reliability(
 def ds3_strength(cfg: Any) -> float:
     """The ds3 prior strength of a raters config (the default when the config has no ds3 section)."""
     opts = getattr(cfg, "ds3", None)
-    return 4.0 if opts is None else float(opts.prior_strength)
+    return ds3.PRIOR_STRENGTH if opts is None else float(opts.prior_strength)
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
