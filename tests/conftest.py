@@ -43,6 +43,29 @@ def cli():
     return run_cli
 
 
+@pytest.fixture(scope="session")
+def script():
+    """``script("bench_real")``: a file of scripts/ imported as a module (benchmarks are scripts, not package
+    code, so tests reach their helpers this way). Registered in sys.modules, as dataclasses need; scripts/ goes
+    on sys.path for scripts that import their siblings."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+
+    def load(name: str):  # noqa: ANN202
+        if str(scripts) not in sys.path:
+            sys.path.insert(0, str(scripts))
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def arithmetic_pairs():
     """Write a dataset of ``n`` easy pairs ("What is n + 1?": the right sum beats "No idea.") to ``path``;

@@ -3,23 +3,13 @@ needs has finished, a failed stage skips those that need it and no others, and t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("bench_loop_real", ROOT / "scripts" / "bench_loop_real.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_loop_real"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_stages_run_in_dependency_order_and_a_failure_skips_only_its_dependents(tmp_path: Path) -> None:
-    bench = load_script()
+def test_stages_run_in_dependency_order_and_a_failure_skips_only_its_dependents(
+    tmp_path: Path, script
+) -> None:  # noqa: ANN001
+    bench = script("bench_loop_real")
     ok = ["--help"]
     bad = ["train", "rm", tmp_path / "missing.yaml"]  # a usage error: exit 2
     stages = [

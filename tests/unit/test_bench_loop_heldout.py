@@ -7,9 +7,7 @@ so defaults chosen on them were partly chosen on the report prompts. No model: o
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,12 +19,8 @@ N, POOL = 40, 40  # the slice has 144 single-turn prompts (the full file 698: 20
 
 
 @pytest.fixture(scope="module")
-def bench():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("bench_loop_real", ROOT / "scripts" / "bench_loop_real.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_loop_real"] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(script):  # noqa: ANN001, ANN201
+    return script("bench_loop_real")
 
 
 @pytest.fixture(scope="module")

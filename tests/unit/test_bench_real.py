@@ -4,9 +4,7 @@ pad = eos as SmolLM2's does (issue 30 items 5 and 6). Tiny local model only; no 
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,18 +15,12 @@ from rewardlab import models
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("bench_real", ROOT / "scripts" / "bench_real.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_real"] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def bench(script):  # noqa: ANN001, ANN201
+    return script("bench_real")
 
 
-bench = load_script()
-
-
-def test_backbone_picks_config_and_variants() -> None:
+def test_backbone_picks_config_and_variants(bench) -> None:  # noqa: ANN001
     minilm = bench.parse_args(bench.build_parser(), [])
     assert minilm.backbone == "minilm" and minilm.config.name == "minilm.yaml"
     assert bench.tools_of("minilm") == ["rewardlab", "rewardlab-uncapped", "trl"]
@@ -44,7 +36,7 @@ def test_backbone_picks_config_and_variants() -> None:
     assert err.value.code == 2
 
 
-def test_packed_vs_padded_summary_is_paired_by_seed() -> None:
+def test_packed_vs_padded_summary_is_paired_by_seed(bench) -> None:  # noqa: ANN001
     def run(acc: float, pairs: float) -> dict:
         return {
             "accuracy": acc,
@@ -86,7 +78,7 @@ def scores(model, tok, texts: list[str]) -> list[float]:  # noqa: ANN001
         return model(**batch).logits[:, 0].tolist()
 
 
-def test_trl_worker_reads_the_reward_at_the_eos_when_pad_is_eos(pad_is_eos: Path) -> None:
+def test_trl_worker_reads_the_reward_at_the_eos_when_pad_is_eos(pad_is_eos: Path, bench) -> None:  # noqa: ANN001
     tok, eos_arg = bench.trl_tokenizer(str(pad_is_eos))
     assert eos_arg is None  # a decoder keeps its own eos: nothing forced
     assert tok.eos_token == "<|eos|>" and tok.pad_token_id != tok.eos_token_id
@@ -109,6 +101,6 @@ def test_trl_worker_reads_the_reward_at_the_eos_when_pad_is_eos(pad_is_eos: Path
     assert scores(model, tok, [short])[0] == pytest.approx(scores(model, tok, [cut])[0], abs=1e-5)
 
 
-def test_trl_tokenizer_keeps_bert_sep_as_eos() -> None:
+def test_trl_tokenizer_keeps_bert_sep_as_eos(bench) -> None:  # noqa: ANN001
     tok, eos_arg = bench.trl_tokenizer(models.resolve("offline:minilm-l6"))
     assert eos_arg == tok.sep_token == tok.eos_token == "[SEP]" and tok.pad_token == "[PAD]"

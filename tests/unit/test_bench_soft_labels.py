@@ -3,31 +3,19 @@ comparison is labelled by the strict majority of its decided votes (splits and t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
 
 
-def load_script():  # noqa: ANN201
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location(
-        "bench_soft_labels", ROOT / "scripts" / "bench_soft_labels.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_script()
+@pytest.fixture(scope="module")
+def bench(script):  # noqa: ANN001, ANN201
+    return script("bench_soft_labels")
 
 
 def judgment(prompt: str, ranks: list[int], rater: str) -> dict:
     return {"prompt": prompt, "responses": [f"x {prompt}", f"y {prompt}"], "ranks": ranks, "rater": rater}
 
 
-def test_split_is_by_prompt_and_test_labels_are_strict_majorities():
+def test_split_is_by_prompt_and_test_labels_are_strict_majorities(bench):  # noqa: ANN001
     records = [
         judgment(f"p{i}", [1, 2] if (i + k) % 3 else [2, 1], f"a{k}") for i in range(40) for k in range(3)
     ]

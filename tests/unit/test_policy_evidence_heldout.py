@@ -7,25 +7,11 @@ only the two simulated campaigns (about a second each).
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from rewardlab.data.dataset import split_by_prompt
 from rewardlab.data.policy_data import unique_prompts
 from rewardlab.data.schema import prompt_key
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_script():  # noqa: ANN201
-    spec = importlib.util.spec_from_file_location("policy_evidence", ROOT / "scripts" / "policy_evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["policy_evidence"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def training_prompt_keys(records: list[dict]) -> set[str]:
@@ -40,8 +26,8 @@ def training_prompt_keys(records: list[dict]) -> set[str]:
 
 
 @pytest.mark.parametrize("seed", [10, 20])
-def test_heldout_records_share_no_prompt_with_training(seed: int) -> None:
-    evidence = load_script()
+def test_heldout_records_share_no_prompt_with_training(seed: int, script) -> None:  # noqa: ANN001
+    evidence = script("policy_evidence")
     train_records = evidence.campaign(seed, 400)
     trained = training_prompt_keys(train_records)
     raw = unique_prompts(evidence.campaign(1000 + seed, 300))
