@@ -3,7 +3,7 @@
 `accelerate launch ... tests/recipes/_launch_stages.py COMMANDS.json`: each entry of the JSON list is one
 command's arguments, run in-process through the CLI as `rewardlab` would run it, so one launch (DeepSpeed's
 import, the process group, the op build) serves several stages. Exits non-zero naming the first command that
-failed. Used by tests/recipes/test_sharded_trl.py.
+failed. Used by tests/recipes/test_sharded_trl.py and test_distributed_trl.py.
 """
 
 from __future__ import annotations

@@ -97,16 +97,33 @@ COMPARED = {  # stage -> metrics that must match the 1-process run
 }
 
 
-@pytest.mark.parametrize("stage", ["sft", "rs", "grpo", "rloo"])
-def test_stage_on_two_processes(stage, tiny_data, tmp_path, cli):
+STAGES = ("sft", "rs", "grpo", "rloo")
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tiny_data, tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The four stages at 2 x 4 in one `accelerate launch` (tests/recipes/_launch_stages.py runs them one
+    after another in the same two processes, as test_sharded_trl.py does): one process group and one set of
+    imports for all four keeps CI time down. Returns the runs' parent folder and the --json reports."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    out = tmp / "launch"
+    todo = tmp / "stages.json"
+    cmds = [[*map(str, stage_args(stage, tiny_data)), f"output_dir={out / stage}", "train.batch_size=4", "--json"]
+            for stage in STAGES]  # fmt: skip
+    todo.write_text(json.dumps(cmds))
+    done = launch([*LAUNCH_2, ROOT / "tests" / "recipes" / "_launch_stages.py", todo], env=ENV)
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == len(STAGES), done.stdout  # one report per stage, from the main process only
+    return out, reports
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_stage_on_two_processes(stage, two_process_runs, tiny_data, tmp_path, cli):
+    out, reports = two_process_runs
     args = stage_args(stage, tiny_data)
-    two_dir = tmp_path / "launch" / "two"
-    done = launch([*LAUNCH_2, "-m", "rewardlab.cli", *args, f"output_dir={two_dir}", "train.batch_size=4",
-                   "--json"], env=ENV)  # fmt: skip
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stdout  # only the main process reports
-    report = json.loads(lines[0])
-    assert [p.name for p in (tmp_path / "launch").iterdir()] == ["two"]  # one run folder
+    report = reports[STAGES.index(stage)]
+    two_dir = out / stage
+    assert sorted(p.name for p in out.iterdir()) == sorted(STAGES)  # one run folder per stage
     for name in ("config.yaml", "manifest.json", "metrics.json", "metrics.jsonl", "model/config.json"):
         assert (two_dir / name).is_file(), name
     assert not list(two_dir.rglob("*.tmp")), "a temporary file was left behind"
