@@ -239,20 +239,36 @@ def dpo_eval_set(tmp_path_factory) -> Path:
     return out
 
 
-def test_dpo_two_processes_match_one(small_data, dpo_eval_set, tmp_path, cli):
+def dpo_common(small_data: Path, dpo_eval_set: Path) -> list[str]:
     # plain sigmoid DPO, not the config's RPO: TRL's NLL term is a token mean within each process's batch, so two
     # shards of 4 weight tokens differently from one batch of 8 (train_loss 8.3097 vs 8.3127), by design
-    common = ["train", "dpo", str(ROOT / "configs/dpo/tiny.yaml"), f"data.train={small_data}", f"data.eval={dpo_eval_set}",
-              "model.name_or_path=offline:tiny-llama", "train.max_steps=3", "train.log_every=1",
-              "dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"]  # fmt: skip
-    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    return ["train", "dpo", str(ROOT / "configs/dpo/tiny.yaml"), f"data.train={small_data}", f"data.eval={dpo_eval_set}",
+            "model.name_or_path=offline:tiny-llama", "train.max_steps=3", "train.log_every=1",
+            "dpo.loss_type=[sigmoid]", "dpo.loss_weights=null"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_process_policies(small_data, dpo_eval_set, tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """DPO and PPO at 2 x 4 in one `accelerate launch` (tests/recipes/_launch_stages.py runs them one after
+    the other in the same two processes: one process group and one set of imports, less CI time).
+    Returns the runs' parent folder and each stage's --json report (the main process's only)."""
+    out = tmp_path_factory.mktemp("two-policies")
+    todo = out / "stages.json"
+    todo.write_text(json.dumps([
+        [*dpo_common(small_data, dpo_eval_set), f"output_dir={out / 'dpo'}", "train.batch_size=4", "--json"],
+        [*ppo_common(), f"output_dir={out / 'ppo'}", "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "--json"],
+    ]))  # fmt: skip
+    done = launch([*LAUNCH_2, ROOT / "tests" / "recipes" / "_launch_stages.py", todo])
+    reports = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 2, done.stdout  # one report per stage: only the main process reports
+    return out, dict(zip(("dpo", "ppo"), reports, strict=True))
+
+
+def test_dpo_two_processes_match_one(small_data, dpo_eval_set, two_process_policies, tmp_path, cli):
+    common = dpo_common(small_data, dpo_eval_set)
+    one_dir, two_dir = tmp_path / "one", two_process_policies[0] / "dpo"
     res = cli(*common, f"output_dir={one_dir}", "train.batch_size=8")
     assert res.exit_code == 0, res
-    done = launch(
-        [*LAUNCH_2, "-m", "rewardlab.cli", *common, f"output_dir={two_dir}", "train.batch_size=4", "--json"]
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stdout  # only the main process reports
     one = json.loads((one_dir / "metrics.json").read_text())
     two = json.loads((two_dir / "metrics.json").read_text())
     assert_metrics_match(
@@ -271,21 +287,21 @@ PPO_KEYS = ["train_rm_score_start", "train_rm_score_end", "train_kl_end", "kl_co
             "eos_rate_end"]  # fmt: skip
 
 
-def test_ppo_two_processes_match_one(tmp_path, cli):
+def ppo_common() -> list[str]:
+    rm = untrained_rm("rm-tiny", "offline:tiny-rm")
+    return ["train", "ppo", str(ROOT / "configs/ppo/tiny.yaml"), f"data.train={DATA}", "model.name_or_path=offline:tiny-llama",
+            f"ppo.reward_model={rm}", "ppo.ppo_epochs=2", "ppo.max_new_tokens=10", "ppo.adaptive_kl=true",
+            "ppo.kl_horizon=100", "train.log_every=1", "train.max_steps=3"]  # fmt: skip
+
+
+def test_ppo_two_processes_match_one(two_process_policies, tmp_path, cli):
     """Rollouts are seeded per prompt from its place in the prompt stream and advantages are whitened over
     all processes, so 2 x 4 rollouts sample the same answers and take the same updates as 1 x 8."""
-    rm = untrained_rm("rm-tiny", "offline:tiny-rm")
-    common = ["train", "ppo", str(ROOT / "configs/ppo/tiny.yaml"), f"data.train={DATA}", "model.name_or_path=offline:tiny-llama",
-              f"ppo.reward_model={rm}", "ppo.ppo_epochs=2", "ppo.max_new_tokens=10", "ppo.adaptive_kl=true",
-              "ppo.kl_horizon=100", "train.log_every=1", "train.max_steps=3"]  # fmt: skip
-    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+    common = ppo_common()
+    one_dir, two_dir = tmp_path / "one", two_process_policies[0] / "ppo"
     res = cli(*common, f"output_dir={one_dir}", "ppo.rollout_batch_size=8", "ppo.mini_batch_size=8")
     assert res.exit_code == 0, res
-    done = launch([*LAUNCH_2, "-m", "rewardlab.cli", *common, f"output_dir={two_dir}",
-                   "ppo.rollout_batch_size=4", "ppo.mini_batch_size=4", "--json"])  # fmt: skip
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1, done.stdout  # one report, from the main process
-    assert json.loads(lines[0])["steps"] == 3
+    assert two_process_policies[1]["ppo"]["steps"] == 3
     rows = read_jsonl(two_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[-1]["episodes"] == 3 * 4 * 2  # steps x per-process rollout batch x processes
