@@ -182,31 +182,35 @@ def fsdp2_cpu(tmp: Path) -> tuple[Path, dict]:
     return config, {**ENV, "PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")])}
 
 
-def fsdp2(args: list, tmp: Path) -> None:
-    """Run one rewardlab command under FSDP2 on 2 CPU processes."""
+def fsdp2(args: list, tmp: Path, module: bool = True) -> None:
+    """Run one rewardlab command (``module``: ``args`` are the CLI's; else a script and its arguments) under
+    FSDP2 on 2 CPU processes."""
     config, env = fsdp2_cpu(tmp)
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        config,
-        "-m",
-        "rewardlab.cli",
-        *args,
-    ]
+    target = ["-m", "rewardlab.cli"] if module else []
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, *target, *args]
     done = subprocess.run(
         [str(c) for c in cmd], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-4000:]
 
 
-def test_rm_under_fsdp2_on_two_processes_matches_one_process(rm_one_process, tmp_path):
+@pytest.fixture(scope="module")
+def fsdp2_runs(tmp_path_factory) -> Path:
+    """rm and ppo under FSDP2 on 2 CPU processes in one launch (tests/recipes/_launch_stages.py runs them one
+    after the other in the same processes: one process group and one set of imports, less CI time)."""
+    tmp = tmp_path_factory.mktemp("fsdp2")
+    todo = tmp / "stages.json"
+    todo.write_text(json.dumps([[str(a) for a in rm_args(tmp / "rm", *ZERO3_ARGS)],
+                                [*ppo_common(), f"output_dir={tmp / 'ppo'}", *PPO_SHARDED]]))  # fmt: skip
+    fsdp2([ROOT / "tests" / "recipes" / "_launch_stages.py", todo], tmp, module=False)
+    return tmp
+
+
+def test_rm_under_fsdp2_on_two_processes_matches_one_process(rm_one_process, fsdp2_runs):
     """configs/accelerate/fsdp.yaml (FSDP2 full shard, transformer-layer wrapping, FULL_STATE_DICT) with 2
     CPU processes over gloo and accelerate's device gate lifted (FSDP_ON_CPU): the same run as 1 process,
     with the tie parameters sharded in the root module and sharded checkpoints."""
-    two = tmp_path / "two"
-    fsdp2(rm_args(two, *ZERO3_ARGS), tmp_path)
+    two = fsdp2_runs / "rm"
     assert_rm_runs_match(rm_one_process, two, "fsdp2")
     assert (two / "checkpoints" / "step-00000004" / "engine" / "pytorch_model_fsdp.bin").is_file()
 
@@ -276,13 +280,12 @@ def test_ppo_under_zero3_on_two_processes_matches_one_process(ppo_one_process, t
     assert_ppo_runs_match(ppo_one_process, two)
 
 
-def test_ppo_under_fsdp2_on_two_processes_matches_one_process(ppo_one_process, tmp_path):
+def test_ppo_under_fsdp2_on_two_processes_matches_one_process(ppo_one_process, fsdp2_runs):
     """Policy and value as one FSDP2 module (engines.Bundle; generation and rollout scoring with the root's
     own weights gathered, engines.parts_callable): 2 x 4 rollouts end as 1 x 8 on one process (measured
     2026-12-07: metrics 1.5e-7, logits 2.4e-7), with FSDP2's sharded checkpoint every step. Resuming from
     step 1 gave bitwise the same weights and metrics (by hand, docs/scaling.md)."""
-    two = tmp_path / "two"
-    fsdp2([*ppo_common(), f"output_dir={two}", *PPO_SHARDED], tmp_path)
+    two = fsdp2_runs / "ppo"
     assert_ppo_runs_match(ppo_one_process, two)
     engine = two / "checkpoints" / "step-00000002" / "engine"
     assert (engine / "pytorch_model_fsdp.bin").is_file() and (engine / "optimizer.bin").is_file()
