@@ -110,8 +110,8 @@ def vote_log_loss(run_dir: Path, test: list[dict], votes: list[list[int]]) -> fl
     responses = [x for r in test for x in r["responses"]]
     s = scorer.score(prompts, responses)[:, 0].reshape(-1, 2)
     gap = s[:, 0] - s[:, 1]
-    losses = [math.log1p(math.exp(-v * g)) for g, vs in zip(gap, votes, strict=True) for v in vs]
-    return float(np.mean(losses))
+    margins = np.array([v * g for g, vs in zip(gap, votes, strict=True) for v in vs])
+    return float(np.logaddexp(0.0, -margins).mean())  # log(1 + e^-m) without overflow
 
 
 def main() -> None:
