@@ -4,6 +4,7 @@
     python scripts/bench_real.py --split tune --only rewardlab --seeds 0 train.lr=1e-4   # tuning a default
     python scripts/bench_real.py --data ~/hh-rlhf/helpful-base/test.jsonl.gz    # your own copy
     python scripts/bench_real.py --backbone smollm2 --limit 40 --threads 1     # SmolLM2-135M decoder RM
+    python scripts/bench_real.py --merge s0.json s1.json s2.json   # one paired table from one-seed runs
 
 Data: Anthropic HH-RLHF helpful-base test split (2,354 human pairs; `../shared/realdata/`, or `--data` for
 the file from the `Anthropic/hh-rlhf` dataset, `data_dir="helpful-base"`). Pairs are grouped by their
@@ -407,7 +408,9 @@ def summarize(results: dict[str, list[dict]], variants: dict[str, list[str]] | N
         summary[tool] = {
             key: sum(r[key] for r in rows) / len(rows)
             for key in rows[0]
-            if isinstance(rows[0][key], (int, float)) and all(r.get(key) is not None for r in rows)
+            if key != "invocation"  # which --merge file a row came from
+            and isinstance(rows[0][key], (int, float))
+            and all(r.get(key) is not None for r in rows)
         }
         summary[tool]["accuracy_se"] = mean_se([r["accuracy"] for r in rows])[1]
     for tool in variants or VARIANTS:
@@ -482,6 +485,62 @@ def print_table(
         )
 
 
+# what --merge requires to be the same in every file (a file written before "limit" was saved reads None)
+SAME_SETUP = ("data", "split", "backbone", "config", "sizes", "epochs", "max_length", "limit", "trl_lr",
+              "rewardlab_overrides")  # fmt: skip
+
+
+def merge(paths: list[Path]) -> dict:
+    """One payload from several ``--json`` files of one setup, joined by (tool, seed), the summary recomputed
+    over all seeds. A busy 2-core machine fits two runs side by side, not a table's nine, so a table may be
+    built from several invocations: accuracy pairs by seed whatever the invocation, but a throughput ratio
+    between tools run in different invocations also carries the machine's load, so ``invocation`` says which
+    file each row came from. Refuses (exit 2, one line) files whose setup or test pairs (read by their length
+    rules) differ, a (tool, seed) given twice, and tools that do not share the same seeds (nothing to pair)."""
+
+    def refuse(message: str) -> None:
+        print(f"bench_real.py --merge: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def setup(x: dict) -> dict:
+        return {**{k: x.get(k) for k in SAME_SETUP}, "length_rules": x["summary"]["length_rules"]}
+
+    payloads = []
+    for path in paths:
+        try:
+            payloads.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as err:
+            refuse(f"{path}: not a bench_real --json file ({err})")
+    first = payloads[0]
+    for path, p in zip(paths[1:], payloads[1:], strict=True):
+        for key, value in setup(p).items():
+            if value != setup(first)[key]:
+                refuse(f"{path}: {key} {value!r} differs from {paths[0]}'s {setup(first)[key]!r}")
+    rows: dict[str, dict[int, dict]] = {}
+    for i, (path, p) in enumerate(zip(paths, payloads, strict=True)):
+        for tool, runs in p["results"].items():
+            for seed, run in zip(p["seeds"], runs, strict=True):
+                if seed in rows.setdefault(tool, {}):
+                    refuse(f"{path}: {tool} seed {seed} is in an earlier file too")
+                rows[tool][seed] = {**run, "invocation": i}
+    seeds = sorted(next(iter(rows.values())))
+    for tool, by_seed in rows.items():
+        if sorted(by_seed) != seeds:
+            refuse(f"{tool} has seeds {sorted(by_seed)}, another tool {seeds}: nothing to pair")
+    results = {tool: [by_seed[s] for s in seeds] for tool, by_seed in rows.items()}
+    summary = summarize(results, BACKBONES[first["backbone"]].variants)
+    summary["length_rules"] = first["summary"]["length_rules"]
+    return {
+        **first,
+        "date": [p["date"] for p in payloads],
+        "parallel": [p["parallel"] for p in payloads],
+        "seeds": seeds,
+        "merged_from": [str(p) for p in paths],
+        "results": results,
+        "summary": summary,
+    }
+
+
 def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse, fill in the backbone's config, and refuse a --only tool the backbone does not run."""
     args = ap.parse_args(argv)
@@ -525,6 +584,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=None, help="first N train and eval pairs only (a smoke test)"
     )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="no runs: join --json files of the same setup (one seed per invocation) into one paired table",
+    )
     ap.add_argument("--worker", choices=["trl"], help=argparse.SUPPRESS)
     for name in ("--train", "--eval", "--work", "--result"):
         ap.add_argument(name, help=argparse.SUPPRESS)
@@ -536,6 +603,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(build_parser(), argv)
     if args.worker == "trl":
         trl_worker(args)
+        return
+    if args.merge:
+        payload = merge(args.merge)
+        print(f"merged {len(args.merge)} files: seeds {payload['seeds']}, backbone {payload['backbone']}")
+        print_table(
+            payload["results"], payload["summary"], payload["seeds"], BACKBONES[payload["backbone"]].variants
+        )
+        if args.json:
+            args.json.write_text(json.dumps(payload, indent=2))
         return
     if not args.data.is_file():
         raise SystemExit(
@@ -604,6 +680,7 @@ def main(argv: list[str] | None = None) -> None:
             "epochs": args.epochs,
             "max_length": MAX_LENGTH,
             "seeds": args.seeds,
+            "limit": args.limit,
             "trl_lr": args.trl_lr,
             "parallel": args.parallel,
             "threads": args.threads,

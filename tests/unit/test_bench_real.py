@@ -104,3 +104,52 @@ def test_trl_worker_reads_the_reward_at_the_eos_when_pad_is_eos(pad_is_eos: Path
 def test_trl_tokenizer_keeps_bert_sep_as_eos(bench) -> None:  # noqa: ANN001
     tok, eos_arg = bench.trl_tokenizer(models.resolve("offline:minilm-l6"))
     assert eos_arg == tok.sep_token == tok.eos_token == "[SEP]" and tok.pad_token == "[PAD]"
+
+
+def test_merge_joins_invocations_by_tool_and_seed(bench, tmp_path, capsys) -> None:  # noqa: ANN001
+    """Seeds run in separate invocations (and packed apart from padded + TRL) make one paired table; files of
+    another setup, a (tool, seed) given twice and tools without the same seeds are refused with exit 2."""
+    import json
+
+    def run(acc: float) -> dict:
+        return {"accuracy": acc, "pairs_per_s": 1.0, "tokens_per_s": 100.0, "tokens_per_response": 50.0,
+                "train_time_s": 8.0, "post_train_s": 2.0, "wall_s": 10.0, "peak_rss_mb": 1.0, "pairs_kept": 2,
+                "pairs_dropped": 0, "pairs_truncated": 0}  # fmt: skip
+
+    def payload(seeds: list[int], results: dict, limit: int | None = 200) -> dict:
+        return {"date": "d", "data": "hh", "split": "test", "backbone": "smollm2", "config": "c", "sizes": {},
+                "epochs": 1.0, "max_length": 256, "limit": limit, "trl_lr": 1e-4, "rewardlab_overrides": [],
+                "parallel": True, "seeds": seeds, "results": results,
+                "summary": {"length_rules": {"longer_wins": 0.565, "shorter_wins": 0.435}}}  # fmt: skip
+
+    def write(name: str, data: dict) -> Path:
+        (tmp_path / name).write_text(json.dumps(data))
+        return tmp_path / name
+
+    s0 = write("s0.json", payload([0], {"rewardlab-padded": [run(0.6)], "trl": [run(0.5)]}))
+    s1 = write("s1.json", payload([1], {"rewardlab-padded": [run(0.7)], "trl": [run(0.8)]}))
+    packed = write("p.json", payload([1, 0], {"rewardlab-packed": [run(0.7), run(0.6)]}))
+    merged = bench.merge([s0, s1, packed])
+    assert merged["seeds"] == [0, 1]
+    assert [r["accuracy"] for r in merged["results"]["rewardlab-packed"]] == [0.6, 0.7]  # by seed, not order
+    assert [r["invocation"] for r in merged["results"]["rewardlab-packed"]] == [2, 2]
+    summary = merged["summary"]
+    assert summary["paired-rewardlab-padded"]["per_seed_diff"] == pytest.approx([0.1, -0.1])
+    assert summary["packed-vs-padded"]["per_seed_diff"] == pytest.approx([0.0, 0.0])
+    assert "invocation" not in summary["rewardlab-packed"]
+
+    refused = {
+        "another limit": [s0, write("l.json", payload([1], {"rewardlab-padded": [run(0.7)], "trl": [run(0.8)]}, 40))],
+        "a seed twice": [s0, s0],
+        "unpaired seeds": [s0, s1, write("p0.json", payload([0], {"rewardlab-packed": [run(0.6)]}))],
+    }  # fmt: skip
+    for why, files in refused.items():
+        with pytest.raises(SystemExit) as err:
+            bench.merge(files)
+        assert err.value.code == 2, why
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("bench_real.py --merge: ") and "\n" not in line, why
+    bench.main(["--merge", str(s0), str(s1), "--json", str(tmp_path / "all.json")])
+    out = capsys.readouterr().out
+    assert "0.0 +- 10.0 points (paired by seed, SE)" in out  # +0.1 and -0.1
+    assert json.loads((tmp_path / "all.json").read_text())["merged_from"] == [str(s0), str(s1)]
