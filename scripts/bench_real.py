@@ -485,7 +485,8 @@ def print_table(
         )
 
 
-# what --merge requires to be the same in every file (a file written before "limit" was saved reads None)
+# what --merge requires to be the same in every file that has it (files written before "limit" was saved lack
+# it; their test pairs are still checked, by the length rules)
 SAME_SETUP = ("data", "split", "backbone", "config", "sizes", "epochs", "max_length", "limit", "trl_lr",
               "rewardlab_overrides")  # fmt: skip
 
@@ -514,7 +515,7 @@ def merge(paths: list[Path]) -> dict:
     first = payloads[0]
     for path, p in zip(paths[1:], payloads[1:], strict=True):
         for key, value in setup(p).items():
-            if value != setup(first)[key]:
+            if (key == "length_rules" or key in p and key in first) and value != setup(first)[key]:
                 refuse(f"{path}: {key} {value!r} differs from {paths[0]}'s {setup(first)[key]!r}")
     rows: dict[str, dict[int, dict]] = {}
     for i, (path, p) in enumerate(zip(paths, payloads, strict=True)):

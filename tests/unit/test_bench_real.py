@@ -129,13 +129,16 @@ def test_merge_joins_invocations_by_tool_and_seed(bench, tmp_path, capsys) -> No
     s0 = write("s0.json", payload([0], {"rewardlab-padded": [run(0.6)], "trl": [run(0.5)]}))
     s1 = write("s1.json", payload([1], {"rewardlab-padded": [run(0.7)], "trl": [run(0.8)]}))
     packed = write("p.json", payload([1, 0], {"rewardlab-packed": [run(0.7), run(0.6)]}))
-    merged = bench.merge([s0, s1, packed])
-    assert merged["seeds"] == [0, 1]
-    assert [r["accuracy"] for r in merged["results"]["rewardlab-packed"]] == [0.6, 0.7]  # by seed, not order
-    assert [r["invocation"] for r in merged["results"]["rewardlab-packed"]] == [2, 2]
+    old = payload([2], {"rewardlab-padded": [run(0.5)], "trl": [run(0.5)], "rewardlab-packed": [run(0.5)]})
+    del old["limit"]  # written before --json saved it: compared on what it has
+    merged = bench.merge([s0, s1, packed, write("old.json", old)])
+    assert merged["seeds"] == [0, 1, 2]
+    packed_rows = merged["results"]["rewardlab-packed"]
+    assert [r["accuracy"] for r in packed_rows] == [0.6, 0.7, 0.5]  # by seed, not by file order
+    assert [r["invocation"] for r in packed_rows] == [2, 2, 3]
     summary = merged["summary"]
-    assert summary["paired-rewardlab-padded"]["per_seed_diff"] == pytest.approx([0.1, -0.1])
-    assert summary["packed-vs-padded"]["per_seed_diff"] == pytest.approx([0.0, 0.0])
+    assert summary["paired-rewardlab-padded"]["per_seed_diff"] == pytest.approx([0.1, -0.1, 0.0])
+    assert summary["packed-vs-padded"]["per_seed_diff"] == pytest.approx([0.0, 0.0, 0.0])
     assert "invocation" not in summary["rewardlab-packed"]
 
     refused = {
