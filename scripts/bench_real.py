@@ -5,6 +5,7 @@
     python scripts/bench_real.py --data ~/hh-rlhf/helpful-base/test.jsonl.gz    # your own copy
     python scripts/bench_real.py --backbone smollm2 --limit 40 --threads 1     # SmolLM2-135M decoder RM
     python scripts/bench_real.py --merge s0.json s1.json s2.json   # one paired table from one-seed runs
+    python scripts/bench_real.py --backbone smollm2 --limit 200 --same-pairs   # both tools on TRL's kept pairs
 
 Data: Anthropic HH-RLHF helpful-base test split (2,354 human pairs; `../shared/realdata/`, or `--data` for
 the file from the `Anthropic/hh-rlhf` dataset, `data_dir="helpful-base"`). Pairs are grouped by their
@@ -40,6 +41,10 @@ token not equal to the pad id, so TRL's tokenizer gets a pad of its own (the unk
 HH text never holds; checked on every training and test text) and both tools read the reward at the
 <|im_end|>; rewardlab pools by the attention mask (docs/reward-models.md). Prints a table with the per-seed paired difference and its standard error, and
 writes the results as JSON (`--json`).
+
+`--same-pairs` trains every tool on the pairs TRL keeps: TRL drops a pair whose chosen or rejected text is over
+max_length, rewardlab keeps it and cuts its prompt from the left, so by default the two train on different
+pairs. With it, a difference left between the tools is not that one (the test pairs are the same either way).
 """
 
 from __future__ import annotations
@@ -138,6 +143,27 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
         for row in rows:
             fh.write(json.dumps({"chosen": row["chosen"], "rejected": row["rejected"]}) + "\n")
     return path
+
+
+def pairs_trl_keeps(rows: list[dict], backbone: str) -> list[dict]:
+    """The pairs TRL's RewardTrainer trains on: it drops a pair when its chosen or rejected text, eos
+    appended, is over max_length tokens, where rewardlab keeps the pair and cuts its prompt from the left.
+    ``--same-pairs`` trains both tools on these, so a difference left is not the over-long pairs'.
+    TRL's own count of what it kept is in every result (``pairs_kept``): with this filter it keeps all."""
+    from rewardlab import models
+
+    spec = BACKBONES[backbone]
+    tokenizer, eos = trl_tokenizer(models.resolve(spec.model))
+    eos = eos or tokenizer.eos_token
+    texts = chat_texts(rows, tokenizer) if spec.chat else rows
+    fits = [
+        all(
+            len(tokenizer(t if t.endswith(eos) else t + eos)["input_ids"]) <= MAX_LENGTH
+            for t in (x["chosen"], x["rejected"])
+        )
+        for x in texts
+    ]
+    return [row for row, ok in zip(rows, fits, strict=True) if ok]
 
 
 # ---------------------------------------------------------------- TRL worker (its own process)
@@ -487,8 +513,8 @@ def print_table(
 
 # what --merge requires to be the same in every file that has it (files written before "limit" was saved lack
 # it; their test pairs are still checked, by the length rules)
-SAME_SETUP = ("data", "split", "backbone", "config", "sizes", "epochs", "max_length", "limit", "trl_lr",
-              "rewardlab_overrides")  # fmt: skip
+SAME_SETUP = ("data", "split", "backbone", "config", "sizes", "epochs", "max_length", "limit", "same_pairs",
+              "trl_lr", "rewardlab_overrides")  # fmt: skip
 
 
 def merge(paths: list[Path]) -> dict:
@@ -504,7 +530,9 @@ def merge(paths: list[Path]) -> dict:
         raise SystemExit(2)
 
     def setup(x: dict) -> dict:
-        return {**{k: x.get(k) for k in SAME_SETUP}, "length_rules": x["summary"]["length_rules"]}
+        # before --same-pairs existed every run trained on all pairs
+        return {**{k: x.get(k) for k in SAME_SETUP}, "same_pairs": x.get("same_pairs", False),
+                "length_rules": x["summary"]["length_rules"]}  # fmt: skip
 
     payloads = []
     for path in paths:
@@ -515,7 +543,8 @@ def merge(paths: list[Path]) -> dict:
     first = payloads[0]
     for path, p in zip(paths[1:], payloads[1:], strict=True):
         for key, value in setup(p).items():
-            if (key == "length_rules" or key in p and key in first) and value != setup(first)[key]:
+            compared = key in ("length_rules", "same_pairs") or key in p and key in first
+            if compared and value != setup(first)[key]:
                 refuse(f"{path}: {key} {value!r} differs from {paths[0]}'s {setup(first)[key]!r}")
     rows: dict[str, dict[int, dict]] = {}
     for i, (path, p) in enumerate(zip(paths, payloads, strict=True)):
@@ -584,6 +613,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--limit", type=int, default=None, help="first N train and eval pairs only (a smoke test)"
     )
+    ap.add_argument(
+        "--same-pairs",
+        action="store_true",
+        help="train every tool on the pairs TRL keeps (no pair over max_length): rewardlab then cuts no prompt",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument(
         "--merge",
@@ -647,7 +681,12 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[dict]] = {t: [] for t in tools}
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
         work = Path(tmp)
-        train = write_jsonl(splits[train_part][: args.limit], work / "train.jsonl")
+        train_rows = splits[train_part][: args.limit]
+        if args.same_pairs:
+            kept = pairs_trl_keeps(train_rows, args.backbone)
+            print(f"--same-pairs: {len(kept)} of {len(train_rows)} train pairs fit max_length {MAX_LENGTH}")
+            train_rows = kept
+        train = write_jsonl(train_rows, work / "train.jsonl")
         held = write_jsonl(splits[eval_part][: args.limit], work / "eval.jsonl")
         jobs = [
             (tool, seed) for seed in args.seeds for tool in tools
@@ -682,6 +721,7 @@ def main(argv: list[str] | None = None) -> None:
             "max_length": MAX_LENGTH,
             "seeds": args.seeds,
             "limit": args.limit,
+            "same_pairs": args.same_pairs,
             "trl_lr": args.trl_lr,
             "parallel": args.parallel,
             "threads": args.threads,

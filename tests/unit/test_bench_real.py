@@ -144,6 +144,7 @@ def test_merge_joins_invocations_by_tool_and_seed(bench, tmp_path, capsys) -> No
     refused = {
         "another limit": [s0, write("l.json", payload([1], {"rewardlab-padded": [run(0.7)], "trl": [run(0.8)]}, 40))],
         "a seed twice": [s0, s0],
+        "other train pairs": [s0, write("sp.json", {**payload([1], {"rewardlab-padded": [run(0.7)], "trl": [run(0.8)]}), "same_pairs": True})],
         "unpaired seeds": [s0, s1, write("p0.json", payload([0], {"rewardlab-packed": [run(0.6)]}))],
     }  # fmt: skip
     for why, files in refused.items():
@@ -156,3 +157,17 @@ def test_merge_joins_invocations_by_tool_and_seed(bench, tmp_path, capsys) -> No
     out = capsys.readouterr().out
     assert "0.0 +- 10.0 points (paired by seed, SE)" in out  # +0.1 and -0.1
     assert json.loads((tmp_path / "all.json").read_text())["merged_from"] == [str(s0), str(s1)]
+
+
+def test_same_pairs_keeps_what_fits_max_length_as_trl_does(pad_is_eos: Path, bench, monkeypatch) -> None:  # noqa: ANN001
+    """--same-pairs: a pair goes when either chat-formatted text, eos included, is over max_length tokens
+    (TRL's RewardTrainer filter; on HH at --limit 200 / 40 it keeps 118 / 20, TRL's own counts)."""
+    monkeypatch.setitem(bench.BACKBONES, "tiny", bench.Backbone(ROOT, str(pad_is_eos), {}, chat=True))
+    short = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go"}
+    long = {"chosen": "\n\nHuman: hi\n\nAssistant: " + "word " * 40, "rejected": short["rejected"]}
+    tok, _ = bench.trl_tokenizer(str(pad_is_eos))
+    lengths = [len(tok(t)["input_ids"]) for row in bench.chat_texts([short, long], tok) for t in row.values()]
+    monkeypatch.setattr(bench, "MAX_LENGTH", max(lengths[:2]))  # the short pair just fits
+    assert bench.pairs_trl_keeps([long, short, long], "tiny") == [short]
+    monkeypatch.setattr(bench, "MAX_LENGTH", max(lengths[:2]) - 1)
+    assert bench.pairs_trl_keeps([short], "tiny") == []
