@@ -145,6 +145,11 @@ def write_jsonl(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def with_eos(text: str, eos: str) -> str:
+    """The text as TRL's RewardTrainer tokenizes it: ending in the eos (appended unless already there)."""
+    return text if text.endswith(eos) else text + eos
+
+
 def pairs_trl_keeps(rows: list[dict], backbone: str) -> list[dict]:
     """The pairs TRL's RewardTrainer trains on: it drops a pair when its chosen or rejected text, eos
     appended, is over max_length tokens, where rewardlab keeps the pair and cuts its prompt from the left.
@@ -157,10 +162,7 @@ def pairs_trl_keeps(rows: list[dict], backbone: str) -> list[dict]:
     eos = eos or tokenizer.eos_token
     texts = chat_texts(rows, tokenizer) if spec.chat else rows
     fits = [
-        all(
-            len(tokenizer(t if t.endswith(eos) else t + eos)["input_ids"]) <= MAX_LENGTH
-            for t in (x["chosen"], x["rejected"])
-        )
+        all(len(tokenizer(with_eos(t, eos))["input_ids"]) <= MAX_LENGTH for t in (x["chosen"], x["rejected"]))
         for x in texts
     ]
     return [row for row, ok in zip(rows, fits, strict=True) if ok]
@@ -277,7 +279,7 @@ def trl_worker(args: argparse.Namespace) -> None:
     if backbone.chat:
         test = chat_texts(test, tokenizer)
     eos = tokenizer.eos_token
-    texts = [t if t.endswith(eos) else t + eos for row in test for t in (row["chosen"], row["rejected"])]
+    texts = [with_eos(t, eos) for row in test for t in (row["chosen"], row["rejected"])]
     tokenizer.truncation_side = "left"
     scores = []
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -541,11 +543,12 @@ def merge(paths: list[Path]) -> dict:
         except (OSError, ValueError) as err:
             refuse(f"{path}: not a bench_real --json file ({err})")
     first = payloads[0]
+    base = setup(first)
     for path, p in zip(paths[1:], payloads[1:], strict=True):
         for key, value in setup(p).items():
             compared = key in ("length_rules", "same_pairs") or key in p and key in first
-            if compared and value != setup(first)[key]:
-                refuse(f"{path}: {key} {value!r} differs from {paths[0]}'s {setup(first)[key]!r}")
+            if compared and value != base[key]:
+                refuse(f"{path}: {key} {value!r} differs from {paths[0]}'s {base[key]!r}")
     rows: dict[str, dict[int, dict]] = {}
     for i, (path, p) in enumerate(zip(paths, payloads, strict=True)):
         for tool, runs in p["results"].items():
